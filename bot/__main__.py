@@ -1,0 +1,87 @@
+"""`python -m bot` runs the bot; `python -m bot console|migrate|check` the other entry points.
+
+Only wiring lives here: every subcommand is a function elsewhere. A configuration problem exits
+at once with a message naming the variable to set, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from bot.config import ConfigError, Settings, load_settings
+
+USAGE = """\
+python -m bot            run the Telegram bot (polling, or webhook when WEBHOOK_URL is set)
+python -m bot console    chat with the pipelines in this terminal (no Telegram needed)
+python -m bot migrate    apply the database migrations (SQLite or InsForge)
+python -m bot check      validate the configuration and reach every configured service
+"""
+
+
+def _fail(message: str) -> int:
+    print(message, file=sys.stderr)
+    return 2
+
+
+def _run_bot(settings: Settings) -> int:
+    if settings.telegram_bot_token is None:
+        return _fail(
+            "TELEGRAM_BOT_TOKEN is not set: get a token from @BotFather and put it in .env "
+            "(copy .env.example to .env and fill it in), or try `python -m bot console` "
+            "without Telegram."
+        )
+    from bot.telegram.runtime import run_bot
+
+    return asyncio.run(run_bot(settings))
+
+
+def _run_console(settings: Settings) -> int:
+    from bot.console import run_console
+
+    return asyncio.run(run_console(settings))
+
+
+def _run_migrate(settings: Settings) -> int:
+    from bot.storage.migrate import run_migrate
+
+    return asyncio.run(run_migrate(settings))
+
+
+def _run_check(settings: Settings) -> int:
+    from bot.check import run_check
+
+    return asyncio.run(run_check(settings))
+
+
+COMMANDS = {
+    "run": _run_bot,
+    "console": _run_console,
+    "migrate": _run_migrate,
+    "check": _run_check,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot", usage=USAGE)
+    parser.add_argument("command", nargs="?", default="run", choices=sorted(COMMANDS))
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        return _fail(str(exc))
+    from bot.observability.logs import install_log_scrubbing
+    from bot.observability.scrub import Scrubber
+
+    install_log_scrubbing(Scrubber(settings.secrets()), settings.log_level.upper())
+    try:
+        return COMMANDS[args.command](settings)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

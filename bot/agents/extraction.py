@@ -1,0 +1,51 @@
+"""Extraction: durable facts about the user from their latest message (structured output)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from bot.agents.base import Agent, memory_block, transcript
+from bot.llm.types import system, user
+from bot.pipeline.context import AgentOutput, PipelineContext
+from bot.storage.repositories import FactRepo
+
+MAX_FACT_LENGTH = 300
+
+
+class ExtractedFacts(BaseModel):
+    facts: list[str] = Field(
+        default_factory=list,
+        description="New durable facts about the user, one short sentence each; empty if none.",
+    )
+
+
+class ExtractionAgent(Agent):
+    name = "extraction"
+
+    def __init__(self, facts: FactRepo | None = None) -> None:
+        # Without a repository (unit tests) the facts are only returned, not stored.
+        self._facts = facts
+
+    async def run(self, ctx: PipelineContext) -> AgentOutput:
+        messages = [
+            system("\n\n".join(p for p in (self.prompt, memory_block(ctx)) if p)),
+            user(
+                f"Recent conversation:\n{transcript(ctx, 6) or '(none)'}\n\n"
+                f"The user's new message:\n{ctx.input_text}"
+            ),
+        ]
+        response = await ctx.llm.complete(messages, schema=ExtractedFacts, temperature=0)
+        extracted = response.parsed
+        assert isinstance(extracted, ExtractedFacts)
+        known = {f.strip().lower() for f in ctx.facts}
+        new: list[str] = []
+        for fact in extracted.facts:
+            text = " ".join(fact.split())[:MAX_FACT_LENGTH]
+            if text and text.lower() not in known:
+                known.add(text.lower())
+                new.append(text)
+        if new and self._facts is not None and ctx.user_id is not None:
+            # A storage error fails the step loudly (logged, traced); facts are not dropped
+            # silently.
+            await self._facts.add_many(ctx.user_id, new)
+        return AgentOutput.ok(ExtractedFacts(facts=new))

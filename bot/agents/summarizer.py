@@ -1,0 +1,48 @@
+"""Summarizer: keeps the chat's rolling summary, so agents remember beyond the history window.
+
+Runs in the background after the reply. It folds the previous summary, the recent history and this
+exchange into a new summary and saves it with the number of messages it covers.
+"""
+
+from __future__ import annotations
+
+from bot.agents.base import Agent, transcript
+from bot.llm.types import system, user
+from bot.pipeline.context import AgentOutput, PipelineContext
+from bot.storage.models import ChatSummary
+from bot.storage.repositories import MessageRepo, SummaryRepo
+
+MAX_SUMMARY_CHARS = 2000
+
+
+class SummarizerAgent(Agent):
+    name = "summarizer"
+
+    def __init__(
+        self,
+        summaries: SummaryRepo | None = None,
+        messages: MessageRepo | None = None,
+    ) -> None:
+        self._summaries = summaries
+        self._messages = messages
+
+    async def run(self, ctx: PipelineContext) -> AgentOutput:
+        reply = "\n\n".join(out.text for out in ctx.results.values() if out.success and out.text)
+        messages = [
+            system(self.prompt),
+            user(
+                f"Previous summary:\n{ctx.summary or '(none)'}\n\n"
+                f"Recent conversation:\n{transcript(ctx) or '(none)'}\n\n"
+                f"Newest exchange:\nUser: {ctx.input_text}\nAssistant: {reply or '(no reply)'}"
+            ),
+        ]
+        response = await ctx.llm.complete(messages, temperature=0)
+        summary = response.text.strip()[:MAX_SUMMARY_CHARS]
+        if not summary:
+            raise ValueError("the model returned an empty summary")
+        if self._summaries is not None and ctx.chat_id is not None:
+            count = await self._messages.count(ctx.chat_id) if self._messages else 0
+            await self._summaries.save(
+                ChatSummary(chat_id=ctx.chat_id, summary=summary, message_count=count)
+            )
+        return AgentOutput.ok(text=None, data=summary)

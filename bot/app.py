@@ -1,0 +1,181 @@
+"""The composition root: builds the services once and owns their start and stop.
+
+    async with build_services(settings) as services:
+        result = await services.conversation.handle("support", user_id=1, chat_id=1, text="hi")
+
+Start order: tracing -> storage -> providers -> model config (+ Redis invalidation) -> runner.
+Stop order is the reverse, and it starts by draining the runner's background steps (with
+SHUTDOWN_TIMEOUT as deadline) so summaries and facts in flight are not lost, while the database
+and the model clients they need are still open.
+
+The console (`bot.console`) and the Telegram bot (`run_bot`) both use `build_services`, so they
+share storage, model resolution and admin overrides exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+from bot.config import ConfigError, Settings
+from bot.llm.protocol import LLMProvider
+from bot.llm.specs import ModelSpec
+from bot.observability.logs import register_secret
+from bot.pipeline.observer import PipelineObserver
+from bot.pipeline.pipelines import build_pipelines
+from bot.pipeline.runner import PipelineRunner
+from bot.pipeline.steps import Pipeline
+from bot.services.conversation import ConversationService, KeyDecrypter
+from bot.services.model_catalog import ModelCatalog
+from bot.services.model_config import ModelConfigService
+from bot.services.model_resolution import ModelResolver
+from bot.storage.repositories import Storage
+
+log = logging.getLogger(__name__)
+
+
+class Providers(Protocol):
+    """The provider registry as the app uses it (`bot.llm.registry.ProviderRegistry`)."""
+
+    def chain(
+        self,
+        primary: ModelSpec,
+        *,
+        api_key: str | None = None,
+        fallbacks: Sequence[ModelSpec] | None = None,
+    ) -> LLMProvider: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    storage: Storage
+    providers: Providers
+    model_config: ModelConfigService
+    resolver: ModelResolver
+    observer: PipelineObserver
+    runner: PipelineRunner
+    pipelines: dict[str, Pipeline]
+    conversation: ConversationService
+    # OpenRouter's model list, checked by the admin `/setmodel` (Telegram and console).
+    catalog: ModelCatalog | None = None
+
+
+def _key_decrypter(settings: Settings, scrub: list[object]) -> KeyDecrypter | None:
+    """Users' own keys: decrypted with BOT_SECRET_KEY, and taught to the trace scrubber."""
+    if settings.bot_secret_key is None:
+        return None
+    from bot.storage.crypto import KeyCipher
+
+    cipher = KeyCipher.from_settings(settings)
+
+    def decrypt(stored: str) -> str:
+        plain = cipher.decrypt(stored)
+        register_secret(plain)
+        for tracing in scrub:
+            add_secret = getattr(tracing, "add_secret", None)
+            if add_secret is not None:
+                add_secret(plain)
+        return plain
+
+    return decrypt
+
+
+@asynccontextmanager
+async def build_services(
+    settings: Settings,
+    *,
+    storage: Storage | None = None,
+    providers: Providers | None = None,
+    observer: PipelineObserver | None = None,
+) -> AsyncIterator[Services]:
+    """Build, start, yield, and stop every service. Tests may inject storage/providers/observer."""
+    async with AsyncExitStack() as stack:
+        tracing = None
+        if observer is None:
+            from bot.observability.tracing import create_tracing
+
+            tracing = create_tracing(settings)
+            stack.push_async_callback(tracing.aclose)
+            observer = tracing.observer
+
+        if storage is None:
+            from bot.storage.factory import create_storage
+
+            storage = create_storage(settings)
+        await storage.connect()
+        stack.push_async_callback(storage.close)
+
+        if providers is None:
+            from bot.llm.registry import ProviderRegistry, validate_settings
+
+            problems = validate_settings(settings)
+            if problems:
+                raise ConfigError("The model configuration cannot work:\n" + "\n".join(problems))
+            wrap = tracing.wrap_provider if tracing is not None and tracing.enabled else None
+            providers = ProviderRegistry(settings, wrap=wrap)
+        stack.push_async_callback(providers.close)
+
+        model_config = ModelConfigService.from_settings(
+            settings, storage.model_config, storage.model_history, providers
+        )
+        stack.push_async_callback(model_config.close)
+        if settings.redis_url:
+            from bot.services.override_events import OverrideEvents
+
+            events = OverrideEvents(settings.redis_url, lambda _agent: model_config.invalidate())
+            await events.start()
+            stack.push_async_callback(events.close)
+            model_config.add_change_listener(events.publish)
+
+        resolver = ModelResolver(settings, providers, model_config)
+        runner = PipelineRunner(observer, step_timeout=settings.step_timeout)
+        stack.push_async_callback(_drain, runner, settings.shutdown_timeout)
+        pipelines = build_pipelines(storage)
+        conversation = ConversationService(
+            storage,
+            runner,
+            pipelines,
+            resolver=resolver,
+            default_llm=resolver.shared_chain(settings.default_spec),
+            decrypt_key=_key_decrypter(settings, [tracing] if tracing is not None else []),
+        )
+        catalog = ModelCatalog(settings.openrouter_base_url)
+        stack.push_async_callback(catalog.close)
+        yield Services(
+            settings=settings,
+            storage=storage,
+            providers=providers,
+            model_config=model_config,
+            resolver=resolver,
+            observer=observer,
+            runner=runner,
+            pipelines=pipelines,
+            conversation=conversation,
+            catalog=catalog,
+        )
+
+
+async def _drain(runner: PipelineRunner, timeout: float) -> None:
+    cancelled = await runner.drain(timeout)
+    if cancelled:
+        log.warning("%d background step(s) cancelled at shutdown", cancelled)
+
+
+async def run_bot(settings: Settings) -> int:
+    """Run the Telegram bot.
+
+    The Telegram layer (bot/telegram/) plugs in here: inside `build_services(settings)`, build the
+    aiogram Dispatcher with the services (`Dispatcher(**vars(services))` or middleware data) and
+    run polling or the webhook until stopped; leaving the `async with` drains and closes all.
+    """
+    async with build_services(settings):
+        print(
+            "The Telegram layer is not wired yet; try `python -m bot console`.",
+        )
+        return 2

@@ -1,0 +1,307 @@
+"""Configuration: one `Settings` object, read from the environment and `.env`.
+
+Every variable is listed, grouped and commented in `.env.example`. A wrong value stops the bot at
+start-up with a `ConfigError` that names the variable and says what it wants; nothing is guessed.
+Secrets are `SecretStr` so that printing or logging the settings never shows them.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Annotated, Any
+
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.llm.specs import PROVIDERS, ModelSpec, ModelSpecError, parse_spec
+
+AGENT_NAMES: tuple[str, ...] = (
+    "extraction",
+    "strategist",
+    "coach",
+    "tutor",
+    "trainer",
+    "summarizer",
+)
+PIPELINE_NAMES: tuple[str, ...] = ("support", "learn", "train")
+
+
+class ConfigError(Exception):
+    """The configuration cannot work; the message names the variable(s) to fix."""
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _split_pairs(value: Any) -> Any:
+    """`a=x,b=y` -> {"a": "x", "b": "y"}; values may contain `:` and `/` (model specs)."""
+    if isinstance(value, str):
+        pairs: dict[str, str] = {}
+        for part in value.split(","):
+            if not part.strip():
+                continue
+            key, sep, val = part.partition("=")
+            if not sep or not key.strip() or not val.strip():
+                raise ValueError(
+                    f"expected name=provider:model pairs separated by commas, got {part!r}"
+                )
+            pairs[key.strip().lower()] = val.strip()
+        return pairs
+    return value
+
+
+CsvList = Annotated[list[str], NoDecode]
+CsvInts = Annotated[list[int], NoDecode]
+Pairs = Annotated[dict[str, str], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        protected_namespaces=(),
+        hide_input_in_errors=True,
+    )
+
+    # --- Telegram ---
+    telegram_bot_token: SecretStr | None = None
+    telegram_api_base: str | None = None
+    admin_ids: CsvInts = Field(default_factory=list)
+
+    # --- Models ---
+    default_model: str = "openrouter:openai/gpt-4o-mini"
+    fallback_models: CsvList = Field(default_factory=list)
+    agent_models: Pairs = Field(default_factory=dict)
+    pipeline_models: Pairs = Field(default_factory=dict)
+    # Models offered to users by `/model` (specs). Empty: DEFAULT_MODEL and FALLBACK_MODELS.
+    user_models: CsvList = Field(default_factory=list)
+    llm_timeout: float = Field(default=60.0, gt=0)
+    # The SDKs' own retries on the same model; our fallback chain handles the rest.
+    llm_max_retries: int = Field(default=1, ge=0, le=5)
+    step_timeout: float = Field(default=120.0, gt=0)
+
+    # --- Providers ---
+    openrouter_api_key: SecretStr | None = None
+    openrouter_base_url: str = PROVIDERS["openrouter"].default_base_url or ""
+    openrouter_app_url: str = "https://github.com/coach-bot/coach-bot"
+    openrouter_app_title: str = "Coach Bot"
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str = PROVIDERS["openai"].default_base_url or ""
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str = PROVIDERS["anthropic"].default_base_url or ""
+    groq_api_key: SecretStr | None = None
+    groq_base_url: str = PROVIDERS["groq"].default_base_url or ""
+    xai_api_key: SecretStr | None = None
+    xai_base_url: str = PROVIDERS["xai"].default_base_url or ""
+    vllm_api_key: SecretStr | None = None
+    vllm_base_url: str = PROVIDERS["vllm"].default_base_url or ""
+    mlx_model_path: str | None = None
+
+    # --- Storage ---
+    database_url: str = "sqlite:///data/bot.db"
+    insforge_url: str | None = None
+    insforge_api_key: SecretStr | None = None
+    insforge_timeout: float = Field(default=10.0, gt=0)
+    model_config_ttl: float = Field(default=60.0, gt=0)
+    bot_secret_key: SecretStr | None = None
+
+    # --- Observability ---
+    langfuse_public_key: str | None = None
+    langfuse_secret_key: SecretStr | None = None
+    langfuse_base_url: str = "https://cloud.langfuse.com"
+    # Keep prompts and replies out of traces entirely (models, tokens, costs, timings stay).
+    langfuse_redact_content: bool = False
+    log_level: str = "INFO"
+
+    # --- Deployment ---
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_host: str = "0.0.0.0"
+    webhook_port: int = Field(default=8080, ge=1, le=65535)
+    redis_url: str | None = None
+    shutdown_timeout: float = Field(default=20.0, gt=0)
+
+    _split_lists = field_validator("admin_ids", "fallback_models", "user_models", mode="before")(
+        _split_csv
+    )
+    _split_maps = field_validator("agent_models", "pipeline_models", mode="before")(_split_pairs)
+
+    @field_validator(
+        "telegram_api_base",
+        "insforge_url",
+        "webhook_url",
+        "redis_url",
+        "mlx_model_path",
+        "langfuse_public_key",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator(
+        "telegram_bot_token",
+        "openrouter_api_key",
+        "openai_api_key",
+        "anthropic_api_key",
+        "groq_api_key",
+        "xai_api_key",
+        "vllm_api_key",
+        "insforge_api_key",
+        "bot_secret_key",
+        "langfuse_secret_key",
+        "webhook_secret",
+        mode="before",
+    )
+    @classmethod
+    def _empty_secret_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator(
+        "openrouter_base_url",
+        "openai_base_url",
+        "anthropic_base_url",
+        "groq_base_url",
+        "xai_base_url",
+        "vllm_base_url",
+        "langfuse_base_url",
+        "database_url",
+        mode="before",
+    )
+    @classmethod
+    def _empty_means_default(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and not value.strip() and info.field_name:
+            return cls.model_fields[info.field_name].default
+        return value.strip().rstrip("/") if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "sqlite+aiosqlite:///")):
+            raise ValueError(
+                "only sqlite:///path/to/file.db is supported here; "
+                "for PostgreSQL set INSFORGE_URL and INSFORGE_API_KEY"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_models(self) -> Settings:
+        problems: list[str] = []
+
+        def check(raw: str, variable: str) -> None:
+            try:
+                parse_spec(raw, variable=variable)
+            except ModelSpecError as exc:
+                problems.append(str(exc))
+
+        check(self.default_model, "DEFAULT_MODEL")
+        for raw in self.fallback_models:
+            check(raw, "FALLBACK_MODELS")
+        for raw in self.user_models:
+            check(raw, "USER_MODELS")
+        for agent, raw in self.agent_models.items():
+            if agent not in AGENT_NAMES:
+                problems.append(
+                    f"AGENT_MODELS: unknown agent {agent!r} (agents: {', '.join(AGENT_NAMES)})"
+                )
+            check(raw, "AGENT_MODELS")
+        for pipeline, raw in self.pipeline_models.items():
+            if pipeline not in PIPELINE_NAMES:
+                problems.append(
+                    f"PIPELINE_MODELS: unknown pipeline {pipeline!r} "
+                    f"(pipelines: {', '.join(PIPELINE_NAMES)})"
+                )
+            check(raw, "PIPELINE_MODELS")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # --- derived values ---
+
+    @cached_property
+    def default_spec(self) -> ModelSpec:
+        return parse_spec(self.default_model)
+
+    @cached_property
+    def fallback_specs(self) -> tuple[ModelSpec, ...]:
+        return tuple(parse_spec(raw) for raw in self.fallback_models)
+
+    @property
+    def uses_insforge(self) -> bool:
+        return bool(self.insforge_url)
+
+    @property
+    def sqlite_path(self) -> str:
+        return self.database_url.split(":///", 1)[1]
+
+    @property
+    def tracing_enabled(self) -> bool:
+        return bool(self.langfuse_public_key and self.langfuse_secret_key)
+
+    def api_key_for(self, provider: str) -> SecretStr | None:
+        value = getattr(self, f"{provider}_api_key", None)
+        return value if isinstance(value, SecretStr) else None
+
+    def base_url_for(self, provider: str) -> str | None:
+        value = getattr(self, f"{provider}_base_url", None)
+        return value if isinstance(value, str) and value else None
+
+    def secrets(self) -> list[str]:
+        """Every configured secret value, for redaction checks and log scrubbing."""
+        found: list[str] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                found.append(value.get_secret_value())
+        return found
+
+    def missing_key_problems(self) -> list[str]:
+        """Specs configured for providers whose key is not set, as messages naming the variable."""
+        specs: list[tuple[str, str]] = [("DEFAULT_MODEL", self.default_model)]
+        specs += [("FALLBACK_MODELS", raw) for raw in self.fallback_models]
+        specs += [("AGENT_MODELS", raw) for raw in self.agent_models.values()]
+        specs += [("PIPELINE_MODELS", raw) for raw in self.pipeline_models.values()]
+        problems: list[str] = []
+        for variable, raw in specs:
+            spec = parse_spec(raw)
+            info = spec.info
+            if info.needs_key and info.key_var and self.api_key_for(spec.provider) is None:
+                problems.append(f"{variable} uses {spec} but {info.key_var} is not set")
+            if (
+                spec.provider == "mlx"
+                and not self.mlx_model_path
+                and not spec.model.startswith("/")
+            ):
+                problems.append(f"{variable} uses {spec}; set MLX_MODEL_PATH to the model folder")
+        return problems
+
+
+def _describe(error: ValidationError) -> str:
+    lines: list[str] = []
+    for item in error.errors():
+        loc = item.get("loc") or ()
+        variable = str(loc[0]).upper() if loc else "configuration"
+        message = str(item.get("msg", "invalid value")).removeprefix("Value error, ")
+        lines.append(f"{variable}: {message}" if loc else message)
+    return "\n".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings; a bad value raises `ConfigError` naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(
+            "The configuration is not valid:\n" + _describe(exc) + "\nSee .env.example."
+        ) from None

@@ -1,0 +1,108 @@
+"""Model specs: the `provider:model` strings used everywhere in configuration.
+
+One table says, for every provider, which wire format it speaks, which variables hold its key and
+base URL, and where it lives by default. Parsing happens here and only here, so a typo gets the
+same "did you mean" answer whether it came from `.env`, `/setmodel` or `/model`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Literal
+
+WireFormat = Literal["openai", "anthropic", "local"]
+
+
+class ModelSpecError(ValueError):
+    """A model spec that cannot be used: unknown provider, empty model, missing key.
+
+    The message always names what to change (a variable or the spec itself).
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderInfo:
+    name: str
+    wire: WireFormat
+    key_var: str | None
+    base_url_var: str | None
+    default_base_url: str | None
+    # vLLM and local models run without a key.
+    needs_key: bool = True
+
+
+PROVIDERS: dict[str, ProviderInfo] = {
+    p.name: p
+    for p in (
+        ProviderInfo(
+            "openrouter",
+            "openai",
+            "OPENROUTER_API_KEY",
+            "OPENROUTER_BASE_URL",
+            "https://openrouter.ai/api/v1",
+        ),
+        ProviderInfo(
+            "openai", "openai", "OPENAI_API_KEY", "OPENAI_BASE_URL", "https://api.openai.com/v1"
+        ),
+        ProviderInfo(
+            "anthropic",
+            "anthropic",
+            "ANTHROPIC_API_KEY",
+            "ANTHROPIC_BASE_URL",
+            "https://api.anthropic.com",
+        ),
+        ProviderInfo(
+            "groq", "openai", "GROQ_API_KEY", "GROQ_BASE_URL", "https://api.groq.com/openai/v1"
+        ),
+        ProviderInfo("xai", "openai", "XAI_API_KEY", "XAI_BASE_URL", "https://api.x.ai/v1"),
+        ProviderInfo(
+            "vllm",
+            "openai",
+            "VLLM_API_KEY",
+            "VLLM_BASE_URL",
+            "http://127.0.0.1:8000/v1",
+            needs_key=False,
+        ),
+        ProviderInfo("mlx", "local", None, None, None, needs_key=False),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    provider: str
+    model: str
+
+    @property
+    def info(self) -> ProviderInfo:
+        return PROVIDERS[self.provider]
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+
+def parse_spec(raw: str, *, variable: str | None = None) -> ModelSpec:
+    """Parse `provider:model`; the model part may itself contain `/` and `:`.
+
+    >>> parse_spec("openrouter:anthropic/claude-sonnet-4.5")
+    ModelSpec(provider='openrouter', model='anthropic/claude-sonnet-4.5')
+    """
+    where = f"{variable}: " if variable else ""
+    text = raw.strip()
+    provider, sep, model = text.partition(":")
+    provider = provider.strip().lower()
+    model = model.strip()
+    if not sep or not provider or not model:
+        raise ModelSpecError(
+            f"{where}{raw!r} is not a model spec; write provider:model, "
+            f"e.g. openrouter:openai/gpt-4o-mini (providers: {', '.join(PROVIDERS)})"
+        )
+    if provider not in PROVIDERS:
+        close = difflib.get_close_matches(provider, PROVIDERS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ModelSpecError(
+            f"{where}unknown provider {provider!r} in {raw!r}{hint} "
+            f"(providers: {', '.join(PROVIDERS)})"
+        )
+    return ModelSpec(provider, model)

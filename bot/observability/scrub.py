@@ -1,0 +1,152 @@
+"""Keeping secrets and (optionally) conversation content out of traces.
+
+Everything tracing records passes through one `Scrubber` first: every configured secret
+(`Settings.secrets()`: provider keys, the bot token, the InsForge key, the Langfuse secret...),
+secrets registered later (`add_secret`, e.g. a user's own key), and anything shaped like a well
+known credential (`sk-...`, `sk-ant-...`, `gsk_...`, `xai-...`, a Telegram bot token, a bearer
+token) is replaced by `[secret]`. Mapping entries whose key names a credential (`api_key`,
+`authorization`, `token`...) lose their value whatever it looks like.
+
+The same scrubber runs a second time on every exported span attribute (Langfuse's
+`mask_otel_spans` hook), so a secret that reached an attribute another way is still caught before
+it leaves the process.
+
+With `redact_content`, prompts, replies and step outputs are replaced by `[redacted]` entirely;
+models, tokens, costs, timings and errors' types stay.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel
+
+SECRET = "[secret]"
+REDACTED = "[redacted]"
+
+# Secrets shorter than this are not searched for: replacing every "abc" would wreck the traces
+# while protecting nothing (no real key is that short).
+MIN_SECRET_LENGTH = 6
+
+_CREDENTIAL_SHAPES = re.compile(
+    r"""
+      \bsk-[A-Za-z0-9_\-]{16,}            # OpenAI, OpenRouter (sk-or-...), Anthropic (sk-ant-...)
+    | \b[sp]k-lf-[A-Za-z0-9_\-]{8,}       # Langfuse keys
+    | \bgsk_[A-Za-z0-9]{16,}              # Groq
+    | \bxai-[A-Za-z0-9]{16,}              # xAI
+    | \b\d{5,12}:[A-Za-z0-9_\-]{30,}      # Telegram bot token
+    | (?i:bearer)\s+[A-Za-z0-9._\-~+/=]{16,}
+    """,
+    re.VERBOSE,
+)
+
+_CREDENTIAL_KEYS = re.compile(
+    r"(api[_-]?key|apikey|authorization|auth[_-]?token|access[_-]?token|secret|password|"
+    r"^token$|bot[_-]?token|cookie|x-api-key)",
+    re.IGNORECASE,
+)
+
+
+def _forms(secret: str) -> set[str]:
+    """The secret as written and as it appears inside JSON (attributes are JSON-encoded)."""
+    forms = {secret}
+    encoded = json.dumps(secret)[1:-1]
+    forms.add(encoded)
+    return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
+
+
+class Scrubber:
+    """Replaces secrets in any JSON-like value. Thread-safe: the export thread uses it too."""
+
+    def __init__(self, secrets: Iterable[str] = (), *, redact_content: bool = False) -> None:
+        self.redact_content = redact_content
+        self._lock = threading.Lock()
+        self._secrets: frozenset[str] = frozenset()
+        self._pattern: re.Pattern[str] | None = None
+        self.add_secrets(secrets)
+
+    def add_secret(self, secret: str | None) -> None:
+        if secret:
+            self.add_secrets([secret])
+
+    def add_secrets(self, secrets: Iterable[str]) -> None:
+        found: set[str] = set()
+        for secret in secrets:
+            if secret:
+                found |= _forms(secret)
+        if not found:
+            return
+        with self._lock:
+            if found <= self._secrets:
+                return
+            self._secrets = self._secrets | found
+            # One pattern for all of them, longest first so a secret containing another is
+            # replaced whole; readers swap to the new pattern atomically.
+            ordered = sorted(self._secrets, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(secret) for secret in ordered))
+
+    def text(self, value: str) -> str:
+        pattern = self._pattern
+        if pattern is not None:
+            value = pattern.sub(SECRET, value)
+        return _CREDENTIAL_SHAPES.sub(SECRET, value)
+
+    def value(self, value: Any) -> Any:
+        """A JSON-friendly copy of `value` with every secret replaced."""
+        return self._walk(jsonable(value))
+
+    def content(self, value: Any) -> Any:
+        """Conversation content (prompts, replies, outputs): redacted entirely when configured."""
+        if value is None:
+            return None
+        if self.redact_content:
+            return REDACTED
+        return self.value(value)
+
+    def _walk(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, Mapping):
+            cleaned: dict[str, Any] = {}
+            for key, item in value.items():
+                name = self.text(str(key))
+                cleaned[name] = SECRET if _CREDENTIAL_KEYS.search(name) else self._walk(item)
+            return cleaned
+        if isinstance(value, list | tuple):
+            return [self._walk(item) for item in value]
+        return value
+
+
+def jsonable(value: Any) -> Any:
+    """Turn models, dataclasses and other objects into plain JSON-like data."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: jsonable(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not f.name.startswith("_")
+        }
+    if isinstance(value, Mapping):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(item) for item in value]
+    return repr(value)
+
+
+def truncate(value: Any, limit: int) -> Any:
+    """Shorten long strings inside `value` (a step's output summary needs no whole essays)."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + f"… [{len(value) - limit} more]"
+    if isinstance(value, dict):
+        return {key: truncate(item, limit) for key, item in value.items()}
+    if isinstance(value, list):
+        return [truncate(item, limit) for item in value]
+    return value

@@ -1,0 +1,101 @@
+"""The seam between the pipeline runner and tracing.
+
+The runner calls an observer around a whole run and around each step; `bot.observability.tracing`
+implements it with Langfuse, `NullObserver` does nothing (tracing off costs nothing). The runner
+never imports langfuse; the observer never knows about agents' internals.
+
+Context managers are synchronous on purpose: Langfuse's (OpenTelemetry's) spans are, and the
+current span travels in contextvars, so model calls made inside a step (even in tasks created
+there, such as background steps) become children of that step's span.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(slots=True)
+class RunInfo:
+    pipeline: str
+    user_id: int | None
+    chat_id: int | None
+    input_text: str
+    tags: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class RunHandle(Protocol):
+    """What the runner may do with an open run trace."""
+
+    @property
+    def trace_id(self) -> str | None: ...
+
+    def add_tags(self, *tags: str) -> None: ...
+
+    def set_output(self, output: Any) -> None: ...
+
+
+@dataclass(slots=True)
+class StepInfo:
+    agent: str
+    kind: str  # "step", "parallel", "background"
+    model: str  # the chosen model spec, e.g. "openrouter:anthropic/claude-sonnet-4.5"
+    source: str  # "override", "user", "agent", "pipeline", "default"
+
+
+class StepHandle(Protocol):
+    def set_result(
+        self, *, success: bool, output: Any = None, error: str | None = None
+    ) -> None: ...
+
+
+class PipelineObserver(Protocol):
+    def run(self, info: RunInfo) -> AbstractContextManager[RunHandle]: ...
+
+    def step(self, info: StepInfo) -> AbstractContextManager[StepHandle]: ...
+
+
+class _NullRun:
+    trace_id: str | None = None
+
+    def add_tags(self, *tags: str) -> None:
+        pass
+
+    def set_output(self, output: Any) -> None:
+        pass
+
+
+class _NullStep:
+    def set_result(self, *, success: bool, output: Any = None, error: str | None = None) -> None:
+        pass
+
+
+class _NullScope(AbstractContextManager[Any]):
+    """A reusable do-nothing context manager (cheaper than a generator-based one per call)."""
+
+    __slots__ = ("_handle",)
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    def __enter__(self) -> Any:
+        return self._handle
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NULL_RUN_SCOPE = _NullScope(_NullRun())
+_NULL_STEP_SCOPE = _NullScope(_NullStep())
+
+
+class NullObserver:
+    """Tracing off: costs two attribute lookups per run and per step."""
+
+    def run(self, info: RunInfo) -> AbstractContextManager[RunHandle]:
+        return _NULL_RUN_SCOPE
+
+    def step(self, info: StepInfo) -> AbstractContextManager[StepHandle]:
+        return _NULL_STEP_SCOPE

@@ -1,0 +1,70 @@
+"""The bot's pipelines, declared by their shape.
+
+    support  Parallel(extraction, strategist) -> coach -> Background(summarizer)
+    learn    strategist -> tutor -> Background(extraction, summarizer)
+    train    trainer grades the answer (if an exercise is open) -> trainer sets the next one
+             -> Background(summarizer)
+
+Helpers whose failure must not cost the user their reply (extraction, strategist, summarizer)
+are optional; the agent that writes the reply is required.
+"""
+
+from __future__ import annotations
+
+from bot.agents.coach import CoachAgent
+from bot.agents.extraction import ExtractionAgent
+from bot.agents.strategist import StrategistAgent
+from bot.agents.summarizer import SummarizerAgent
+from bot.agents.trainer import TrainerAgent, TrainerGradeAgent
+from bot.agents.tutor import TutorAgent
+from bot.pipeline.steps import Background, Parallel, Pipeline, Step
+from bot.storage.repositories import Storage
+
+
+def build_pipelines(storage: Storage | None = None) -> dict[str, Pipeline]:
+    """Every pipeline by name; agents store facts, summaries and exercises in `storage`."""
+    facts = storage.facts if storage is not None else None
+    summaries = storage.summaries if storage is not None else None
+    messages = storage.messages if storage is not None else None
+    exercises = storage.exercises if storage is not None else None
+
+    extraction = ExtractionAgent(facts)
+    strategist = StrategistAgent()
+    summarizer = SummarizerAgent(summaries, messages)
+
+    support = Pipeline(
+        "support",
+        (
+            Parallel([Step(extraction, optional=True), Step(strategist, optional=True)]),
+            Step(CoachAgent()),
+            Background(Step(summarizer, optional=True)),
+        ),
+    )
+    learn = Pipeline(
+        "learn",
+        (
+            Step(strategist, optional=True),
+            Step(TutorAgent()),
+            Background(Step(extraction, optional=True), Step(summarizer, optional=True)),
+        ),
+    )
+    train = Pipeline(
+        "train",
+        (
+            Step(TrainerGradeAgent(exercises)),
+            Step(TrainerAgent(exercises)),
+            Background(Step(summarizer, optional=True)),
+        ),
+    )
+    return {p.name: p for p in (support, learn, train)}
+
+
+# The pipeline each agent is shown under in `/models` (pipeline models apply per pipeline).
+AGENT_HOME_PIPELINE: dict[str, str] = {
+    "extraction": "support",
+    "strategist": "support",
+    "coach": "support",
+    "summarizer": "support",
+    "tutor": "learn",
+    "trainer": "train",
+}

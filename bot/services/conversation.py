@@ -1,0 +1,193 @@
+"""One turn of a conversation: load what the agents need, run the pipeline, store the exchange.
+
+    result = await conversation.handle("support", user_id=1, chat_id=1, text="hi", on_text=send)
+
+Reads happen concurrently before the run (history, summary, facts, the user's model choice and,
+for `train`, the open exercise). The user's message is stored as soon as the trace is open and
+the reply right after the foreground steps, both with the pipeline and the trace id, before any
+background step starts (so the summarizer sees the exchange). A failing write raises: the caller
+tells the user, nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+
+from pydantic import SecretStr
+
+from bot.llm.protocol import LLMProvider
+from bot.llm.specs import ModelSpecError, parse_spec
+from bot.pipeline.context import PipelineContext, Resolver, TextSink
+from bot.pipeline.runner import PipelineRunner, RunResult
+from bot.pipeline.steps import Pipeline
+from bot.services.model_resolution import UserModelChoice
+from bot.storage.models import Exercise, StoredMessage, UserSettings
+from bot.storage.repositories import Storage
+
+log = logging.getLogger(__name__)
+
+KeyDecrypter = Callable[[str], str]
+
+
+class UnknownPipelineError(ValueError):
+    pass
+
+
+def user_model_choice(
+    row: UserSettings | None, decrypt: KeyDecrypter | None
+) -> UserModelChoice | None:
+    """The user's model and decrypted key from their settings row (None: bot defaults)."""
+    if row is None or (row.default_model is None and row.api_key_encrypted is None):
+        return None
+    spec = None
+    if row.default_model:
+        try:
+            spec = parse_spec(row.default_model)
+        except ModelSpecError:
+            log.warning(
+                "user %s has an unusable model %r; using defaults", row.user_id, row.default_model
+            )
+    api_key = None
+    if row.api_key_encrypted and row.api_key_provider and decrypt is not None:
+        try:
+            api_key = SecretStr(decrypt(row.api_key_encrypted))
+        except Exception as exc:
+            # Never the key or the token in the log; the type says what went wrong.
+            log.warning(
+                "user %s's own API key cannot be decrypted (%s)", row.user_id, type(exc).__name__
+            )
+    return UserModelChoice(spec, row.api_key_provider, api_key)
+
+
+class ConversationService:
+    def __init__(
+        self,
+        storage: Storage,
+        runner: PipelineRunner,
+        pipelines: Mapping[str, Pipeline],
+        *,
+        resolver: Resolver | None,
+        default_llm: LLMProvider,
+        decrypt_key: KeyDecrypter | None = None,
+        history_limit: int = 20,
+        facts_limit: int = 50,
+    ) -> None:
+        self.storage = storage
+        self.runner = runner
+        self.pipelines = pipelines
+        self._resolver = resolver
+        self._default_llm = default_llm
+        self._decrypt = decrypt_key
+        self._history_limit = history_limit
+        self._facts_limit = facts_limit
+
+    async def load_user_model(self, user_id: int | None) -> UserModelChoice | None:
+        if user_id is None:
+            return None
+        return user_model_choice(await self.storage.settings.get(user_id), self._decrypt)
+
+    async def build_context(
+        self,
+        pipeline: str,
+        *,
+        user_id: int | None,
+        chat_id: int | None,
+        text: str,
+        topic: str | None = None,
+        on_text: TextSink | None = None,
+    ) -> PipelineContext:
+        storage = self.storage
+
+        async def none() -> None:
+            return None
+
+        async def history() -> list[StoredMessage]:
+            if chat_id is None:
+                return []
+            return await storage.messages.recent(chat_id, self._history_limit)
+
+        async def facts() -> list[str]:
+            if user_id is None:
+                return []
+            return [f.fact for f in await storage.facts.list(user_id, self._facts_limit)]
+
+        async def exercise() -> Exercise | None:
+            if pipeline != "train" or chat_id is None:
+                return None
+            return await storage.exercises.open_for_chat(chat_id)
+
+        recent, summary, known, user_model, open_exercise = await asyncio.gather(
+            history(),
+            storage.summaries.get(chat_id) if chat_id is not None else none(),
+            facts(),
+            self.load_user_model(user_id),
+            exercise(),
+        )
+        return PipelineContext(
+            pipeline=pipeline,
+            default_llm=self._default_llm,
+            user_id=user_id,
+            chat_id=chat_id,
+            input_text=text,
+            topic=topic,
+            history=recent,
+            summary=summary.summary if summary is not None else None,
+            facts=known,
+            exercise=open_exercise,
+            user_model=user_model,
+            resolver=self._resolver,
+            on_text=on_text,
+        )
+
+    async def handle(
+        self,
+        pipeline: str,
+        *,
+        user_id: int | None,
+        chat_id: int | None,
+        text: str,
+        topic: str | None = None,
+        on_text: TextSink | None = None,
+    ) -> RunResult:
+        if pipeline not in self.pipelines:
+            raise UnknownPipelineError(
+                f"unknown pipeline {pipeline!r} (pipelines: {', '.join(self.pipelines)})"
+            )
+        ctx = await self.build_context(
+            pipeline, user_id=user_id, chat_id=chat_id, text=text, topic=topic, on_text=on_text
+        )
+        storage = self.storage
+
+        async def store_input(run_ctx: PipelineContext) -> None:
+            if chat_id is None:
+                return
+            await storage.messages.add(
+                StoredMessage(
+                    chat_id=chat_id,
+                    user_id=user_id,
+                    role="user",
+                    text=text,
+                    pipeline=pipeline,
+                    trace_id=run_ctx.trace_id,
+                )
+            )
+
+        async def store_reply(run_ctx: PipelineContext, result: RunResult) -> None:
+            if chat_id is None or not result.reply:
+                return
+            await storage.messages.add(
+                StoredMessage(
+                    chat_id=chat_id,
+                    user_id=user_id,
+                    role="assistant",
+                    text=result.reply,
+                    pipeline=pipeline,
+                    trace_id=run_ctx.trace_id,
+                )
+            )
+
+        return await self.runner.run(
+            self.pipelines[pipeline], ctx, on_start=store_input, on_reply=store_reply
+        )

@@ -1,0 +1,128 @@
+"""Tell every replica at once that an admin changed an agent's model.
+
+An admin's `/setmodel` lands on one replica; that replica invalidates its own cache directly. The
+others learn of it here: the change is published on a Redis channel and every replica's listener
+invalidates its cache on receipt. Redis is a speed-up, never a dependency: publishing failures are
+logged and swallowed, the listener reconnects with backoff, and the cache TTL (`MODEL_CONFIG_TTL`)
+still bounds staleness when Redis is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "coach-bot:model-config"
+
+OnChange = Callable[[str | None], None]
+
+
+class OverrideEvents:
+    """Publish and receive override changes; `on_change(agent)` runs for other replicas' changes."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        on_change: OnChange,
+        *,
+        channel: str = CHANNEL,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self._url = redis_url
+        self._on_change = on_change
+        self._channel = channel
+        self._max_backoff = max_backoff
+        self.instance_id = uuid.uuid4().hex
+        self._client: redis.Redis = redis.from_url(
+            redis_url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=15
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        self.received = 0
+
+    async def start(self) -> None:
+        """Start listening in the background; returns at once even when Redis is down."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._listen(), name="override-events")
+
+    async def wait_subscribed(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def publish(self, agent: str | None) -> bool:
+        """Announce a change (None: everything changed). Never raises; False when not sent."""
+        payload = json.dumps({"agent": agent, "from": self.instance_id})
+        try:
+            await self._client.publish(self._channel, payload)
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "could not publish override change on Redis (%s); other replicas will see it "
+                "within MODEL_CONFIG_TTL",
+                type(exc).__name__,
+            )
+            return False
+        return True
+
+    def _handle(self, data: Any) -> None:
+        try:
+            event = json.loads(data)
+        except (TypeError, ValueError):
+            log.warning("ignoring a malformed override event on %s", self._channel)
+            return
+        if not isinstance(event, dict) or event.get("from") == self.instance_id:
+            return
+        self.received += 1
+        agent = event.get("agent")
+        self._on_change(agent if isinstance(agent, str) else None)
+
+    async def _listen(self) -> None:
+        backoff = 0.1
+        while True:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._channel)
+                self._subscribed.set()
+                if backoff > 0.1:
+                    log.info("override events: reconnected to Redis")
+                    # We may have missed changes while disconnected.
+                    self._on_change(None)
+                backoff = 0.1
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message.get("type") == "message":
+                        self._handle(message.get("data"))
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                self._subscribed.clear()
+                log.warning(
+                    "override events: Redis unavailable (%s); retrying in %.1f s",
+                    type(exc).__name__,
+                    backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._client.aclose()

@@ -1,0 +1,239 @@
+"""What a user may change for themselves: their default model, their own API key, their memory.
+
+    users = UserSettingsService.from_services(services)
+    users.allowed_models()                         # what `/model` offers
+    await users.choose_model(42, "openai:gpt-4o")  # None: back to the bot's defaults
+    outcome = await users.set_key(42, "openai", "sk-...")
+    await users.forget_chat(42)
+
+`set_key` makes one tiny call with the key before keeping it (a key that does not work would
+only fail every later message), stores it encrypted with BOT_SECRET_KEY, and says which agents
+it will pay for: those whose model resolves to the user's own choice on that provider. The key
+is taught to the log and trace scrubbers before it is ever sent; no outcome carries it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from pydantic import SecretStr
+
+from bot.config import AGENT_NAMES, Settings
+from bot.llm.errors import LLMError, RequestRejected
+from bot.llm.protocol import LLMProvider
+from bot.llm.specs import PROVIDERS, ModelSpec, ModelSpecError, parse_spec
+from bot.llm.types import user
+from bot.observability.logs import register_secret
+from bot.pipeline.pipelines import AGENT_HOME_PIPELINE
+from bot.services.model_resolution import ModelResolver, UserModelChoice
+from bot.storage.models import UserSettings, utcnow
+from bot.storage.repositories import Storage
+
+if TYPE_CHECKING:
+    from bot.app import Services
+
+log = logging.getLogger(__name__)
+
+# A cheap model per provider, to test a key when the bot has no model of that provider configured.
+TEST_MODELS: dict[str, str] = {
+    "openrouter": "openai/gpt-4o-mini",
+    "openai": "gpt-4o-mini",
+    "anthropic": "claude-3-5-haiku-latest",
+    "groq": "llama-3.1-8b-instant",
+    "xai": "grok-3-mini",
+}
+KEY_TEST_TIMEOUT = 20.0
+
+KeyStatus = Literal["saved", "bad_provider", "disabled", "refused", "untested"]
+
+
+class ChainSource(Protocol):
+    def chain(
+        self,
+        primary: ModelSpec,
+        *,
+        api_key: str | None = None,
+        fallbacks: Sequence[ModelSpec] | None = None,
+    ) -> LLMProvider: ...
+
+
+@dataclass(frozen=True, slots=True)
+class KeyOutcome:
+    status: KeyStatus
+    provider: str
+    tested_model: str | None = None
+    # Agents whose calls this key pays for now (their model is the user's, on this provider).
+    agents: list[str] = field(default_factory=list)
+    # The user's current model, if any (to explain why the key pays for nothing yet).
+    user_model: str | None = None
+
+
+def key_providers() -> list[str]:
+    return [name for name, info in PROVIDERS.items() if info.needs_key]
+
+
+class UserSettingsService:
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        providers: ChainSource,
+        resolver: ModelResolver,
+        *,
+        learn_secret: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.providers = providers
+        self.resolver = resolver
+        self._learn_secret = learn_secret
+
+    @classmethod
+    def from_services(cls, services: Services) -> UserSettingsService:
+        add_secret = getattr(services.observer, "add_secret", None)
+        return cls(
+            services.settings,
+            services.storage,
+            services.providers,
+            services.resolver,
+            learn_secret=add_secret if callable(add_secret) else None,
+        )
+
+    # --- model ---
+
+    def allowed_models(self) -> list[str]:
+        """USER_MODELS, or DEFAULT_MODEL and FALLBACK_MODELS when it is empty (no duplicates)."""
+        raw = self.settings.user_models or [
+            self.settings.default_model,
+            *self.settings.fallback_models,
+        ]
+        seen: list[str] = []
+        for spec in raw:
+            text = str(parse_spec(spec))
+            if text not in seen:
+                seen.append(text)
+        return seen
+
+    async def load(self, user_id: int) -> UserSettings:
+        return await self.storage.settings.get(user_id) or UserSettings(user_id=user_id)
+
+    async def choose_model(self, user_id: int, spec: str | None) -> UserSettings:
+        """Save the user's default model (None: the bot's defaults). Raises `StorageError`."""
+        if spec is not None and spec not in self.allowed_models():
+            raise ModelSpecError(f"{spec} is not one of the models offered to users")
+        row = await self.load(user_id)
+        row = row.model_copy(update={"default_model": spec, "updated_at": utcnow()})
+        return await self.storage.settings.save(row)
+
+    # --- own key ---
+
+    def test_spec(self, provider: str, row: UserSettings) -> ModelSpec:
+        """The model a key is tested on: the user's own on that provider, else one of the bot's."""
+        candidates = [row.default_model] if row.default_model else []
+        candidates += self.allowed_models()
+        candidates += [self.settings.default_model, *self.settings.fallback_models]
+        candidates += list(self.settings.agent_models.values())
+        candidates += list(self.settings.pipeline_models.values())
+        for raw in candidates:
+            try:
+                spec = parse_spec(raw)
+            except ModelSpecError:
+                continue
+            if spec.provider == provider:
+                return spec
+        return ModelSpec(provider, TEST_MODELS.get(provider, "test"))
+
+    async def set_key(self, user_id: int, provider: str, key: str) -> KeyOutcome:
+        """Test the key with one tiny call, store it encrypted, say which agents it pays for.
+
+        Raises `StorageError` when it cannot be stored (it was tested by then).
+        """
+        provider = provider.strip().lower()
+        if provider not in key_providers():
+            return KeyOutcome("bad_provider", provider)
+        if self.settings.bot_secret_key is None:
+            return KeyOutcome("disabled", provider)
+        from bot.storage.crypto import KeyCipher
+
+        cipher = KeyCipher.from_settings(self.settings)
+        # Scrub it from logs and traces before it is sent anywhere.
+        register_secret(key)
+        if self._learn_secret is not None:
+            self._learn_secret(key)
+
+        row = await self.load(user_id)
+        spec = self.test_spec(provider, row)
+        try:
+            llm = self.providers.chain(spec, api_key=key, fallbacks=[])
+            async with asyncio.timeout(KEY_TEST_TIMEOUT):
+                await llm.complete([user("Reply with the word OK.")], max_tokens=5)
+        except RequestRejected as exc:
+            log.info(
+                "user %s's %s key refused by %s (status %s)", user_id, provider, spec, exc.status
+            )
+            if exc.status in (401, 403):
+                return KeyOutcome("refused", provider, str(spec))
+            return KeyOutcome("untested", provider, str(spec))
+        except (LLMError, ModelSpecError, TimeoutError) as exc:
+            log.info(
+                "user %s's %s key could not be tested (%s)", user_id, provider, type(exc).__name__
+            )
+            return KeyOutcome("untested", provider, str(spec))
+
+        row = row.model_copy(
+            update={
+                "api_key_provider": provider,
+                "api_key_encrypted": cipher.encrypt(key),
+                "updated_at": utcnow(),
+            }
+        )
+        row = await self.storage.settings.save(row)
+        return KeyOutcome(
+            "saved",
+            provider,
+            str(spec),
+            agents=await self.agents_paid_by(row, key),
+            user_model=row.default_model,
+        )
+
+    async def agents_paid_by(self, row: UserSettings, key: str) -> list[str]:
+        """Agents whose model resolves to the user's choice, on the key's provider."""
+        spec = None
+        if row.default_model:
+            try:
+                spec = parse_spec(row.default_model)
+            except ModelSpecError:
+                spec = None
+        if spec is None or spec.provider != row.api_key_provider:
+            return []
+        choice = UserModelChoice(spec, row.api_key_provider, SecretStr(key))
+        paid = []
+        for agent in AGENT_NAMES:
+            _model, source, _note = await self.resolver.explain(
+                agent, pipeline=AGENT_HOME_PIPELINE.get(agent), user=choice
+            )
+            if source == "user":
+                paid.append(agent)
+        return paid
+
+    async def forget_key(self, user_id: int) -> bool:
+        row = await self.load(user_id)
+        if row.api_key_encrypted is None:
+            return False
+        row = row.model_copy(
+            update={"api_key_provider": None, "api_key_encrypted": None, "updated_at": utcnow()}
+        )
+        await self.storage.settings.save(row)
+        return True
+
+    # --- memory ---
+
+    async def forget_chat(self, chat_id: int) -> int:
+        """Clear the chat's history and summary; how many messages went."""
+        removed = await self.storage.messages.clear(chat_id)
+        await self.storage.summaries.clear(chat_id)
+        return removed

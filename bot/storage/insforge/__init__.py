@@ -1,0 +1,79 @@
+"""The InsForge backend: PostgreSQL behind InsForge's PostgREST-style records API."""
+
+from __future__ import annotations
+
+import httpx
+
+from bot.storage.insforge.repos import (
+    InsForgeAgentModelConfigRepo,
+    InsForgeExerciseRepo,
+    InsForgeFactRepo,
+    InsForgeMessageRepo,
+    InsForgeModelConfigHistoryRepo,
+    InsForgeSummaryRepo,
+    InsForgeUserRepo,
+    InsForgeUserSettingsRepo,
+)
+from bot.storage.insforge_client import InsForgeClient
+from bot.storage.repositories import (
+    AgentModelConfigRepo,
+    ExerciseRepo,
+    FactRepo,
+    MessageRepo,
+    ModelConfigHistoryRepo,
+    SummaryRepo,
+    UserRepo,
+    UserSettingsRepo,
+)
+
+__all__ = ["InsForgeStorage"]
+
+
+class InsForgeStorage:
+    """Every repository over one InsForge client. The schema comes from `python -m bot migrate`."""
+
+    @property
+    def backend(self) -> str:
+        return "insforge"
+
+    def __init__(self, client: InsForgeClient) -> None:
+        self.client = client
+        self.users: UserRepo = InsForgeUserRepo(client)
+        self.settings: UserSettingsRepo = InsForgeUserSettingsRepo(client)
+        self.messages: MessageRepo = InsForgeMessageRepo(client)
+        self.summaries: SummaryRepo = InsForgeSummaryRepo(client)
+        self.facts: FactRepo = InsForgeFactRepo(client)
+        self.exercises: ExerciseRepo = InsForgeExerciseRepo(client)
+        self.model_config: AgentModelConfigRepo = InsForgeAgentModelConfigRepo(client)
+        self.model_history: ModelConfigHistoryRepo = InsForgeModelConfigHistoryRepo(client)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        api_key: str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_retries: int = 3,
+        backoff: float = 0.25,
+    ) -> InsForgeStorage:
+        return cls(
+            InsForgeClient(
+                url,
+                api_key,
+                timeout=timeout,
+                transport=transport,
+                max_retries=max_retries,
+                backoff=backoff,
+            )
+        )
+
+    async def connect(self) -> None:
+        """Nothing to open: httpx connects on the first request (pooled afterwards)."""
+
+    async def ping(self) -> None:
+        await self.client.ping()
+
+    async def close(self) -> None:
+        await self.client.aclose()

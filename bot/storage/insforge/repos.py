@@ -1,0 +1,288 @@
+"""The repositories of `bot.storage.repositories` over InsForge: one HTTP request per method."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from typing import Any
+
+from bot.storage.insforge_client import InsForgeClient, Row, eq
+from bot.storage.models import (
+    AgentModelConfig,
+    ChatSummary,
+    Exercise,
+    ModelConfigChange,
+    StoredMessage,
+    User,
+    UserFact,
+    UserSettings,
+    utcnow,
+)
+from bot.storage.repositories import StorageError, StorageNotFound
+from bot.storage.timeutil import iso_utc
+
+
+def _first(rows: list[Row], table: str) -> Row:
+    if not rows:
+        raise StorageError(f"InsForge returned no row for a write to {table}")
+    return rows[0]
+
+
+class InsForgeUserRepo:
+    def __init__(self, client: InsForgeClient) -> None:
+        self._client = client
+
+    async def touch(self, user: User) -> User:
+        # first_seen is left out: the column default sets it on insert, a merge keeps it.
+        rows = await self._client.upsert(
+            "users",
+            {
+                "id": user.id,
+                "username": user.username,
+                "first_name": user.first_name,
+                "last_name": user.last_name,
+                "language_code": user.language_code,
+                "last_seen": iso_utc(user.last_seen),
+            },
+            on_conflict="id",
+        )
+        return User.model_validate(_first(rows, "users"))
+
+    async def get(self, user_id: int) -> User | None:
+        rows = await self._client.select("users", {"id": eq(user_id)}, limit=1)
+        return User.model_validate(rows[0]) if rows else None
+
+
+class InsForgeUserSettingsRepo:
+    def __init__(self, client: InsForgeClient) -> None:
+        self._client = client
+
+    async def get(self, user_id: int) -> UserSettings | None:
+        rows = await self._client.select("user_settings", {"user_id": eq(user_id)}, limit=1)
+        return UserSettings.model_validate(rows[0]) if rows else None
+
+    async def save(self, settings: UserSettings) -> UserSettings:
+        rows = await self._client.upsert(
+            "user_settings",
+            {
+                "user_id": settings.user_id,
+                "default_model": settings.default_model,
+                "model_preference": settings.model_preference,
+                "archives": list(settings.archives),
+                "api_key_provider": settings.api_key_provider,
+                "api_key_encrypted": settings.api_key_encrypted,
+                "updated_at": iso_utc(utcnow()),
+            },
+            on_conflict="user_id",
+        )
+        return UserSettings.model_validate(_first(rows, "user_settings"))
+
+
+class InsForgeMessageRepo:
+    def __init__(self, client: InsForgeClient) -> None:
+        self._client = client
+
+    async def add(self, message: StoredMessage) -> StoredMessage:
+        rows = await self._client.insert(
+            "messages",
+            {
+                "chat_id": message.chat_id,
+                "user_id": message.user_id,
+                "role": message.role,
+                "text": message.text,
+                "pipeline": message.pipeline,
+                "trace_id": message.trace_id,
+                "created_at": iso_utc(message.created_at),
+            },
+        )
+        return StoredMessage.model_validate(_first(rows, "messages"))
+
+    async def recent(self, chat_id: int, limit: int = 20) -> list[StoredMessage]:
+        if limit <= 0:
+            return []
+        rows = await self._client.select(
+            "messages", {"chat_id": eq(chat_id)}, order="id.desc", limit=limit
+        )
+        return [StoredMessage.model_validate(row) for row in reversed(rows)]
+
+    async def count(self, chat_id: int) -> int:
+        return await self._client.count("messages", {"chat_id": eq(chat_id)})
+
+    async def clear(self, chat_id: int) -> int:
+        rows = await self._client.delete("messages", {"chat_id": eq(chat_id)}, select="id")
+        return len(rows)
+
+
+class InsForgeSummaryRepo:
+    def __init__(self, client: InsForgeClient) -> None:
+        self._client = client
+
+    async def get(self, chat_id: int) -> ChatSummary | None:
+        rows = await self._client.select("chat_summaries", {"chat_id": eq(chat_id)}, limit=1)
+        return ChatSummary.model_validate(rows[0]) if rows else None
+
+    async def save(self, summary: ChatSummary) -> ChatSummary:
+        rows = await self._client.upsert(
+            "chat_summaries",
+            {
+                "chat_id": summary.chat_id,
+                "summary": summary.summary,
+                "message_count": summary.message_count,
+                "updated_at": iso_utc(utcnow()),
+            },
+            on_conflict="chat_id",
+        )
+        return ChatSummary.model_validate(_first(rows, "chat_summaries"))
+
+    async def clear(self, chat_id: int) -> None:
+        await self._client.delete("chat_summaries", {"chat_id": eq(chat_id)}, select="chat_id")
+
+
+class InsForgeFactRepo:
+    def __init__(self, client: InsForgeClient) -> None:
+        self._client = client
+
+    async def add_many(self, user_id: int, facts: Sequence[str]) -> list[UserFact]:
+        unique = list(dict.fromkeys(fact.strip() for fact in facts if fact.strip()))
+        if not unique:
+            return []
+        now = iso_utc(utcnow())
+        rows = await self._client.upsert(
+            "user_facts",
+            [{"user_id": user_id, "fact": fact, "created_at": now} for fact in unique],
+            on_conflict="user_id,fact",
+            ignore_duplicates=True,
+        )
+        stored = [UserFact.model_validate(row) for row in rows]
+        return sorted(stored, key=lambda fact: fact.id or 0)
+
+    async def list(self, user_id: int, limit: int = 50) -> builtins.list[UserFact]:
+        if limit <= 0:
+            return []
+        rows = await self._client.select(
+            "user_facts", {"user_id": eq(user_id)}, order="id.desc", limit=limit
+        )
+        return [UserFact.model_validate(row) for row in reversed(rows)]
+
+
+class InsForgeExerciseRepo:
+    def __init__(self, client: InsForgeClient) -> None:
+        self._client = client
+
+    async def create(self, exercise: Exercise) -> Exercise:
+        rows = await self._client.insert(
+            "exercises",
+            {
+                "chat_id": exercise.chat_id,
+                "user_id": exercise.user_id,
+                "topic": exercise.topic,
+                "question": exercise.question,
+                "answer": exercise.answer,
+                "grade": exercise.grade,
+                "feedback": exercise.feedback,
+                "created_at": iso_utc(exercise.created_at),
+                "graded_at": iso_utc(exercise.graded_at) if exercise.graded_at else None,
+            },
+        )
+        return Exercise.model_validate(_first(rows, "exercises"))
+
+    async def open_for_chat(self, chat_id: int) -> Exercise | None:
+        rows = await self._client.select(
+            "exercises",
+            {"chat_id": eq(chat_id), "graded_at": "is.null"},
+            order="id.desc",
+            limit=1,
+        )
+        return Exercise.model_validate(rows[0]) if rows else None
+
+    async def grade(
+        self, exercise_id: int, *, answer: str, grade: float, feedback: str
+    ) -> Exercise:
+        values: dict[str, Any] = {
+            "answer": answer,
+            "grade": grade,
+            "feedback": feedback,
+            "graded_at": iso_utc(utcnow()),
+        }
+        rows = await self._client.update("exercises", values, {"id": eq(exercise_id)})
+        if not rows:
+            raise StorageNotFound(f"no exercise with id {exercise_id}", code="not_found")
+        return Exercise.model_validate(rows[0])
+
+    async def list_for_user(self, user_id: int, limit: int = 20) -> list[Exercise]:
+        if limit <= 0:
+            return []
+        rows = await self._client.select(
+            "exercises", {"user_id": eq(user_id)}, order="id.desc", limit=limit
+        )
+        return [Exercise.model_validate(row) for row in rows]
+
+
+class InsForgeAgentModelConfigRepo:
+    def __init__(self, client: InsForgeClient) -> None:
+        self._client = client
+
+    async def get_all_active(self) -> list[AgentModelConfig]:
+        rows = await self._client.select(
+            "agent_model_config", {"is_active": eq(True)}, order="agent_name.asc"
+        )
+        return [AgentModelConfig.model_validate(row) for row in rows]
+
+    async def get(self, agent_name: str) -> AgentModelConfig | None:
+        rows = await self._client.select(
+            "agent_model_config", {"agent_name": eq(agent_name)}, limit=1
+        )
+        return AgentModelConfig.model_validate(rows[0]) if rows else None
+
+    async def upsert(self, agent_name: str, model_id: str, set_by: str | None) -> AgentModelConfig:
+        # created_at is left out: set by the column default on insert, kept by a merge.
+        rows = await self._client.upsert(
+            "agent_model_config",
+            {
+                "agent_name": agent_name,
+                "model_id": model_id,
+                "is_active": True,
+                "set_by": set_by,
+                "updated_at": iso_utc(utcnow()),
+            },
+            on_conflict="agent_name",
+        )
+        return AgentModelConfig.model_validate(_first(rows, "agent_model_config"))
+
+    async def deactivate(self, agent_name: str) -> bool:
+        rows = await self._client.update(
+            "agent_model_config",
+            {"is_active": False, "updated_at": iso_utc(utcnow())},
+            {"agent_name": eq(agent_name), "is_active": eq(True)},
+        )
+        return bool(rows)
+
+
+class InsForgeModelConfigHistoryRepo:
+    def __init__(self, client: InsForgeClient) -> None:
+        self._client = client
+
+    async def append(self, change: ModelConfigChange) -> ModelConfigChange:
+        rows = await self._client.insert(
+            "agent_model_config_history",
+            {
+                "agent_name": change.agent_name,
+                "action": change.action,
+                "old_model_id": change.old_model_id,
+                "new_model_id": change.new_model_id,
+                "changed_by": change.changed_by,
+                "changed_at": iso_utc(change.changed_at),
+            },
+        )
+        return ModelConfigChange.model_validate(_first(rows, "agent_model_config_history"))
+
+    async def list(
+        self, agent_name: str | None = None, limit: int = 20
+    ) -> builtins.list[ModelConfigChange]:
+        if limit <= 0:
+            return []
+        filters = {"agent_name": eq(agent_name)} if agent_name is not None else None
+        rows = await self._client.select(
+            "agent_model_config_history", filters, order="id.desc", limit=limit
+        )
+        return [ModelConfigChange.model_validate(row) for row in rows]

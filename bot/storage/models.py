@@ -1,0 +1,117 @@
+"""Rows as the rest of the bot sees them, whatever the backend (SQLite or InsForge).
+
+Timestamps are timezone-aware UTC datetimes. Ids of Telegram users and chats are Telegram's own
+integers (64-bit). Storage knows no Telegram and no LLM: these are plain records.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Row(BaseModel):
+    model_config = ConfigDict(frozen=False, extra="ignore")
+
+
+class User(Row):
+    id: int  # Telegram user id
+    username: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    language_code: str | None = None
+    first_seen: datetime = Field(default_factory=utcnow)
+    last_seen: datetime = Field(default_factory=utcnow)
+
+
+ModelPreference = Literal["any", "local", "online"]
+
+
+class UserSettings(Row):
+    user_id: int
+    # A model spec (`provider:model`) the user chose, or None for the bot's defaults.
+    default_model: str | None = None
+    model_preference: ModelPreference = "any"
+    # Document archives searched by default (names), in order.
+    archives: list[str] = Field(default_factory=list)
+    # The user's own key: the provider it is for and the key encrypted with BOT_SECRET_KEY.
+    # The plain key never lives in a row; `bot.storage.crypto` encrypts and decrypts it.
+    api_key_provider: str | None = None
+    api_key_encrypted: str | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+MessageRole = Literal["user", "assistant"]
+
+
+class StoredMessage(Row):
+    id: int | None = None
+    chat_id: int
+    user_id: int | None = None
+    role: MessageRole
+    text: str
+    pipeline: str | None = None
+    trace_id: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ChatSummary(Row):
+    chat_id: int
+    summary: str
+    # How many messages of the chat the summary covers, so the summarizer knows what is new.
+    message_count: int = 0
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class UserFact(Row):
+    id: int | None = None
+    user_id: int
+    fact: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Exercise(Row):
+    id: int | None = None
+    chat_id: int
+    user_id: int
+    topic: str
+    question: str
+    # Filled when the user answers and the trainer grades it.
+    answer: str | None = None
+    grade: float | None = None  # 0..1
+    feedback: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    graded_at: datetime | None = None
+
+
+class AgentModelConfig(Row):
+    """An admin's override: agent `agent_name` runs on OpenRouter model `model_id`."""
+
+    id: int | None = None
+    agent_name: str
+    model_id: str
+    is_active: bool = True
+    set_by: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+ModelConfigAction = Literal["set", "reset"]
+
+
+class ModelConfigChange(Row):
+    """One line of the override history: who changed which agent from what to what, and when."""
+
+    id: int | None = None
+    agent_name: str
+    action: ModelConfigAction
+    old_model_id: str | None = None
+    new_model_id: str | None = None
+    changed_by: str | None = None
+    changed_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,176 @@
+"""The repository interfaces: what the bot may ask of storage, implemented by each backend.
+
+Both backends (SQLite in `bot.storage.sqlite`, InsForge in `bot.storage.insforge`) implement every
+protocol here and pass the same contract suite (`tests/storage/test_contract.py`).
+
+Failures: a backend raises `StorageError` (or a subclass) when the database cannot do what was
+asked; a write that matters is retried by the backend where safe, and otherwise surfaces as an
+error the caller can show. Nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from bot.storage.models import (
+    AgentModelConfig,
+    ChatSummary,
+    Exercise,
+    ModelConfigChange,
+    StoredMessage,
+    User,
+    UserFact,
+    UserSettings,
+)
+
+
+class StorageError(Exception):
+    """The database could not do what was asked (unreachable, rejected, timed out)."""
+
+
+class StorageUnavailable(StorageError):
+    """The database could not be reached or did not answer in time; the caller may retry."""
+
+
+class StorageConfigError(StorageError):
+    """Storage is misconfigured (bad URL, rejected credentials): fix the named variable."""
+
+
+class StorageRejected(StorageError):
+    """The database refused the request itself (unknown column, bad filter, constraint): retrying
+    the same request will not help. `status` is the HTTP status (InsForge) and `code` the
+    PostgreSQL/PostgREST error code when known (e.g. `23505`, `PGRST204`)."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class StorageConflict(StorageRejected):
+    """A unique (or foreign-key) constraint refused the write: the row already exists."""
+
+
+class StorageNotFound(StorageRejected):
+    """The row the request names (e.g. an exercise id) does not exist."""
+
+
+class UserRepo(Protocol):
+    async def touch(self, user: User) -> User:
+        """Insert the user or update names/language and `last_seen`; `first_seen` is kept."""
+        ...
+
+    async def get(self, user_id: int) -> User | None: ...
+
+
+class UserSettingsRepo(Protocol):
+    async def get(self, user_id: int) -> UserSettings | None: ...
+
+    async def save(self, settings: UserSettings) -> UserSettings:
+        """Insert or replace the user's settings (upsert on user_id)."""
+        ...
+
+
+class MessageRepo(Protocol):
+    async def add(self, message: StoredMessage) -> StoredMessage:
+        """Store one message; returns it with its id."""
+        ...
+
+    async def recent(self, chat_id: int, limit: int = 20) -> list[StoredMessage]:
+        """The chat's last `limit` messages, oldest first."""
+        ...
+
+    async def count(self, chat_id: int) -> int: ...
+
+    async def clear(self, chat_id: int) -> int:
+        """Delete the chat's messages; returns how many."""
+        ...
+
+
+class SummaryRepo(Protocol):
+    async def get(self, chat_id: int) -> ChatSummary | None: ...
+
+    async def save(self, summary: ChatSummary) -> ChatSummary:
+        """Upsert on chat_id."""
+        ...
+
+    async def clear(self, chat_id: int) -> None: ...
+
+
+class FactRepo(Protocol):
+    async def add_many(self, user_id: int, facts: Sequence[str]) -> list[UserFact]:
+        """Store facts not already known for the user (exact duplicates are skipped)."""
+        ...
+
+    async def list(self, user_id: int, limit: int = 50) -> list[UserFact]:
+        """The user's facts, oldest first."""
+        ...
+
+
+class ExerciseRepo(Protocol):
+    async def create(self, exercise: Exercise) -> Exercise: ...
+
+    async def open_for_chat(self, chat_id: int) -> Exercise | None:
+        """The latest exercise of the chat that has not been graded yet."""
+        ...
+
+    async def grade(
+        self, exercise_id: int, *, answer: str, grade: float, feedback: str
+    ) -> Exercise: ...
+
+    async def list_for_user(self, user_id: int, limit: int = 20) -> list[Exercise]: ...
+
+
+class AgentModelConfigRepo(Protocol):
+    async def get_all_active(self) -> list[AgentModelConfig]:
+        """Every active override; one query."""
+        ...
+
+    async def get(self, agent_name: str) -> AgentModelConfig | None:
+        """The agent's row, active or not."""
+        ...
+
+    async def upsert(self, agent_name: str, model_id: str, set_by: str | None) -> AgentModelConfig:
+        """Set the agent's override (insert, or update model/set_by/updated_at and reactivate)."""
+        ...
+
+    async def deactivate(self, agent_name: str) -> bool:
+        """Turn the agent's override off; False when there was no active one."""
+        ...
+
+
+class ModelConfigHistoryRepo(Protocol):
+    async def append(self, change: ModelConfigChange) -> ModelConfigChange: ...
+
+    async def list(self, agent_name: str | None = None, limit: int = 20) -> list[ModelConfigChange]:
+        """Newest first."""
+        ...
+
+
+class Storage(Protocol):
+    """Every repository of one backend, opened and closed together."""
+
+    users: UserRepo
+    settings: UserSettingsRepo
+    messages: MessageRepo
+    summaries: SummaryRepo
+    facts: FactRepo
+    exercises: ExerciseRepo
+    model_config: AgentModelConfigRepo
+    model_history: ModelConfigHistoryRepo
+
+    @property
+    def backend(self) -> str:
+        """`sqlite` or `insforge`."""
+        ...
+
+    async def connect(self) -> None:
+        """Open connections; SQLite also creates/migrates its schema here."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise `StorageError` unless the database answers."""
+        ...
+
+    async def close(self) -> None: ...

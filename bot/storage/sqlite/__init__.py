@@ -1,0 +1,64 @@
+"""The embedded backend: one SQLite file (default `DATABASE_URL=sqlite:///data/bot.db`)."""
+
+from __future__ import annotations
+
+from bot.storage.repositories import (
+    AgentModelConfigRepo,
+    ExerciseRepo,
+    FactRepo,
+    MessageRepo,
+    ModelConfigHistoryRepo,
+    SummaryRepo,
+    UserRepo,
+    UserSettingsRepo,
+)
+from bot.storage.sqlite.database import SQLiteDatabase
+from bot.storage.sqlite.repos import (
+    SQLiteAgentModelConfigRepo,
+    SQLiteExerciseRepo,
+    SQLiteFactRepo,
+    SQLiteMessageRepo,
+    SQLiteModelConfigHistoryRepo,
+    SQLiteSummaryRepo,
+    SQLiteUserRepo,
+    SQLiteUserSettingsRepo,
+)
+from bot.storage.sqlite.schema import LATEST_VERSION, STEPS, SchemaStep
+
+__all__ = ["LATEST_VERSION", "STEPS", "SQLiteDatabase", "SQLiteStorage", "SchemaStep"]
+
+
+class SQLiteStorage:
+    """Every repository over one SQLite file; `connect()` creates or migrates the schema."""
+
+    @property
+    def backend(self) -> str:
+        return "sqlite"
+
+    def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:
+        self.db = SQLiteDatabase(path, busy_timeout=busy_timeout)
+        self.users: UserRepo = SQLiteUserRepo(self.db)
+        self.settings: UserSettingsRepo = SQLiteUserSettingsRepo(self.db)
+        self.messages: MessageRepo = SQLiteMessageRepo(self.db)
+        self.summaries: SummaryRepo = SQLiteSummaryRepo(self.db)
+        self.facts: FactRepo = SQLiteFactRepo(self.db)
+        self.exercises: ExerciseRepo = SQLiteExerciseRepo(self.db)
+        self.model_config: AgentModelConfigRepo = SQLiteAgentModelConfigRepo(self.db)
+        self.model_history: ModelConfigHistoryRepo = SQLiteModelConfigHistoryRepo(self.db)
+
+    @property
+    def path(self) -> str:
+        return self.db.path
+
+    async def connect(self) -> None:
+        await self.db.open()
+
+    async def migrate(self) -> list[SchemaStep]:
+        """Open the file and apply missing schema steps; the steps applied (for `migrate`)."""
+        return await self.db.open()
+
+    async def ping(self) -> None:
+        await self.db.ping()
+
+    async def close(self) -> None:
+        await self.db.close()

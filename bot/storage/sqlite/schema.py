@@ -1,0 +1,160 @@
+"""The embedded database's schema, as ordered migration steps.
+
+`schema_version` records every step applied; `migrate` applies the missing ones in order, each in
+its own transaction, so a first start creates the schema and a later start (after an upgrade of
+the bot) moves it forward without losing rows. Steps are append-only: never edit a released one,
+add a new step instead. The tables mirror `insforge/migrations/*.sql` (SQLite types: timestamps are
+ISO 8601 UTC text, booleans 0/1, lists JSON text).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiosqlite
+
+from bot.storage.repositories import StorageConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaStep:
+    version: int
+    name: str
+    sql: str
+
+
+STEPS: tuple[SchemaStep, ...] = (
+    SchemaStep(
+        1,
+        "users-settings-messages-memory-exercises",
+        """
+        CREATE TABLE IF NOT EXISTS users (
+            id INTEGER PRIMARY KEY,
+            username TEXT,
+            first_name TEXT,
+            last_name TEXT,
+            language_code TEXT,
+            first_seen TEXT NOT NULL,
+            last_seen TEXT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS user_settings (
+            user_id INTEGER PRIMARY KEY,
+            default_model TEXT,
+            model_preference TEXT NOT NULL DEFAULT 'any'
+                CHECK (model_preference IN ('any', 'local', 'online')),
+            archives TEXT NOT NULL DEFAULT '[]',
+            api_key_provider TEXT,
+            api_key_encrypted TEXT,
+            updated_at TEXT NOT NULL
+        );
+        -- AUTOINCREMENT: ids are never reused after /clear, so id order is arrival order.
+        CREATE TABLE IF NOT EXISTS messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            chat_id INTEGER NOT NULL,
+            user_id INTEGER,
+            role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+            text TEXT NOT NULL,
+            pipeline TEXT,
+            trace_id TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS messages_chat_id_id_idx ON messages (chat_id, id);
+        CREATE TABLE IF NOT EXISTS chat_summaries (
+            chat_id INTEGER PRIMARY KEY,
+            summary TEXT NOT NULL,
+            message_count INTEGER NOT NULL DEFAULT 0,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS user_facts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id INTEGER NOT NULL,
+            fact TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            UNIQUE (user_id, fact)
+        );
+        CREATE TABLE IF NOT EXISTS exercises (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            chat_id INTEGER NOT NULL,
+            user_id INTEGER NOT NULL,
+            topic TEXT NOT NULL,
+            question TEXT NOT NULL,
+            answer TEXT,
+            grade REAL CHECK (grade IS NULL OR (grade >= 0 AND grade <= 1)),
+            feedback TEXT,
+            created_at TEXT NOT NULL,
+            graded_at TEXT
+        );
+        CREATE INDEX IF NOT EXISTS exercises_chat_id_id_idx ON exercises (chat_id, id);
+        CREATE INDEX IF NOT EXISTS exercises_user_id_id_idx ON exercises (user_id, id);
+        """,
+    ),
+    SchemaStep(
+        2,
+        "agent-model-config",
+        """
+        CREATE TABLE IF NOT EXISTS agent_model_config (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            agent_name TEXT NOT NULL UNIQUE,
+            model_id TEXT NOT NULL,
+            is_active INTEGER NOT NULL DEFAULT 1,
+            set_by TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS agent_model_config_active_idx
+            ON agent_model_config (agent_name) WHERE is_active = 1;
+        CREATE TABLE IF NOT EXISTS agent_model_config_history (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            agent_name TEXT NOT NULL,
+            action TEXT NOT NULL CHECK (action IN ('set', 'reset')),
+            old_model_id TEXT,
+            new_model_id TEXT,
+            changed_by TEXT,
+            changed_at TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS agent_model_config_history_agent_idx
+            ON agent_model_config_history (agent_name, id);
+        """,
+    ),
+)
+
+LATEST_VERSION = STEPS[-1].version
+
+
+async def current_version(conn: aiosqlite.Connection) -> int:
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    rows = list(await conn.execute_fetchall("SELECT MAX(version) FROM schema_version"))
+    value = rows[0][0] if rows else None
+    return int(value) if value is not None else 0
+
+
+async def migrate(conn: aiosqlite.Connection, *, target: int | None = None) -> list[SchemaStep]:
+    """Apply the steps after the database's version (up to `target`); returns those applied."""
+    version = await current_version(conn)
+    if version > LATEST_VERSION:
+        raise StorageConfigError(
+            f"the SQLite database (DATABASE_URL) is at schema version {version}, newer than this "
+            f"bot knows ({LATEST_VERSION}): run the newer bot, or point DATABASE_URL elsewhere"
+        )
+    applied: list[SchemaStep] = []
+    for step in STEPS:
+        if step.version <= version or (target is not None and step.version > target):
+            continue
+        # One transaction per step: a failed step leaves the previous version intact.
+        name = step.name.replace("'", "''")
+        try:
+            await conn.executescript(
+                "BEGIN IMMEDIATE;\n"
+                + step.sql
+                + f"\nINSERT INTO schema_version (version, name, applied_at) VALUES "
+                f"({step.version}, '{name}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));\nCOMMIT;"
+            )
+        except BaseException:
+            if conn.in_transaction:
+                await conn.rollback()
+            raise
+        applied.append(step)
+    return applied

@@ -1,0 +1,147 @@
+"""Across replicas, one chat's updates are handled in the order Telegram numbered them.
+
+A lock only gives one-at-a-time: when replica A finishes update 1, its own waiting update 3 can
+grab the lock before replica B's update 2, which is polling for it. So ordering is a queue, not a
+lock. Each webhook request registers its update in a Redis sorted set per chat (score: Telegram's
+`update_id`, which grows in the order updates were created) *before* the request is acknowledged;
+the handler then waits until its update is the smallest one queued for the chat, runs, and
+removes itself. Telegram sends a chat's next update only after the previous one was acknowledged,
+so registration happens in update order.
+
+Failure handling: an entry whose replica died would block the chat, so a waiter that has seen the
+same head for `stale_after` seconds removes it (logged). When Redis cannot be reached, updates go
+on without cross-replica ordering (the in-process per-chat lock still holds): losing Redis never
+stops replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+
+def update_chat_id(update: dict[str, Any]) -> int | None:
+    """The chat an update belongs to, for the kinds of update the bot handles."""
+    for kind in ("message", "edited_message", "channel_post", "business_message"):
+        message = update.get(kind)
+        if isinstance(message, dict):
+            chat = message.get("chat")
+            if isinstance(chat, dict) and isinstance(chat.get("id"), int):
+                return int(chat["id"])
+    callback = update.get("callback_query")
+    if isinstance(callback, dict):
+        message = callback.get("message")
+        if isinstance(message, dict):
+            chat = message.get("chat")
+            if isinstance(chat, dict) and isinstance(chat.get("id"), int):
+                return int(chat["id"])
+    return None
+
+
+class RedisChatQueue:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "coachbot:chat-queue",
+        stale_after: float = 120.0,
+        poll_interval: float = 0.02,
+        owns_client: bool = False,
+    ) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._stale_after = stale_after
+        self._poll = poll_interval
+        self._owns_client = owns_client
+        self._warned = False
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> RedisChatQueue:
+        client = redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        return cls(client, owns_client=True, **kwargs)
+
+    def _key(self, chat_id: int) -> str:
+        return f"{self._prefix}:{chat_id}"
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        if not self._warned:
+            log.warning(
+                "chat queue: Redis unavailable (%s); chats are ordered per replica only",
+                type(exc).__name__,
+            )
+            self._warned = True
+
+    async def register(self, chat_id: int, update_id: int) -> bool:
+        """Queue the update for its chat; False when Redis could not be reached."""
+        key = self._key(chat_id)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zadd(key, {str(update_id): update_id}, nx=True)
+                pipe.expire(key, int(self._stale_after * 4) + 1)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._redis_failed(exc)
+            return False
+        self._warned = False
+        return True
+
+    @asynccontextmanager
+    async def turn(self, chat_id: int, update_id: int) -> AsyncIterator[None]:
+        """Wait until the update is the chat's oldest queued one; leave the queue afterwards."""
+        key = self._key(chat_id)
+        member = str(update_id)
+        queued = await self._wait_for_head(key, member)
+        try:
+            yield
+        finally:
+            if queued:
+                try:
+                    await self._redis.zrem(key, member)
+                except (RedisError, OSError) as exc:
+                    self._redis_failed(exc)
+
+    async def _wait_for_head(self, key: str, member: str) -> bool:
+        head_seen: str | None = None
+        head_since = time.monotonic()
+        while True:
+            try:
+                head = await self._redis.zrange(key, 0, 0)
+            except (RedisError, OSError) as exc:
+                self._redis_failed(exc)
+                return False
+            if not head:
+                # Not queued (expired, or registration failed): nothing to wait for.
+                return False
+            current = head[0].decode() if isinstance(head[0], bytes) else str(head[0])
+            if current == member:
+                return True
+            now = time.monotonic()
+            if current != head_seen:
+                head_seen, head_since = current, now
+            elif now - head_since > self._stale_after:
+                log.warning(
+                    "chat queue: update %s held %s for %.0f s; skipping it",
+                    current,
+                    key,
+                    now - head_since,
+                )
+                try:
+                    await self._redis.zrem(key, current)
+                except (RedisError, OSError) as exc:
+                    self._redis_failed(exc)
+                    return False
+                continue
+            await asyncio.sleep(self._poll)
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self._redis.aclose()

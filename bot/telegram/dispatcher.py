@@ -1,0 +1,97 @@
+"""The bot and the dispatcher, built from the services.
+
+    bot = create_bot(settings)
+    dp = build_dispatcher(services)                        # in-process chat state and order
+    dp = build_dispatcher(services, fsm_storage=redis_storage, events_isolation=redis_isolation)
+    await bot.set_my_commands(BOT_COMMANDS)
+
+Handlers get by name: `services` (the whole `Services`), `admin` (`AdminCommands`), `users`
+(`UserSettingsService`), `max_input_chars`, plus `db_user`, `user_settings` and `storage_ok`
+from the user loader. Chat state is per chat (`FSMStrategy.CHAT`: a `/train` in a group waits
+for the group's next answer) and so is update order (one chat's updates one at a time, in the
+order sent; different chats concurrently).
+
+Router order matters, first match wins: errors, start/help, settings, admin (then its refusal
+for non-admins), feedback buttons, learn, train (commands, then answers while training), chat
+(unknown commands, then any text).
+"""
+
+from __future__ import annotations
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.fsm.storage.base import BaseEventIsolation, BaseStorage
+from aiogram.fsm.storage.memory import MemoryStorage
+from aiogram.fsm.strategy import FSMStrategy
+from aiogram.types import BotCommand
+
+from bot.app import Services
+from bot.config import ConfigError, Settings
+from bot.services.admin_commands import AdminCommands
+from bot.services.user_settings import UserSettingsService
+from bot.telegram.flood import FloodControlMiddleware
+from bot.telegram.middlewares import UserLoaderMiddleware
+from bot.telegram.ordering import ChatEventIsolation
+from bot.telegram.routers import admin, chat, errors, feedback, learn, settings, start, train
+from bot.telegram.routers.common import MAX_INPUT_CHARS
+
+BOT_COMMANDS: list[BotCommand] = [
+    BotCommand(command="start", description="What I can do"),
+    BotCommand(command="learn", description="A short lesson: /learn <topic>"),
+    BotCommand(command="train", description="An exercise to answer: /train [topic]"),
+    BotCommand(command="stop", description="Stop training"),
+    BotCommand(command="model", description="Choose the model I use for you"),
+    BotCommand(command="setkey", description="Use your own API key: /setkey <provider> <key>"),
+    BotCommand(command="forget", description="Forget this chat's history"),
+    BotCommand(command="help", description="The commands"),
+]
+
+
+def create_bot(settings: Settings) -> Bot:
+    """A Bot on TELEGRAM_API_BASE (when set), with flood control; formatting is per call."""
+    token = settings.telegram_bot_token
+    if token is None:
+        raise ConfigError("TELEGRAM_BOT_TOKEN is not set: get a token from @BotFather")
+    api = (
+        TelegramAPIServer.from_base(settings.telegram_api_base)
+        if settings.telegram_api_base
+        else None
+    )
+    session = AiohttpSession(api=api) if api is not None else AiohttpSession()
+    session.middleware(FloodControlMiddleware())
+    # parse_mode None: the streamer renders replies to HTML itself and falls back to plain text.
+    return Bot(token.get_secret_value(), session=session, default=DefaultBotProperties())
+
+
+def build_dispatcher(
+    services: Services,
+    *,
+    fsm_storage: BaseStorage | None = None,
+    events_isolation: BaseEventIsolation | None = None,
+) -> Dispatcher:
+    dp = Dispatcher(
+        storage=fsm_storage or MemoryStorage(),
+        fsm_strategy=FSMStrategy.CHAT,
+        events_isolation=events_isolation or ChatEventIsolation(),
+        services=services,
+        admin=AdminCommands.from_services(services),
+        users=UserSettingsService.from_services(services),
+        max_input_chars=MAX_INPUT_CHARS,
+    )
+    # After the Dispatcher's own FSM middleware: runs inside the chat's isolation lock.
+    dp.update.outer_middleware(
+        UserLoaderMiddleware(services.storage.users, services.storage.settings)
+    )
+    dp.include_routers(
+        errors.create_router(),
+        start.create_router(),
+        settings.create_router(),
+        admin.create_router(),
+        feedback.create_router(),
+        learn.create_router(),
+        train.create_router(),
+        chat.create_router(),
+    )
+    return dp

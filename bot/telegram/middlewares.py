@@ -1,0 +1,117 @@
+"""Middlewares every update passes through, and the typing indicator for long work.
+
+`UserLoaderMiddleware` (register as an *outer* middleware on `dp.update`, after the Dispatcher's
+own, so it runs inside the per-chat isolation lock) upserts the Telegram user once per update and
+hands handlers `db_user` (a `bot.storage.models.User`) and `user_settings` (the stored
+`UserSettings`, or defaults for a user who has none). When storage fails the update still goes on:
+the failure is logged and handlers get a transient `User` built from the Telegram data, default
+settings, and `storage_ok=False` so that a handler which must write can say so.
+
+    dp.update.outer_middleware(UserLoaderMiddleware(storage.users, storage.settings))
+
+    async def handler(message: Message, db_user: User, user_settings: UserSettings) -> None: ...
+
+`typing_action(bot, chat_id)` keeps "typing…" visible while a pipeline runs (Telegram clears a chat
+action after ~5 s or when a message arrives); unlike aiogram's `ChatActionSender` it never lets a
+failed `sendChatAction` (flood, kicked from the group) disturb the work it decorates.
+
+    async with typing_action(bot, chat_id):
+        reply = await runner.run(...)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiogram import BaseMiddleware, Bot
+from aiogram.exceptions import TelegramAPIError
+from aiogram.types import TelegramObject
+from aiogram.types import User as TelegramUser
+
+from bot.storage.models import User, UserSettings, utcnow
+from bot.storage.repositories import UserRepo, UserSettingsRepo
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+
+
+def user_from_telegram(tg_user: TelegramUser) -> User:
+    """The storage row for a Telegram user, as of now."""
+    now = utcnow()
+    return User(
+        id=tg_user.id,
+        username=tg_user.username,
+        first_name=tg_user.first_name,
+        last_name=tg_user.last_name,
+        language_code=tg_user.language_code,
+        first_seen=now,
+        last_seen=now,
+    )
+
+
+class UserLoaderMiddleware(BaseMiddleware):
+    """Put `db_user`, `user_settings` and `storage_ok` into handler data, once per update."""
+
+    def __init__(self, users: UserRepo, settings: UserSettingsRepo | None = None) -> None:
+        self.users = users
+        self.settings = settings
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        tg_user: TelegramUser | None = data.get("event_from_user")
+        if tg_user is None or tg_user.is_bot:
+            return await handler(event, data)
+        transient = user_from_telegram(tg_user)
+        storage_ok = True
+        try:
+            db_user = await self.users.touch(transient)
+        except Exception:
+            # A storage outage must not cost the user their reply.
+            log.exception("Could not store user %s; continuing with a transient user", tg_user.id)
+            db_user, storage_ok = transient, False
+        user_settings: UserSettings | None = None
+        if self.settings is not None and storage_ok:
+            try:
+                user_settings = await self.settings.get(tg_user.id)
+            except Exception:
+                log.exception("Could not load settings of user %s; using defaults", tg_user.id)
+                storage_ok = False
+        data["db_user"] = db_user
+        data["user_settings"] = user_settings or UserSettings(user_id=tg_user.id)
+        data["storage_ok"] = storage_ok
+        return await handler(event, data)
+
+
+@contextlib.asynccontextmanager
+async def typing_action(
+    bot: Bot,
+    chat_id: int,
+    *,
+    message_thread_id: int | None = None,
+    action: str = "typing",
+    interval: float = 4.5,
+) -> AsyncIterator[None]:
+    """Show `action` in the chat until the block ends; errors of the indicator are only logged."""
+
+    async def keep_sending() -> None:
+        while True:
+            try:
+                await bot.send_chat_action(
+                    chat_id=chat_id, action=action, message_thread_id=message_thread_id
+                )
+            except TelegramAPIError as exc:
+                log.debug("sendChatAction failed in chat %s: %s", chat_id, exc)
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(keep_sending())
+    try:
+        yield
+    finally:
+        task.cancel()
+        # asyncio.wait does not raise the task's CancelledError, so our own cancellation (if
+        # any) still propagates.
+        await asyncio.wait([task])

@@ -1,0 +1,197 @@
+"""What the feature routers share: running a pipeline into the chat, filters, rating buttons.
+
+    result = await answer_with_pipeline(message, bot, services, "support", text=prompt)
+
+streams the reply (a draft in private chats, an edited placeholder in groups) with "typing…"
+shown meanwhile, and always ends with a real message: the reply, the pipeline's short apology,
+or a kind note when storage failed. When tracing is on, the last message of a reply gets 👍/👎
+buttons whose callback data carries the trace id.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Protocol, runtime_checkable
+
+from aiogram import Bot
+from aiogram.exceptions import TelegramAPIError
+from aiogram.filters import Filter
+from aiogram.filters.callback_data import CallbackData
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, Message
+
+from bot.app import Services
+from bot.pipeline.runner import RunResult
+from bot.storage.repositories import StorageError
+from bot.telegram.middlewares import typing_action
+from bot.telegram.streaming import ReplyStreamer
+
+log = logging.getLogger(__name__)
+
+# Telegram caps a text message at 4096 characters; a longer input can only come from a client
+# that splits badly or a configured lower limit (`dp["max_input_chars"]`).
+MAX_INPUT_CHARS = 4096
+
+SORRY_GENERIC = "Sorry, something went wrong on my side. Please try again."
+SORRY_STORAGE = (
+    "Sorry, I couldn't reach my memory just now, so this exchange may not be remembered. "
+    "Please try again in a minute."
+)
+STORAGE_NOTE = "(I couldn't save this conversation just now, so I may not remember it.)"
+
+
+def too_long_text(limit: int) -> str:
+    return (
+        f"That's a lot to take in at once! Please send it in parts of up to {limit} characters, "
+        "or tell me the gist."
+    )
+
+
+@runtime_checkable
+class TraceReview(Protocol):
+    """What the Telegram layer needs of tracing (`bot.observability.tracing.Tracing`)."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    async def trace_url(self, trace_id: str | None, *, timeout: float = 3.0) -> str | None: ...
+
+    async def score(
+        self, trace_id: str | None, name: str, value: float | bool, comment: str | None = None
+    ) -> bool: ...
+
+
+def trace_review(services: Services) -> TraceReview | None:
+    observer = services.observer
+    if isinstance(observer, TraceReview) and observer.enabled:
+        return observer
+    return None
+
+
+class RateReply(CallbackData, prefix="rate"):
+    """👍/👎 under a reply; `trace` is the id of the trace that produced it (32 hex chars)."""
+
+    vote: str  # "up" | "down"
+    trace: str
+
+
+def rating_keyboard(trace_id: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(
+                    text="👍", callback_data=RateReply(vote="up", trace=trace_id).pack()
+                ),
+                InlineKeyboardButton(
+                    text="👎", callback_data=RateReply(vote="down", trace=trace_id).pack()
+                ),
+            ]
+        ]
+    )
+
+
+class AddressedToBot(Filter):
+    """Private chats: always. Groups: a reply to the bot, or a message mentioning @the_bot.
+
+    Passes `prompt` (the text without the mention) to the handler.
+    """
+
+    async def __call__(self, message: Message, bot: Bot) -> bool | dict[str, Any]:
+        text = message.text or ""
+        if message.chat.type == "private":
+            return {"prompt": text.strip()}
+        me = await bot.me()
+        username = (me.username or "").lower()
+        replied = message.reply_to_message
+        to_bot = bool(
+            replied is not None and replied.from_user is not None and replied.from_user.id == me.id
+        )
+        mentioned = bool(username) and any(
+            entity.type == "mention" and entity.extract_from(text).lower() == f"@{username}"
+            for entity in message.entities or ()
+        )
+        if not (to_bot or mentioned):
+            return False
+        prompt = (
+            re.sub(rf"@{re.escape(username)}\b", "", text, flags=re.IGNORECASE)
+            if username
+            else text
+        )
+        return {"prompt": " ".join(prompt.split()) or text.strip()}
+
+
+def thread_of(message: Message) -> int | None:
+    return message.message_thread_id if message.is_topic_message else None
+
+
+async def answer_with_pipeline(
+    message: Message,
+    bot: Bot,
+    services: Services,
+    pipeline: str,
+    *,
+    text: str,
+    topic: str | None = None,
+) -> RunResult | None:
+    """Run `pipeline` for this message and deliver its reply; None when it could not run."""
+    chat = message.chat
+    private = chat.type == "private"
+    thread = thread_of(message)
+    streamer = ReplyStreamer(
+        bot,
+        chat.id,
+        private=private,
+        message_thread_id=thread,
+        reply_to_message_id=None if private else message.message_id,
+    )
+    user_id = message.from_user.id if message.from_user else None
+    async with typing_action(bot, chat.id, message_thread_id=thread):
+        await streamer.start()
+        try:
+            result = await services.conversation.handle(
+                pipeline,
+                user_id=user_id,
+                chat_id=chat.id,
+                text=text,
+                topic=topic,
+                on_text=streamer.push,
+            )
+        except StorageError as exc:
+            # The operator's log says what failed; the user gets what was written, and a note.
+            log.error("storage failed during %s in chat %s: %s", pipeline, chat.id, exc)
+            if streamer.text.strip():
+                await streamer.finish()
+                await _send_plain(bot, chat.id, STORAGE_NOTE, thread)
+            else:
+                await streamer.finish(SORRY_STORAGE)
+            return None
+        except Exception:
+            log.exception("%s failed in chat %s", pipeline, chat.id)
+            await streamer.finish(SORRY_GENERIC)
+            return None
+        if result.success:
+            final = result.reply if result.reply.strip() else (streamer.text or "…")
+        else:
+            final = result.error_message or SORRY_GENERIC
+        message_ids = await streamer.finish(final)
+    if result.success and result.trace_id and message_ids and trace_review(services) is not None:
+        try:
+            await bot.edit_message_reply_markup(
+                chat_id=chat.id,
+                message_id=message_ids[-1],
+                reply_markup=rating_keyboard(result.trace_id),
+            )
+        except TelegramAPIError as exc:
+            log.info("could not attach rating buttons in chat %s: %s", chat.id, exc)
+    return result
+
+
+async def _send_plain(bot: Bot, chat_id: int, text: str, thread: int | None) -> None:
+    try:
+        await bot.send_message(chat_id=chat_id, text=text, message_thread_id=thread)
+    except TelegramAPIError as exc:
+        log.warning("could not send a note to chat %s: %s", chat_id, exc)
+
+
+def input_too_long(text: str, limit: int) -> bool:
+    return len(text) > limit

@@ -1,0 +1,44 @@
+"""The error route: an update whose handler raised gets a short, kind answer; the log the rest."""
+
+from __future__ import annotations
+
+import logging
+
+from aiogram import Bot, Router
+from aiogram.exceptions import TelegramAPIError
+from aiogram.types import ErrorEvent
+
+from bot.telegram.routers.common import SORRY_GENERIC
+
+log = logging.getLogger(__name__)
+
+
+async def on_error(event: ErrorEvent, bot: Bot) -> bool:
+    update = event.update
+    exc = event.exception
+    log.error(
+        "update %s failed: %s",
+        update.update_id,
+        type(exc).__name__,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    try:
+        if update.callback_query is not None:
+            await update.callback_query.answer(SORRY_GENERIC, show_alert=True)
+        elif update.message is not None:
+            await bot.send_message(
+                chat_id=update.message.chat.id,
+                text=SORRY_GENERIC,
+                message_thread_id=update.message.message_thread_id
+                if update.message.is_topic_message
+                else None,
+            )
+    except TelegramAPIError as send_error:
+        log.warning("could not tell chat about the error: %s", send_error)
+    return True
+
+
+def create_router() -> Router:
+    router = Router(name=__name__)
+    router.errors.register(on_error)
+    return router

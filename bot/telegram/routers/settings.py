@@ -1,0 +1,211 @@
+"""A user's own settings: `/model` (inline keyboard), `/setkey`, `/forget`.
+
+`/setkey` deletes the message that carried the key first (whatever happens next), refuses to
+work in groups, and never repeats the key: replies name the provider only.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiogram import Bot, Router
+from aiogram.exceptions import TelegramAPIError
+from aiogram.filters import Command, CommandObject
+from aiogram.filters.callback_data import CallbackData
+from aiogram.fsm.context import FSMContext
+from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+
+from bot.app import Services
+from bot.services.user_settings import KeyOutcome, UserSettingsService, key_providers
+from bot.storage.models import UserSettings
+from bot.storage.repositories import StorageError
+from bot.telegram.middlewares import typing_action
+
+log = logging.getLogger(__name__)
+
+NO_STORAGE = "Sorry, I can't reach my settings store right now. Please try again in a minute."
+SETKEY_USAGE = (
+    "Usage: /setkey <provider> <key>  (providers: "
+    + ", ".join(key_providers())
+    + ")\n/setkey off removes your key. Send it in a private chat with me."
+)
+
+
+class PickModel(CallbackData, prefix="model"):
+    """A button of `/model`: the index into the allowed models, -1 for the bot's default."""
+
+    index: int
+
+
+def model_keyboard(allowed: list[str], current: str | None) -> InlineKeyboardMarkup:
+    rows = [
+        [
+            InlineKeyboardButton(
+                text=("✅ " if spec == current else "") + spec,
+                callback_data=PickModel(index=i).pack(),
+            )
+        ]
+        for i, spec in enumerate(allowed)
+    ]
+    rows.append(
+        [
+            InlineKeyboardButton(
+                text=("✅ " if current is None else "") + "Bot default",
+                callback_data=PickModel(index=-1).pack(),
+            )
+        ]
+    )
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+def model_text(services: Services, current: str | None) -> str:
+    shown = current or f"the bot's default ({services.settings.default_model})"
+    return (
+        f"Your model: {shown}.\nChoose the model I use for you "
+        "(admins may still pin some agents to other models):"
+    )
+
+
+async def on_model(
+    message: Message,
+    services: Services,
+    users: UserSettingsService,
+    user_settings: UserSettings,
+    storage_ok: bool,
+) -> None:
+    if not storage_ok:
+        await message.answer(NO_STORAGE)
+        return
+    current = user_settings.default_model
+    await message.answer(
+        model_text(services, current),
+        reply_markup=model_keyboard(users.allowed_models(), current),
+    )
+
+
+async def on_pick_model(
+    query: CallbackQuery, callback_data: PickModel, services: Services, users: UserSettingsService
+) -> None:
+    allowed = users.allowed_models()
+    if callback_data.index >= len(allowed) or callback_data.index < -1:
+        await query.answer("That choice is no longer offered; send /model again.", show_alert=True)
+        return
+    spec = None if callback_data.index == -1 else allowed[callback_data.index]
+    try:
+        await users.choose_model(query.from_user.id, spec)
+    except StorageError as exc:
+        log.error("could not save the model of user %s: %s", query.from_user.id, exc)
+        await query.answer(NO_STORAGE, show_alert=True)
+        return
+    await query.answer(f"Saved: {spec or 'bot default'}")
+    if isinstance(query.message, Message):
+        try:
+            await query.message.edit_text(
+                model_text(services, spec), reply_markup=model_keyboard(allowed, spec)
+            )
+        except TelegramAPIError as exc:
+            log.info("could not update the /model message: %s", exc)
+
+
+def key_reply(outcome: KeyOutcome, users: UserSettingsService) -> str:
+    provider = outcome.provider
+    if outcome.status == "bad_provider":
+        return f"I don't know the provider {provider!r}.\n{SETKEY_USAGE}"
+    if outcome.status == "disabled":
+        return (
+            "This bot is not set up to store users' keys (the operator has to set BOT_SECRET_KEY)."
+        )
+    if outcome.status == "refused":
+        return f"{provider} refused that key, so I did not save it. Check it and try again."
+    if outcome.status == "untested":
+        return (
+            f"I couldn't confirm that the {provider} key works (the test call on "
+            f"{outcome.tested_model} failed), so I did not save it. Please try again later."
+        )
+    saved = f"Your {provider} key works and is saved, encrypted."
+    if outcome.agents:
+        return (
+            f"{saved} It pays for: {', '.join(outcome.agents)} (on your model "
+            f"{outcome.user_model}). Other agents run on models the admins chose, "
+            "at the bot's cost."
+        )
+    offered = [m for m in users.allowed_models() if m.startswith(f"{provider}:")]
+    if offered:
+        return f"{saved} Nothing uses it yet: choose a {provider} model with /model."
+    return (
+        f"{saved} None of the models offered by /model runs on {provider}, "
+        "so it is not used for now."
+    )
+
+
+async def on_setkey(
+    message: Message,
+    command: CommandObject,
+    bot: Bot,
+    users: UserSettingsService,
+    storage_ok: bool,
+) -> None:
+    args = (command.args or "").split()
+    if args:
+        # The key must leave the chat at once, whatever happens next.
+        try:
+            await message.delete()
+        except TelegramAPIError as exc:
+            log.warning("could not delete a /setkey message in chat %s: %s", message.chat.id, exc)
+    if message.chat.type != "private":
+        note = (
+            " This chat has seen it, so please revoke that key and make a new one."
+            if len(args) >= 2
+            else ""
+        )
+        await message.answer("Please send /setkey to me in a private chat." + note)
+        return
+    if not storage_ok:
+        await message.answer(NO_STORAGE)
+        return
+    user_id = message.from_user.id if message.from_user else message.chat.id
+    if args == ["off"]:
+        try:
+            removed = await users.forget_key(user_id)
+        except StorageError as exc:
+            log.error("could not remove the key of user %s: %s", user_id, exc)
+            await message.answer(NO_STORAGE)
+            return
+        await message.answer("Your key is removed." if removed else "You had no key stored.")
+        return
+    if len(args) != 2:
+        await message.answer(SETKEY_USAGE)
+        return
+    provider, key = args
+    async with typing_action(bot, message.chat.id):
+        try:
+            outcome = await users.set_key(user_id, provider, key)
+        except StorageError as exc:
+            log.error("could not store the key of user %s: %s", user_id, exc)
+            await message.answer(
+                "Your key works, but I couldn't store it just now. Please try again in a minute."
+            )
+            return
+    await message.answer(key_reply(outcome, users))
+
+
+async def on_forget(
+    message: Message, users: UserSettingsService, state: FSMContext, storage_ok: bool
+) -> None:
+    try:
+        await users.forget_chat(message.chat.id)
+    except StorageError as exc:
+        log.error("could not clear chat %s: %s", message.chat.id, exc)
+        await message.answer(NO_STORAGE)
+        return
+    await state.clear()
+    await message.answer("Done: I've forgotten this chat's history and summary.")
+
+
+def create_router() -> Router:
+    router = Router(name=__name__)
+    router.message.register(on_model, Command("model"))
+    router.callback_query.register(on_pick_model, PickModel.filter())
+    router.message.register(on_setkey, Command("setkey"))
+    router.message.register(on_forget, Command("forget"))
+    return router

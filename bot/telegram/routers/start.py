@@ -1,0 +1,55 @@
+"""`/start` and `/help`: what the bot does and which commands it knows (admins see theirs)."""
+
+from __future__ import annotations
+
+from aiogram import Router
+from aiogram.filters import Command, CommandStart
+from aiogram.types import Message
+
+from bot.app import Services
+
+USER_HELP = """\
+I'm your coach: tell me what you're working on and I'll help you keep going.
+
+/learn <topic> - a short lesson on a topic
+/train [topic] - an exercise; your next message is graded, then the next one comes (/stop ends it)
+/model - choose the model I use for you
+/setkey <provider> <key> - use your own API key (send it in a private chat)
+/forget - forget this chat's history
+/help - this list
+
+In groups, mention me or reply to my message."""
+
+ADMIN_HELP = """\
+
+Admin:
+/setmodel <agent> <openrouter-model-id> - run an agent on an OpenRouter model
+/resetmodel <agent> - back to the configured model
+/models - every agent's model, and why
+/agents - the agents
+/modelhistory [agent] - who changed which model, and when
+/trace - the link to this chat's latest trace"""
+
+
+def help_text(services: Services, user_id: int | None) -> str:
+    admin = user_id is not None and user_id in services.settings.admin_ids
+    return USER_HELP + (ADMIN_HELP if admin else "")
+
+
+async def on_start(message: Message, services: Services) -> None:
+    name = message.from_user.first_name if message.from_user else ""
+    user_id = message.from_user.id if message.from_user else None
+    greeting = f"Hi {name}!" if name else "Hi!"
+    await message.answer(f"{greeting} {help_text(services, user_id)}")
+
+
+async def on_help(message: Message, services: Services) -> None:
+    user_id = message.from_user.id if message.from_user else None
+    await message.answer(help_text(services, user_id))
+
+
+def create_router() -> Router:
+    router = Router(name=__name__)
+    router.message.register(on_start, CommandStart())
+    router.message.register(on_help, Command("help"))
+    return router

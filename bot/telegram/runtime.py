@@ -1,0 +1,237 @@
+"""Run the Telegram bot: long polling (default) or webhook, until SIGTERM/SIGINT; then stop cleanly.
+
+Shutdown, in this order, so nothing is half-written:
+1. `/healthz` answers 503 and no new update is taken (polling stops; the webhook answers 503, so
+   Telegram re-delivers to another replica or to this one after its restart);
+2. updates in flight finish their pipelines (deadline `SHUTDOWN_TIMEOUT`);
+3. in polling mode, the updates already handled are confirmed to Telegram (one `getUpdates` with
+   the next offset) so a restart does not answer them twice;
+4. background steps (summaries, facts) drain, traces flush, clients and the database close
+   (`build_services` does this on exit, in reverse start order).
+
+With `REDIS_URL`, chat state (FSM) lives in Redis and each chat's updates are serialized across
+replicas; without it both are in process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiogram import Bot, Dispatcher
+from aiogram.fsm.storage.base import BaseEventIsolation, BaseStorage
+from aiogram.fsm.storage.memory import MemoryStorage
+from aiogram.types import TelegramObject, Update
+
+from bot.app import Services, build_services
+from bot.config import Settings
+from bot.telegram.chat_queue import RedisChatQueue
+from bot.telegram.dispatcher import BOT_COMMANDS, build_dispatcher, create_bot
+from bot.telegram.fsm_storage import ResilientStorage
+from bot.telegram.ordering import build_event_isolation
+from bot.telegram.warmup import freeze_startup_heap, pin_response_types
+from bot.telegram.webhook import WebServer, webhook_path
+
+log = logging.getLogger(__name__)
+
+
+class UpdateTracker:
+    """Remembers the newest update id taken, to confirm it to Telegram at shutdown."""
+
+    def __init__(self) -> None:
+        self.last_update_id: int | None = None
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        if isinstance(event, Update) and (
+            self.last_update_id is None or event.update_id > self.last_update_id
+        ):
+            self.last_update_id = event.update_id
+        return await handler(event, data)
+
+
+def build_fsm(
+    settings: Settings, *, queued: bool = False
+) -> tuple[BaseStorage, BaseEventIsolation]:
+    """Chat state and per-chat ordering: in Redis with several replicas, else in process.
+
+    `queued`: the webhook's Redis chat queue already serializes each chat across replicas, so
+    the isolation only needs to keep order inside this process.
+    """
+    isolation = build_event_isolation(None if queued else settings.redis_url)
+    if settings.redis_url:
+        from aiogram.fsm.storage.redis import RedisStorage
+
+        redis_storage = RedisStorage.from_url(
+            settings.redis_url,
+            connection_kwargs={"socket_connect_timeout": 2, "socket_timeout": 2},
+        )
+        return ResilientStorage(redis_storage), isolation
+    return MemoryStorage(), isolation
+
+
+class BotRuntime:
+    """One running bot process: the dispatcher, its update source and its shutdown."""
+
+    def __init__(self, services: Services, bot: Bot | None = None) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.bot = bot or create_bot(self.settings)
+        # Across replicas (webhook + Redis), a chat's updates wait for each other in update order.
+        self.chat_queue: RedisChatQueue | None = None
+        if self.webhook_mode and self.settings.redis_url:
+            self.chat_queue = RedisChatQueue.from_url(self.settings.redis_url)
+        self.fsm_storage, isolation = build_fsm(self.settings, queued=self.chat_queue is not None)
+        self.dispatcher: Dispatcher = build_dispatcher(
+            services, fsm_storage=self.fsm_storage, events_isolation=isolation
+        )
+        self.tracker = UpdateTracker()
+        self.dispatcher.update.outer_middleware(self.tracker)
+        self.server = WebServer(
+            self.settings.webhook_host, self.settings.webhook_port, metrics=self.metrics
+        )
+        self.stopping = asyncio.Event()
+        self._polling: asyncio.Task[None] | None = None
+
+    @property
+    def webhook_mode(self) -> bool:
+        return bool(self.settings.webhook_url)
+
+    def metrics(self) -> dict[str, float]:
+        """Counters for `/metrics` (the load benchmark reads the override table's reads)."""
+        model_config = self.services.model_config
+        return {
+            "model_config_reads": model_config.reads,
+            "model_config_failed_reads": model_config.failed_reads,
+        }
+
+    def request_stop(self) -> None:
+        if not self.stopping.is_set():
+            log.info("stop requested: finishing what is in flight")
+            self.stopping.set()
+
+    async def start(self) -> None:
+        allowed = self.dispatcher.resolve_used_update_types()
+        if self.webhook_mode:
+            assert self.settings.webhook_url is not None
+            secret = self.settings.webhook_secret
+            self.server.add_webhook(
+                self.dispatcher,
+                self.bot,
+                webhook_path(self.settings.webhook_url),
+                secret.get_secret_value() if secret else None,
+                chat_queue=self.chat_queue,
+            )
+        try:
+            await self.server.start()
+        except OSError as exc:
+            if self.webhook_mode:
+                raise
+            # In polling mode the HTTP server only serves /healthz: not worth refusing to run.
+            log.warning("health endpoint not started on port %d: %s", self.server.port, exc)
+        await self._announce_commands()
+        if self.webhook_mode:
+            assert self.settings.webhook_url is not None
+            secret = self.settings.webhook_secret
+            await self.dispatcher.emit_startup(bot=self.bot, **self.dispatcher.workflow_data)
+            await self.bot.set_webhook(
+                self.settings.webhook_url,
+                secret_token=secret.get_secret_value() if secret else None,
+                allowed_updates=allowed,
+            )
+            log.info("webhook registered; serving updates on port %d", self.server.port)
+        else:
+            # A webhook left from an earlier deployment would make getUpdates fail.
+            await self.bot.delete_webhook(drop_pending_updates=False)
+            self._polling = asyncio.create_task(
+                self.dispatcher.start_polling(
+                    self.bot,
+                    handle_signals=False,
+                    close_bot_session=False,
+                    allowed_updates=allowed,
+                ),
+                name="polling",
+            )
+            self._polling.add_done_callback(self._polling_ended)
+
+    def _polling_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("polling stopped with an error: %r", task.exception())
+            self.request_stop()
+
+    async def _announce_commands(self) -> None:
+        try:
+            await self.bot.set_my_commands(BOT_COMMANDS)
+        except Exception as exc:  # a cosmetic call; never a reason not to start
+            log.warning("could not set the command menu: %s", type(exc).__name__)
+
+    async def stop(self) -> None:
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        self.server.healthy = False
+        if self.webhook_mode:
+            await self.server.stop_accepting(max(0.0, deadline - time.monotonic()))
+            await self.dispatcher.emit_shutdown(bot=self.bot, **self.dispatcher.workflow_data)
+        else:
+            if self._polling is not None and not self._polling.done():
+                with contextlib.suppress(RuntimeError):
+                    await self.dispatcher.stop_polling()
+            await self._wait_updates(deadline)
+            await self._confirm_offset()
+        await self.server.close()
+        # Background steps drain when build_services exits; the bot session must outlive them
+        # only if they talk to Telegram, which they do not.
+        await self.fsm_storage.close()
+        if self.chat_queue is not None:
+            await self.chat_queue.close()
+        await self.bot.session.close()
+
+    async def _wait_updates(self, deadline: float) -> None:
+        tasks = set(getattr(self.dispatcher, "_handle_update_tasks", ()))
+        if not tasks:
+            return
+        log.info("waiting for %d update(s) in flight", len(tasks))
+        _, pending = await asyncio.wait(tasks, timeout=max(0.1, deadline - time.monotonic()))
+        if pending:
+            log.warning("%d update(s) did not finish before the shutdown deadline", len(pending))
+
+    async def _confirm_offset(self) -> None:
+        if self.tracker.last_update_id is None:
+            return
+        try:
+            await self.bot.get_updates(
+                offset=self.tracker.last_update_id + 1, limit=1, timeout=0, request_timeout=5
+            )
+        except Exception as exc:
+            log.warning("could not confirm handled updates to Telegram: %s", type(exc).__name__)
+
+
+def _install_signal_handlers(runtime: BotRuntime) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, runtime.request_stop)
+
+
+async def run_bot(settings: Settings) -> int:
+    async with build_services(settings) as services:
+        runtime = BotRuntime(services)
+        _install_signal_handlers(runtime)
+        try:
+            await runtime.start()
+            # Start-up is done: stop paying per message for what it left behind (see warmup).
+            pin_response_types()
+            freeze_startup_heap()
+            await runtime.stopping.wait()
+        finally:
+            await runtime.stop()
+    log.info("stopped cleanly")
+    return 0

@@ -1,0 +1,378 @@
+"""Show a reply while the model writes it, then deliver it whole, whatever Telegram says.
+
+`ReplyStreamer` takes the model's Markdown as text deltas and keeps the chat up to date:
+
+- private chats: `sendMessageDraft` (an ephemeral preview that animates as it grows), at most
+  every `draft_interval` seconds, then the real `sendMessage`(s) at the end: a draft is not a
+  message and expires, so the final send is what persists;
+- groups (drafts work in private chats only), or when drafts fail: a placeholder message edited
+  at most every `edit_interval` seconds (Telegram throttles edits per chat), and extra messages
+  once the reply outgrows one.
+
+The final text is rendered to Telegram HTML (`formatting.markdown_to_html`) and split into
+balanced chunks of at most 4096 visible characters (`splitting.split_html`). Nothing is lost:
+a chunk Telegram refuses to parse is sent again as the plain text it would have shown; a chunk it
+calls too long is split smaller and sent plain; an edit of a message that has gone is sent as a
+new message; "message is not modified" counts as done. Live updates are best effort (a failed
+draft or edit is logged and the next one tries again); the final delivery raises only when
+Telegram refuses plain text too, or the network fails after the flood middleware's retries.
+
+    async with ReplyStreamer(bot, chat_id, reply_to_message_id=msg.message_id) as streamer:
+        async for delta in llm.stream(...):
+            await streamer.push(delta)
+        message_ids = await streamer.finish()
+
+or `message_ids = await ReplyStreamer(bot, chat_id).stream(deltas)`. The producer never waits
+for Telegram: `push` only buffers; a background task sends the updates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+
+from aiogram import Bot
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramNotFound,
+)
+from aiogram.types import ReplyParameters
+
+from bot.telegram.formatting import escape, html_to_text, markdown_to_html
+from bot.telegram.splitting import TELEGRAM_LIMIT, split_html, split_text
+
+log = logging.getLogger(__name__)
+
+HTML = "HTML"
+
+
+def is_parse_error(exc: TelegramAPIError) -> bool:
+    return isinstance(exc, TelegramBadRequest) and "can't parse entities" in exc.message.lower()
+
+
+def is_not_modified(exc: TelegramAPIError) -> bool:
+    return isinstance(exc, TelegramBadRequest) and "message is not modified" in exc.message.lower()
+
+
+def is_too_long(exc: TelegramAPIError) -> bool:
+    return isinstance(exc, TelegramBadRequest) and any(
+        s in exc.message.lower() for s in ("too long", "too_long")
+    )
+
+
+def is_message_gone(exc: TelegramAPIError) -> bool:
+    text = exc.message.lower()
+    return isinstance(exc, TelegramBadRequest) and (
+        "message to edit not found" in text or "message can't be edited" in text
+    )
+
+
+@dataclass
+class _Shown:
+    """One chunk of the reply as shown: its message(s) and the HTML it was last set to.
+
+    Normally one message; several when Telegram refused the chunk and it went out plain in pieces.
+    """
+
+    message_ids: list[int]
+    html: str
+
+
+class ReplyStreamer:
+    """Stream one reply into one chat; see the module docstring.
+
+    `private`: use drafts (default: `chat_id > 0`, Telegram's private chats); `use_drafts=False`
+    forces the edit mode there too. `render` turns the accumulated text into Telegram HTML.
+    After `finish`, `message_ids` are the messages that carry the reply, in order.
+    """
+
+    def __init__(
+        self,
+        bot: Bot,
+        chat_id: int,
+        *,
+        private: bool | None = None,
+        use_drafts: bool = True,
+        message_thread_id: int | None = None,
+        reply_to_message_id: int | None = None,
+        render: Callable[[str], str] = markdown_to_html,
+        limit: int = TELEGRAM_LIMIT,
+        draft_interval: float = 0.4,
+        edit_interval: float = 1.2,
+        placeholder: str = "…",
+    ) -> None:
+        self.bot = bot
+        self.chat_id = chat_id
+        is_private = chat_id > 0 if private is None else private
+        self.mode = "draft" if is_private and use_drafts else "edit"
+        self.message_thread_id = message_thread_id
+        self.reply_to_message_id = reply_to_message_id
+        self.render = render
+        self.limit = limit
+        self.interval = draft_interval if self.mode == "draft" else edit_interval
+        self.edit_interval = edit_interval
+        self.placeholder = placeholder
+        self.draft_id = random.randint(1, 2**31 - 1)
+        self.text = ""
+        self.message_ids: list[int] = []
+        self.live_updates = 0  # drafts/edits that reached Telegram (for tests and metrics)
+
+        self._shown: list[_Shown] = []
+        self._wake = asyncio.Event()  # set by push() and by stopping
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_update = 0.0
+        self._finished = False
+
+    # ------------------------------------------------------------------ public API
+
+    async def __aenter__(self) -> ReplyStreamer:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Show at once that a reply is coming ("Thinking…" draft, or the placeholder)."""
+        if self.mode == "draft":
+            try:
+                await self._draft("")
+                return
+            except TelegramAPIError as exc:
+                self._drafts_failed(exc)
+        if not self._shown:
+            try:
+                self._shown.append(await self._send(escape(self.placeholder), first=True))
+            except TelegramAPIError as exc:
+                log.warning("Could not send the placeholder in chat %s: %s", self.chat_id, exc)
+        self._last_update = time.monotonic()
+
+    async def push(self, delta: str) -> None:
+        """Add text; the chat is updated in the background at the configured pace."""
+        if self._finished:
+            raise RuntimeError("push() after finish()")
+        if not delta:
+            return
+        self.text += delta
+        self._wake.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._flusher(), name=f"reply-stream-{self.chat_id}")
+
+    async def stream(self, deltas: AsyncIterable[str]) -> list[int]:
+        """Push every delta, then `finish`; on an error, stop the live task and re-raise."""
+        try:
+            async for delta in deltas:
+                await self.push(delta)
+        except BaseException:
+            await self.aclose()
+            raise
+        return await self.finish()
+
+    async def finish(self, final_text: str | None = None) -> list[int]:
+        """Deliver the whole reply (`final_text`, else what was pushed); the message ids."""
+        if self._finished:
+            return self.message_ids
+        await self._stop_flusher()
+        self._finished = True
+        if final_text is not None:
+            self.text = final_text
+        chunks = [c for c in split_html(self.render(self.text), self.limit) if _has_text(c)]
+        if self.mode == "edit" and self._shown:
+            # Telegram limits edits per chat; a final edit right after a live one would 429.
+            pause = self._last_update + self.edit_interval - time.monotonic()
+            if pause > 0 and chunks:
+                await asyncio.sleep(pause)
+            await self._sync(chunks)
+            for extra in self._shown[len(chunks) :]:
+                for message_id in extra.message_ids:
+                    await self._delete(message_id)
+            del self._shown[len(chunks) :]
+        else:
+            for index, chunk in enumerate(chunks):
+                self._shown.append(await self._send(chunk, first=index == 0))
+        self.message_ids = [mid for shown in self._shown for mid in shown.message_ids]
+        return self.message_ids
+
+    async def aclose(self) -> None:
+        """Stop live updates without a final delivery (an error path); idempotent."""
+        await self._stop_flusher()
+
+    # ------------------------------------------------------------------ live updates
+
+    async def _stop_flusher(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._task is not None:
+            # Let an in-flight draft/edit complete: cancelling it would leave us unsure of
+            # what the chat shows.
+            await asyncio.wait([self._task])
+            self._task = None
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._wake.wait()
+            if self._stop.is_set():
+                return
+            pause = self._last_update + self.interval - time.monotonic()
+            if pause > 0:
+                try:
+                    await asyncio.wait_for(self._stop.wait(), pause)
+                    return  # finishing: the final delivery supersedes this update
+                except TimeoutError:
+                    pass
+            self._wake.clear()
+            try:
+                await self._live_update()
+                self.live_updates += 1
+            except TelegramAPIError as exc:
+                log.info("Live update in chat %s failed (next one retries): %s", self.chat_id, exc)
+            except Exception:
+                log.exception("Live update in chat %s failed", self.chat_id)
+            self._last_update = time.monotonic()
+
+    async def _live_update(self) -> None:
+        chunks = [c for c in split_html(self.render(self.text), self.limit) if _has_text(c)]
+        if not chunks:
+            return
+        if self.mode == "draft":
+            try:
+                await self._draft(chunks[-1])
+                return
+            except TelegramAPIError as exc:
+                if not self._drafts_failed(exc):
+                    raise
+        await self._sync(chunks)
+
+    def _drafts_failed(self, exc: TelegramAPIError) -> bool:
+        """After a draft failed for good: switch to edits. False for transient failures."""
+        permanent = isinstance(exc, TelegramNotFound | TelegramForbiddenError) or (
+            isinstance(exc, TelegramBadRequest) and not is_parse_error(exc)
+        )
+        if permanent:
+            log.warning(
+                "Drafts unavailable in chat %s (%s); editing a message instead", self.chat_id, exc
+            )
+            self.mode = "edit"
+            self.interval = self.edit_interval
+            return True
+        return False
+
+    async def _draft(self, chunk: str) -> None:
+        try:
+            await self.bot.send_message_draft(
+                chat_id=self.chat_id,
+                draft_id=self.draft_id,
+                text=chunk,
+                parse_mode=HTML,
+                message_thread_id=self.message_thread_id,
+            )
+        except TelegramBadRequest as exc:
+            if not is_parse_error(exc):
+                raise
+            await self.bot.send_message_draft(
+                chat_id=self.chat_id,
+                draft_id=self.draft_id,
+                text=html_to_text(chunk),
+                parse_mode=None,
+                message_thread_id=self.message_thread_id,
+            )
+
+    # ------------------------------------------------------------------ delivery
+
+    async def _sync(self, chunks: list[str]) -> None:
+        """Make the shown messages read `chunks`: edit changed ones, send the missing ones."""
+        for index, chunk in enumerate(chunks):
+            if index < len(self._shown):
+                if self._shown[index].html != chunk:
+                    self._shown[index] = await self._edit(self._shown[index], chunk, index)
+            else:
+                self._shown.append(await self._send(chunk, first=index == 0))
+
+    async def _send(self, chunk: str, *, first: bool) -> _Shown:
+        """Send one chunk (HTML, else plain, else plain in smaller pieces)."""
+        reply = None
+        if first and self.reply_to_message_id is not None:
+            reply = ReplyParameters(
+                message_id=self.reply_to_message_id, allow_sending_without_reply=True
+            )
+        try:
+            message = await self.bot.send_message(
+                chat_id=self.chat_id,
+                text=chunk,
+                parse_mode=HTML,
+                message_thread_id=self.message_thread_id,
+                reply_parameters=reply,
+            )
+            return _Shown([message.message_id], chunk)
+        except TelegramBadRequest as exc:
+            if not (is_parse_error(exc) or is_too_long(exc)):
+                raise
+            log.warning(
+                "Telegram refused a reply chunk in chat %s (%s); sending it plain",
+                self.chat_id,
+                exc,
+            )
+            limit = self.limit if is_parse_error(exc) else max(2, self.limit // 2)
+        ids: list[int] = []
+        for piece in split_text(html_to_text(chunk), limit):
+            if not piece.strip():
+                continue
+            message = await self.bot.send_message(
+                chat_id=self.chat_id,
+                text=piece,
+                parse_mode=None,
+                message_thread_id=self.message_thread_id,
+                reply_parameters=reply if not ids else None,
+            )
+            ids.append(message.message_id)
+        return _Shown(ids, chunk)
+
+    async def _edit(self, shown: _Shown, chunk: str, index: int) -> _Shown:
+        """Set a shown chunk to `chunk`; returns what is shown afterwards."""
+        message_id = shown.message_ids[0]
+        try:
+            await self.bot.edit_message_text(
+                chat_id=self.chat_id, message_id=message_id, text=chunk, parse_mode=HTML
+            )
+        except TelegramBadRequest as exc:
+            if is_not_modified(exc):
+                pass
+            elif is_parse_error(exc):
+                try:
+                    await self.bot.edit_message_text(
+                        chat_id=self.chat_id,
+                        message_id=message_id,
+                        text=html_to_text(chunk),
+                        parse_mode=None,
+                    )
+                except TelegramBadRequest as again:
+                    if not is_not_modified(again):
+                        raise
+            elif is_message_gone(exc) or is_too_long(exc):
+                # Deleted by someone, or refused: the text goes out as new message(s) instead.
+                return await self._send(chunk, first=index == 0)
+            else:
+                raise
+        return _Shown(shown.message_ids, chunk)
+
+    async def _delete(self, message_id: int) -> None:
+        try:
+            await self.bot.delete_message(chat_id=self.chat_id, message_id=message_id)
+        except TelegramAPIError as exc:
+            log.info("Could not delete message %s in chat %s: %s", message_id, self.chat_id, exc)
+
+
+def _has_text(chunk: str) -> bool:
+    return bool(html_to_text(chunk).strip())

@@ -1,0 +1,174 @@
+"""The bot's HTTP side: `/healthz` always, and the webhook endpoint when `WEBHOOK_URL` is set.
+
+Telegram posts each update to the webhook with `X-Telegram-Bot-Api-Secret-Token`; a request
+without the configured secret is refused with 401 before anything is parsed. Updates are answered
+at once (200) and handled in tracked tasks, so a slow pipeline never makes Telegram time out and
+re-deliver; on shutdown `drain()` waits for the tasks in flight.
+
+The health endpoint answers 200 while the bot runs and 503 once shutdown has begun, so a load
+balancer stops sending traffic before the process stops taking it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiogram import Bot, Dispatcher
+from aiogram.webhook.aiohttp_server import SimpleRequestHandler
+from aiohttp import web
+
+from bot.telegram.chat_queue import RedisChatQueue, update_chat_id
+
+log = logging.getLogger(__name__)
+
+
+def webhook_path(webhook_url: str) -> str:
+    """The path Telegram will post to, taken from WEBHOOK_URL (default `/webhook`)."""
+    path = urlsplit(webhook_url).path
+    return path if path and path != "/" else "/webhook"
+
+
+class TrackedRequestHandler(SimpleRequestHandler):
+    """aiogram's handler, with the update tasks it starts visible and drainable.
+
+    With a `RedisChatQueue`, each update is queued for its chat before Telegram gets its 200, and
+    handled only when every earlier update of that chat (on any replica) is done.
+    """
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        bot: Bot,
+        *,
+        chat_queue: RedisChatQueue | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(dispatcher, bot, handle_in_background=True, **kwargs)
+        self.accepting = True
+        self.chat_queue = chat_queue
+
+    async def _handle_request_background(self, bot: Bot, request: web.Request) -> web.Response:
+        update = await request.json(loads=bot.session.json_loads)
+        ticket: tuple[int, int] | None = None
+        chat_id = update_chat_id(update) if isinstance(update, dict) else None
+        update_id = update.get("update_id") if isinstance(update, dict) else None
+        if (
+            self.chat_queue is not None
+            and chat_id is not None
+            and isinstance(update_id, int)
+            and await self.chat_queue.register(chat_id, update_id)
+        ):
+            ticket = (chat_id, update_id)
+        task = asyncio.create_task(self._feed_in_turn(bot, update, ticket))
+        self._background_feed_update_tasks.add(task)
+        task.add_done_callback(self._background_feed_update_tasks.discard)
+        return web.json_response({}, dumps=bot.session.json_dumps)
+
+    async def _feed_in_turn(
+        self, bot: Bot, update: dict[str, Any], ticket: tuple[int, int] | None
+    ) -> None:
+        if ticket is None or self.chat_queue is None:
+            await self._background_feed_update(bot, update)
+            return
+        async with self.chat_queue.turn(*ticket):
+            await self._background_feed_update(bot, update)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._background_feed_update_tasks)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if not self.accepting:
+            # Telegram re-delivers an update that was not acknowledged: another replica, or this
+            # one after its restart, will take it. Nothing is lost.
+            return web.Response(status=503, text="shutting down")
+        return await super().handle(request)
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop accepting and wait for updates in flight; False when the deadline passed."""
+        self.accepting = False
+        tasks = set(self._background_feed_update_tasks)
+        if not tasks:
+            return True
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        if pending:
+            log.warning(
+                "%d update(s) still running after %.0f s of shutdown", len(pending), timeout
+            )
+        return not pending
+
+    async def close(self) -> None:
+        # The bot session is closed by the app, which owns it.
+        pass
+
+
+class WebServer:
+    """An aiohttp server with `/healthz`, plus the webhook route in webhook mode.
+
+    `metrics`: when given, `GET /metrics` answers its counters as JSON (no secrets: counts only),
+    e.g. the override table's database reads, which the load benchmark reports.
+    """
+
+    def __init__(
+        self, host: str, port: int, *, metrics: Callable[[], Mapping[str, float]] | None = None
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.app = web.Application()
+        self.app.router.add_get("/healthz", self._health)
+        self._metrics = metrics
+        if metrics is not None:
+            self.app.router.add_get("/metrics", self._metrics_handler)
+        self.healthy = True
+        self.webhook: TrackedRequestHandler | None = None
+        self._runner: web.AppRunner | None = None
+
+    def add_webhook(
+        self,
+        dispatcher: Dispatcher,
+        bot: Bot,
+        path: str,
+        secret: str | None,
+        chat_queue: RedisChatQueue | None = None,
+    ) -> None:
+        self.webhook = TrackedRequestHandler(
+            dispatcher, bot, secret_token=secret, chat_queue=chat_queue
+        )
+        self.webhook.register(self.app, path=path)
+
+    async def _health(self, request: web.Request) -> web.Response:
+        if not self.healthy:
+            return web.json_response({"status": "stopping"}, status=503)
+        body: dict[str, Any] = {"status": "ok"}
+        if self.webhook is not None:
+            body["in_flight"] = self.webhook.in_flight
+        return web.json_response(body)
+
+    async def _metrics_handler(self, request: web.Request) -> web.Response:
+        assert self._metrics is not None
+        return web.json_response(dict(self._metrics()))
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        log.info("HTTP server on %s:%d", self.host, self.port)
+
+    async def stop_accepting(self, timeout: float) -> bool:
+        self.healthy = False
+        if self.webhook is not None:
+            return await self.webhook.drain(timeout)
+        return True
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,253 @@
+"""End-to-end load benchmark: the real bot process under many chats, measured from outside.
+
+    python -m tests.bench.e2e_load                       # 500 chats x 4 messages at 100 msg/s
+    python -m tests.bench.e2e_load --rate 0              # closed loop: maximum throughput
+    python -m tests.bench.e2e_load --webhook --insforge --tracing on
+
+`python -m bot` runs as a child process against the fake Bot API server and a fake
+OpenAI-compatible model server on 127.0.0.1 (replies after `--latency`, default 100 ms, then
+stream ~20 tokens `--token-delay` apart). Each user message runs the `support` pipeline:
+Parallel(extraction, strategist) -> coach (streamed) -> Background(summarizer).
+
+Figures (nothing asserts: it prints):
+- messages per second: answered messages / (last answer - first message);
+- end-to-end latency: the user's message queued at the fake Bot API -> the bot's final
+  `sendMessage` of the answer arriving there (same clock, one process);
+- the bot's added latency: end to end minus the model time on the critical path, measured per
+  message by the model server: max(extraction, strategist) + coach (streaming included);
+- bot CPU ms per message: utime+stime of the bot process (/proc/<pid>/stat) over the run, per
+  answered message (background summaries included: they are part of each message's cost);
+- peak memory: VmHWM of the bot process; override table reads per minute: `GET /metrics`;
+- the driver's CPU: when it nears 100 % of one core the figures are bounded by the driver.
+
+Load model: open loop at `--rate` messages/s by default (latency at a known load; chats take turns
+so a chat's messages are chats/rate seconds apart); `--rate 0` is a closed loop where each chat
+sends its next message as soon as the previous is answered (the bot's maximum throughput).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.bench.harness import (
+    BotConfig,
+    Load,
+    load_average,
+    percentile,
+    print_table,
+    rig,
+    self_cpu_seconds,
+)
+
+
+@dataclass
+class Options:
+    chats: int = 500
+    messages: int = 4
+    rate: float = 100.0
+    latency: float = 0.1
+    token_delay: float = 0.005
+    webhook: bool = False
+    storage: str = "sqlite"
+    tracing: bool = False
+    warmup: int = 20
+    py_spy: str | None = None
+    quiet: bool = False
+
+
+async def run(options: Options) -> dict[str, Any]:
+    """One benchmark run; returns the figures (and prints them unless `quiet`)."""
+    config = BotConfig(webhook=options.webhook, tracing=options.tracing)
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
+        workdir = Path(tmp)
+        async with rig(
+            workdir,
+            storage_kind=options.storage,
+            config=config,
+            latency=options.latency,
+            token_delay=options.token_delay,
+        ) as r:
+            # Warm-up: connections opened, caches filled, first-call costs paid; not measured.
+            if options.warmup:
+                warm = Load(r.tg, first_chat=900_000)
+                await warm.closed_loop(min(options.warmup, options.chats), 1, ramp=0.2)
+                await warm.settle(30)
+            load = Load(r.tg, first_chat=100_000)
+            metrics_before = await r.bot.metrics()
+            cpu_before = r.bot.cpu_seconds()
+            driver_before = self_cpu_seconds()
+            summaries_before = sum(1 for c in r.llm.calls if c.agent == "summarizer")
+            profiler = _start_py_spy(r.bot.pid, options.py_spy)
+            started = time.monotonic()
+            if options.rate > 0:
+                await load.open_loop(options.chats, options.messages, options.rate)
+            else:
+                await load.closed_loop(options.chats, options.messages)
+            await load.settle(timeout=120)
+            # Let the background summaries of the last messages finish: they cost CPU too.
+            await _wait_summaries(r.llm, summaries_before + len(load.sent), timeout=10)
+            wall = time.monotonic() - started
+            cpu = r.bot.cpu_seconds() - cpu_before
+            driver_cpu = self_cpu_seconds() - driver_before
+            _stop_py_spy(profiler)
+            metrics_after = await r.bot.metrics()
+            peak_mb = r.bot.peak_rss_mb()
+            model_time = r.llm.critical_model_time()
+        stored = await r.storage.stored()
+
+    sent = load.sent
+    answered = [m for m in sent if m.answered_at is not None]
+    apologised = [m for m in sent if m.apologies]
+    e2e = [m.answered_at - m.pushed_at for m in answered if m.answered_at is not None]
+    added = [
+        (m.answered_at - m.pushed_at) - model_time[m.tag]
+        for m in answered
+        if m.answered_at is not None and m.tag in model_time
+    ]
+    span = (
+        max(m.answered_at for m in answered if m.answered_at is not None)
+        - min(m.pushed_at for m in sent)
+        if answered
+        else 0.0
+    )
+    reads = metrics_after.get("model_config_reads", 0) - metrics_before.get("model_config_reads", 0)
+    missing_in_db = sum(
+        1 for m in answered if ("user", m.tag) not in stored or ("assistant", m.tag) not in stored
+    )
+    result: dict[str, Any] = {
+        "sent": len(sent),
+        "answered": len(answered),
+        "apologised": len(apologised),
+        "answered_share": len(answered) / len(sent) if sent else 0.0,
+        "messages_per_second": len(answered) / span if span > 0 else 0.0,
+        "e2e_ms": [percentile(e2e, p) * 1000 for p in (50, 95, 99)],
+        "added_ms": [percentile(added, p) * 1000 for p in (50, 95, 99)],
+        "model_ms_mean": statistics.fmean(model_time[m.tag] for m in answered) * 1000
+        if answered and all(m.tag in model_time for m in answered)
+        else float("nan"),
+        "cpu_ms_per_message": cpu * 1000 / len(answered) if answered else float("nan"),
+        "bot_cpu_share": cpu / wall if wall else 0.0,
+        "driver_cpu_share": driver_cpu / wall if wall else 0.0,
+        "peak_rss_mb": peak_mb,
+        "override_reads": reads,
+        "override_reads_per_minute": reads * 60 / wall if wall else 0.0,
+        "missing_in_db": missing_in_db,
+        "wall_s": wall,
+        "load": load_average(),
+    }
+    if not options.quiet:
+        _print(options, result)
+    return result
+
+
+async def _wait_summaries(llm: Any, count: int, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if sum(1 for c in llm.calls if c.agent == "summarizer") >= count:
+            return
+        await asyncio.sleep(0.05)
+
+
+def _start_py_spy(pid: int, path: str | None) -> subprocess.Popen[bytes] | None:
+    if not path:
+        return None
+    fmt = "raw" if path.endswith((".txt", ".raw")) else "flamegraph"
+    return subprocess.Popen(
+        ["py-spy", "record", "-p", str(pid), "-o", path, "-f", fmt, "-r", "200", "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _stop_py_spy(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None:
+        return
+    process.send_signal(2)  # SIGINT: py-spy writes its output and exits
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=30)
+
+
+def _print(options: Options, r: dict[str, Any]) -> None:
+    mode = "webhook" if options.webhook else "polling"
+    loop_kind = f"open loop {options.rate:g} msg/s" if options.rate > 0 else "closed loop"
+    e50, e95, e99 = r["e2e_ms"]
+    a50, a95, a99 = r["added_ms"]
+    print_table(
+        f"e2e load: {options.chats} chats x {options.messages} messages, {loop_kind}, {mode}, "
+        f"{options.storage}, tracing {'on' if options.tracing else 'off'}, model latency "
+        f"{options.latency * 1000:.0f} ms + stream ({options.token_delay * 1000:g} ms/token)",
+        [
+            ("messages sent", f"{r['sent']}"),
+            ("answered", f"{r['answered']} ({r['answered_share']:.1%})"),
+            ("apologies", f"{r['apologised']}"),
+            ("messages per second", f"{r['messages_per_second']:.1f}"),
+            ("end-to-end latency ms", f"p50 {e50:.1f}  p95 {e95:.1f}  p99 {e99:.1f}"),
+            ("model time on critical path", f"mean {r['model_ms_mean']:.1f} ms"),
+            ("bot added latency ms", f"p50 {a50:.1f}  p95 {a95:.1f}  p99 {a99:.1f}"),
+            ("bot CPU per message", f"{r['cpu_ms_per_message']:.2f} ms"),
+            ("bot CPU use", f"{r['bot_cpu_share']:.0%} of one core"),
+            ("driver CPU use", f"{r['driver_cpu_share']:.0%} of one core"),
+            ("bot peak memory (VmHWM)", f"{r['peak_rss_mb']:.0f} MB"),
+            (
+                "override table reads",
+                f"{r['override_reads']} in {r['wall_s']:.1f} s "
+                f"({r['override_reads_per_minute']:.2f}/min)",
+            ),
+            ("answered but not in the DB", f"{r['missing_in_db']}"),
+            ("load average (1/5/15 min)", r["load"]),
+        ],
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.e2e_load", description=__doc__)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--polling", dest="webhook", action="store_false", help="(default)")
+    mode.add_argument("--webhook", dest="webhook", action="store_true")
+    store = parser.add_mutually_exclusive_group()
+    store.add_argument("--sqlite", dest="storage", action="store_const", const="sqlite")
+    store.add_argument("--insforge", dest="storage", action="store_const", const="insforge")
+    parser.add_argument("--tracing", choices=("on", "off"), default="off")
+    parser.add_argument("--chats", type=int, default=500)
+    parser.add_argument("--messages", type=int, default=4, help="per chat")
+    parser.add_argument(
+        "--rate", type=float, default=100.0, help="messages/s, open loop; 0: closed loop"
+    )
+    parser.add_argument("--latency", type=float, default=0.1, help="model latency, seconds")
+    parser.add_argument("--token-delay", type=float, default=0.005, help="seconds per token")
+    parser.add_argument("--warmup", type=int, default=20, help="warm-up messages (not measured)")
+    parser.add_argument("--py-spy", metavar="FILE", help="profile the bot (.svg or .txt)")
+    parser.set_defaults(webhook=False, storage="sqlite")
+    args = parser.parse_args(argv)
+    return Options(
+        chats=args.chats,
+        messages=args.messages,
+        rate=args.rate,
+        latency=args.latency,
+        token_delay=args.token_delay,
+        webhook=args.webhook,
+        storage=args.storage,
+        tracing=args.tracing == "on",
+        warmup=args.warmup,
+        py_spy=args.py_spy,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    result = asyncio.run(run(parse_args(argv)))
+    return 0 if result["answered_share"] == 1.0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

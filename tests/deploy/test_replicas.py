@@ -1,0 +1,303 @@
+"""Several replicas, as deployed: real `python -m bot` processes in webhook mode sharing one
+database (InsForge over the real PostgreSQL) and one Redis; Telegram and the models on loopback.
+
+- `/setmodel` taken by replica A changes the next message's model on replica B at once (Redis),
+  and within MODEL_CONFIG_TTL when Redis is down, which never stops replies;
+- one chat's updates alternating between replicas are answered in order;
+- SIGTERM during a pipeline finishes the reply and writes the background summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bot.storage.insforge_client import InsForgeClient
+from bot.storage.migrate import apply_insforge_migrations
+from bot.storage.sqlite import SQLiteStorage
+from tests.fakes.agent_replies import agent_reply
+from tests.fakes.bot_process import REPO, BotProcess, clean_env
+from tests.fakes.insforge_server import FakeInsForge, create_database, drop_database, dsn_for
+from tests.fakes.llm_server import FakeLLMServer, RecordedRequest
+from tests.fakes.tcp_proxy import TcpProxy
+from tests.fakes.telegram_server import FakeTelegramServer
+
+ADMIN = 1001
+OVERRIDE = "anthropic/claude-sonnet-4.5"
+SECRET = "webhook-secret-for-tests"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def new_user() -> int:
+    return 10_000 + uuid.uuid4().int % 1_000_000_000
+
+
+def strategist_models(llm: FakeLLMServer, since: int = 0) -> list[str]:
+    return [
+        r.model
+        for r in llm.requests[since:]
+        if "ReplyPlan" in json.dumps(r.body.get("response_format") or {})
+    ]
+
+
+@dataclass
+class Deployment:
+    tg: FakeTelegramServer
+    llm: FakeLLMServer
+    replicas: list[BotProcess]
+
+    async def send(self, replica: int, text: str, *, user: int) -> None:
+        update = self.tg.user_message(text, user_id=user)
+        status = await self.tg.post_to_webhook(
+            update, secret=SECRET, url=f"{self.replicas[replica].url}/webhook"
+        )
+        assert status == 200, f"replica {replica} answered {status}"
+
+    async def replies(self, chat: int, count: int, timeout: float = 30.0) -> list[str]:
+        calls = await self.tg.wait_for_call(
+            "sendMessage", chat_id=chat, count=count, timeout=timeout
+        )
+        return [str(c.text) for c in calls]
+
+    def logs(self) -> str:
+        return "\n\n".join(f"--- replica {i}\n{p.tail()}" for i, p in enumerate(self.replicas))
+
+
+@asynccontextmanager
+async def deployment(
+    tmp_path: Path, postgres_dsn: str, redis_url: str, *, replicas: int = 2, ttl: float = 60.0
+) -> AsyncIterator[Deployment]:
+    async with FakeTelegramServer() as tg, FakeLLMServer() as llm:
+        llm.default.text = agent_reply
+        llm.catalog.append({"id": OVERRIDE, "name": "Claude Sonnet 4.5"})
+        database = await create_database(postgres_dsn)
+        insforge = FakeInsForge(dsn_for(postgres_dsn, database))
+        procs: list[BotProcess] = []
+        try:
+            await insforge.start()
+            client = InsForgeClient(insforge.url, insforge.api_key)
+            try:
+                await apply_insforge_migrations(client)
+            finally:
+                await client.aclose()
+            for index in range(replicas):
+                port = free_port()
+                env = clean_env(
+                    TELEGRAM_BOT_TOKEN=tg.token,
+                    TELEGRAM_API_BASE=tg.url,
+                    ADMIN_IDS=str(ADMIN),
+                    DEFAULT_MODEL="openai:gpt-4o-mini",
+                    OPENAI_API_KEY="sk-test-openai-key-000000",
+                    OPENAI_BASE_URL=llm.openai_base_url,
+                    OPENROUTER_API_KEY="sk-or-test-key-0000000000",
+                    OPENROUTER_BASE_URL=llm.openrouter_base_url,
+                    INSFORGE_URL=insforge.url,
+                    INSFORGE_API_KEY=insforge.api_key,
+                    REDIS_URL=redis_url,
+                    WEBHOOK_URL=f"http://127.0.0.1:{port}/webhook",
+                    WEBHOOK_SECRET=SECRET,
+                    WEBHOOK_HOST="127.0.0.1",
+                    WEBHOOK_PORT=str(port),
+                    MODEL_CONFIG_TTL=str(ttl),
+                    LLM_TIMEOUT="10",
+                    SHUTDOWN_TIMEOUT="20",
+                    LOG_LEVEL="INFO",
+                )
+                proc = BotProcess(env, tmp_path / f"replica-{index}.log", port=port)
+                await proc.start()
+                procs.append(proc)
+            for proc in procs:
+                await proc.wait_healthy()
+            await tg.wait_for_call("setWebhook", count=replicas, timeout=30)
+            # Each test says which replica gets which update; the fake must not deliver them
+            # a second time to the last registered webhook.
+            tg.webhook_url = ""
+            dep = Deployment(tg, llm, procs)
+            try:
+                yield dep
+            except BaseException:
+                print(dep.logs())
+                raise
+        finally:
+            codes = [await proc.stop() for proc in procs]
+            await insforge.stop()
+            await drop_database(postgres_dsn, database)
+        assert codes == [0] * len(procs), f"replicas exited with {codes}"
+
+
+async def test_setmodel_on_one_replica_changes_the_next_message_on_the_other(
+    tmp_path: Path, postgres_dsn: str, redis_url: str
+) -> None:
+    async with deployment(tmp_path, postgres_dsn, redis_url, ttl=60.0) as dep:
+        user = new_user()
+        # Replica B answers once, so its override cache is warm (and would stay so for 60 s).
+        await dep.send(1, "hello", user=user)
+        await dep.replies(user, 1)
+        assert strategist_models(dep.llm) == ["gpt-4o-mini"]
+
+        seen = len(dep.llm.requests)
+        await dep.send(0, f"/setmodel strategist {OVERRIDE}", user=ADMIN)
+        (confirmation,) = await dep.replies(ADMIN, 1)
+        assert OVERRIDE in confirmation
+        loop = asyncio.get_running_loop()
+        confirmed_at = loop.time()
+
+        await dep.send(1, "and now?", user=user)
+        assert loop.time() - confirmed_at < 1.0
+        await dep.replies(user, 2)
+        # Only Redis can have told replica B: its cache TTL is 60 s.
+        assert strategist_models(dep.llm, seen) == [OVERRIDE]
+        # The other agents kept their model.
+        others = {
+            r.model
+            for r in dep.llm.requests[seen:]
+            # (the catalog lookup behind /setmodel is a GET /models, not a model call)
+            if r.api != "models"
+            and "ReplyPlan" not in json.dumps(r.body.get("response_format") or {})
+        }
+        assert others == {"gpt-4o-mini"}
+
+
+async def test_with_redis_down_the_change_arrives_within_the_ttl_and_replies_go_on(
+    tmp_path: Path, postgres_dsn: str, redis_url: str
+) -> None:
+    async with TcpProxy("127.0.0.1", 6379) as proxy:
+        proxied = f"redis://127.0.0.1:{proxy.port}/0"
+        ttl = 3.0
+        async with deployment(tmp_path, postgres_dsn, proxied, ttl=ttl) as dep:
+            user = new_user()
+            await dep.send(1, "hello", user=user)
+            await dep.replies(user, 1)
+
+            await proxy.cut()
+            await dep.send(0, f"/setmodel strategist {OVERRIDE}", user=ADMIN)
+            (confirmation,) = await dep.replies(ADMIN, 1)
+            assert OVERRIDE in confirmation
+            loop = asyncio.get_running_loop()
+            changed_at = loop.time()
+
+            # Replies never stop while Redis is away...
+            await dep.send(1, "still there?", user=user)
+            await dep.replies(user, 2)
+            # ...and once the TTL has run out, replica B has re-read the overrides.
+            await asyncio.sleep(max(0.0, ttl + 0.5 - (loop.time() - changed_at)))
+            seen = len(dep.llm.requests)
+            await dep.send(1, "and now?", user=user)
+            await dep.replies(user, 3)
+            assert strategist_models(dep.llm, seen) == [OVERRIDE]
+            await proxy.restore()
+
+
+async def test_one_chats_updates_alternating_between_replicas_are_answered_in_order(
+    tmp_path: Path, postgres_dsn: str, redis_url: str
+) -> None:
+    def reply(request: RecordedRequest) -> str:
+        if request.stream:
+            return f"reply to {request.last_user_text}"
+        return agent_reply(request)
+
+    async with deployment(tmp_path, postgres_dsn, redis_url) as dep:
+        dep.llm.default.text = reply
+        dep.llm.default.latency = 0.15
+        user = new_user()
+        for n, replica in enumerate((0, 1, 0, 1), start=1):
+            await dep.send(replica, f"message {n}", user=user)
+        texts = await dep.replies(user, 4, timeout=60)
+        assert [t.split("reply to ")[-1].strip() for t in texts] == [
+            "message 1",
+            "message 2",
+            "message 3",
+            "message 4",
+        ]
+
+
+async def test_sigterm_during_a_pipeline_finishes_the_reply_and_the_summary(
+    tmp_path: Path,
+) -> None:
+    async with FakeTelegramServer() as tg, FakeLLMServer() as llm:
+        llm.default.text = agent_reply
+        llm.script("coach-model", agent_reply, latency=1.0)
+        llm.script("summary-model", agent_reply, latency=0.8)
+        database = tmp_path / "bot.db"
+        env = clean_env(
+            TELEGRAM_BOT_TOKEN=tg.token,
+            TELEGRAM_API_BASE=tg.url,
+            DEFAULT_MODEL="openai:gpt-4o-mini",
+            AGENT_MODELS="coach=openai:coach-model,summarizer=openai:summary-model",
+            OPENAI_API_KEY="sk-test-openai-key-000000",
+            OPENAI_BASE_URL=llm.openai_base_url,
+            DATABASE_URL=f"sqlite:///{database}",
+            WEBHOOK_HOST="127.0.0.1",
+            WEBHOOK_PORT=str(free_port()),
+            SHUTDOWN_TIMEOUT="20",
+            LOG_LEVEL="INFO",
+        )
+        proc = BotProcess(env, tmp_path / "bot.log")
+        await proc.start()
+        try:
+            await proc.wait_healthy()
+            user = new_user()
+            tg.user_message("I sleep badly", user_id=user)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while not llm.requests_for("coach-model") and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+            assert llm.requests_for("coach-model"), proc.tail()
+            proc.terminate()  # the coach is still writing the reply
+            code = await proc.stop(timeout=30)
+        except BaseException:
+            print(proc.tail())
+            raise
+        assert code == 0, proc.tail()
+
+        replies = tg.calls_of("sendMessage", chat_id=user, ok=True)
+        assert any("wind-down" in str(c.text) for c in replies), proc.tail()
+        assert llm.requests_for("summary-model"), "the background summary never started"
+
+        storage = SQLiteStorage(str(database))
+        await storage.connect()
+        try:
+            summary = await storage.summaries.get(user)
+            messages = await storage.messages.recent(user, 10)
+        finally:
+            await storage.close()
+        assert summary is not None
+        assert "night shifts" in summary.summary
+        assert [m.role for m in messages] == ["user", "assistant"]
+
+
+def _docker_daemon() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    result = subprocess.run(["docker", "info"], capture_output=True, timeout=20, check=False)
+    return result.returncode == 0
+
+
+@pytest.mark.skipif(
+    not _docker_daemon(),
+    reason="no Docker daemon here (only the client); the image is built where one runs",
+)
+def test_the_image_builds() -> None:
+    result = subprocess.run(
+        ["docker", "build", "-t", "coach-bot:test", str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -1,0 +1,659 @@
+"""A loopback LLM server that speaks the OpenAI and Anthropic wire formats, for the real SDKs.
+
+Tests, the Telegram end-to-end suite and the benchmarks point the real `openai` / `anthropic`
+SDKs (or the whole bot, through `*_BASE_URL`) at it. It is a small HTTP/1.1 server on raw asyncio
+streams, so it can do what a framework would hide: drop a socket mid-request, hang forever, send
+an HTML error page, or trickle SSE tokens with a delay.
+
+    async with FakeLLMServer() as server:
+        server.script("gpt-4o", text="Hello there.", token_delay=0.01)
+        server.script("broken", fault=Fault.SERVER_ERROR)
+        client = AsyncOpenAI(base_url=server.openai_base_url, api_key="k")
+        ...
+        assert server.requests[-1].headers["authorization"] == "Bearer k"
+
+Endpoints (any path prefix is accepted, so `/v1/...`, `/api/v1/...` (OpenRouter) and
+`/openai/v1/...` (Groq) all work):
+
+- `POST .../chat/completions`: OpenAI chat completions, JSON or SSE (`"stream": true`). SSE
+  starts with keep-alive comment lines (`: OPENROUTER PROCESSING`), sends one chunk per token,
+  a final chunk with `finish_reason`, a usage chunk with `choices: []` when
+  `stream_options.include_usage` is set, then `data: [DONE]`. `usage.cost` is added when the
+  script has a `cost` (OpenRouter reports it).
+- `POST .../messages`: Anthropic messages, JSON or its SSE event sequence (`message_start`,
+  `content_block_start`, `ping`, `content_block_delta`..., `content_block_stop`, `message_delta`
+  with usage, `message_stop`).
+- `GET .../models`: the catalog in OpenRouter's format, `{"data": server.catalog}`.
+
+Replies are scripted per model name with `server.script(model, ...)`; unknown models get
+`server.default` (text `"Hello from <model>."`). A script's `text` may be a function of the
+`RecordedRequest`, e.g. to answer differently on a repair attempt. Every request (path, lower-cased
+headers including `authorization` / `x-api-key`, parsed JSON body) is appended to
+`server.requests` before any fault is applied, so assertions can count attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import itertools
+import json
+import re
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+__all__ = [
+    "FakeLLMServer",
+    "Fault",
+    "RecordedRequest",
+    "Script",
+    "split_tokens",
+    "unused_port_url",
+]
+
+
+class Fault(enum.Enum):
+    """What to do instead of answering (see `Script.fault`)."""
+
+    SERVER_ERROR = "500"  # 500 with a JSON error body
+    RATE_LIMITED = "429"  # 429 with `Retry-After: Script.retry_after`
+    HANG = "hang"  # accept the request, never answer (until the server closes)
+    DROP_CONNECTION = "drop"  # read the request, then close the socket without a response
+    HTML_502 = "html502"  # 502 with an HTML page, as a proxy in front of the API would send
+    BAD_REQUEST = "400"  # 400 invalid_request_error (must not be retried or fallen back from)
+    MID_STREAM_ERROR = "midstream"  # stream `error_after_tokens` tokens, then an error object
+    MALFORMED_JSON = "malformed"  # 200 with application/json content that is not JSON
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    received_at: float
+
+    @property
+    def api(self) -> str:
+        """`openai`, `anthropic`, `models` or `other`: which endpoint was asked."""
+        if self.path.endswith("/chat/completions"):
+            return "openai"
+        if self.path.endswith("/messages"):
+            return "anthropic"
+        if self.path.endswith("/models"):
+            return "models"
+        return "other"
+
+    @property
+    def model(self) -> str:
+        return str(self.body.get("model", ""))
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream"))
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return list(self.body.get("messages") or [])
+
+    @property
+    def last_user_text(self) -> str:
+        for message in reversed(self.messages):
+            if message.get("role") == "user":
+                return _content_text(message.get("content"))
+        return ""
+
+
+ReplyText = str | Callable[[RecordedRequest], str]
+
+
+@dataclass
+class Script:
+    """How the server answers one model.
+
+    `fault` applies to the first `fault_times` requests for the model (all of them when None),
+    then the model answers normally: `fault_times=1` scripts "fails once, then recovers".
+    """
+
+    text: ReplyText = ""
+    latency: float = 0.0  # seconds before the response starts
+    token_delay: float = 0.0  # seconds between streamed tokens
+    fault: Fault | None = None
+    fault_times: int | None = None
+    retry_after: float = 1.0  # for RATE_LIMITED
+    error_after_tokens: int = 2  # for MID_STREAM_ERROR
+    keepalive_comments: int = 1  # `: OPENROUTER PROCESSING` lines before the first SSE chunk
+    cost: float | None = None  # OpenRouter's `usage.cost`, in USD
+    finish_reason: str = "stop"
+    served: int = 0  # requests seen for this model (counted by the server)
+
+    def reply_for(self, request: RecordedRequest) -> str:
+        if callable(self.text):
+            return self.text(request)
+        return self.text or f"Hello from {request.model}."
+
+
+_TOKEN = re.compile(r"\s*\S+\s*|\s+")
+
+
+def split_tokens(text: str) -> list[str]:
+    """Words with their surrounding spaces: joining the tokens gives `text` back exactly."""
+    return _TOKEN.findall(text) or ([text] if text else [])
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return ""
+
+
+def _count_prompt_tokens(body: dict[str, Any]) -> int:
+    words = 0
+    system = body.get("system")
+    if system:
+        words += len(_content_text(system).split())
+    for message in body.get("messages") or []:
+        if isinstance(message, dict):
+            words += len(_content_text(message.get("content")).split())
+    return max(words, 1)
+
+
+def unused_port_url() -> str:
+    """A loopback URL where nothing listens: connecting to it is refused at once."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+class _Dropped(Exception):
+    """The handler closed the connection on purpose."""
+
+
+class FakeLLMServer:
+    """See the module docstring. Start with `async with` (or `await start()` / `await close()`)."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._host = host
+        self._port = port
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._ids = itertools.count(1)
+        self.scripts: dict[str, Script] = {}
+        self.default = Script()
+        self.requests: list[RecordedRequest] = []
+        self.catalog: list[dict[str, Any]] = [
+            {"id": "openai/gpt-4o-mini", "name": "OpenAI: GPT-4o-mini", "context_length": 128000},
+            {
+                "id": "anthropic/claude-sonnet-4.5",
+                "name": "Anthropic: Claude Sonnet 4.5",
+                "context_length": 200000,
+            },
+        ]
+
+    # --- lifecycle ---
+
+    async def start(self) -> FakeLLMServer:
+        self._server = await asyncio.start_server(self._on_connection, self._host, self._port)
+        return self
+
+    async def close(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        await self._server.wait_closed()
+        self._server = None
+
+    async def __aenter__(self) -> FakeLLMServer:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- addresses ---
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "server not started"
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        """For `openai:`, `xai:` and `vllm:` (the SDK appends `/chat/completions`)."""
+        return f"{self.url}/v1"
+
+    @property
+    def openrouter_base_url(self) -> str:
+        return f"{self.url}/api/v1"
+
+    @property
+    def groq_base_url(self) -> str:
+        return f"{self.url}/openai/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        """For `anthropic:` (the SDK appends `/v1/messages`)."""
+        return self.url
+
+    # --- scripting and assertions ---
+
+    def script(self, model: str, text: ReplyText | None = None, **options: Any) -> Script:
+        """Set how `model` answers; returns the `Script` (its `served` counts requests)."""
+        script = Script(text=text if text is not None else f"Hello from {model}.", **options)
+        self.scripts[model] = script
+        return script
+
+    def requests_for(self, model: str) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.model == model]
+
+    def reset(self) -> None:
+        self.scripts.clear()
+        self.requests.clear()
+        self.default = Script()
+
+    def _script_for(self, model: str) -> Script:
+        return self.scripts.get(model, self.default)
+
+    # --- HTTP plumbing ---
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            while True:
+                request = await self._read_request(reader)
+                if request is None:
+                    break
+                keep_alive = await self._dispatch(request, writer)
+                if not keep_alive:
+                    break
+        except (_Dropped, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._connections.discard(task)
+            with contextlib.suppress(Exception):
+                if not writer.is_closing():
+                    writer.close()
+                await writer.wait_closed()
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> RecordedRequest | None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, _version = lines[0].split(" ", 2)
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            if ":" in line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0") or 0)
+        raw = await reader.readexactly(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            body = {"_raw": raw.decode("utf-8", "replace")}
+        path = target.split("?", 1)[0]
+        return RecordedRequest(
+            method, path, headers, body if isinstance(body, dict) else {}, time.time()
+        )
+
+    async def _dispatch(self, request: RecordedRequest, writer: asyncio.StreamWriter) -> bool:
+        self.requests.append(request)
+        if request.api == "models" and request.method == "GET":
+            await _send_json(writer, 200, {"data": self.catalog, "object": "list"})
+            return True
+        if request.api not in ("openai", "anthropic") or request.method != "POST":
+            await _send_json(writer, 404, {"error": {"message": f"no route {request.path}"}})
+            return True
+
+        script = self._script_for(request.model)
+        script.served += 1
+        if script.latency:
+            await asyncio.sleep(script.latency)
+
+        faulty = script.fault is not None and (
+            script.fault_times is None or script.served <= script.fault_times
+        )
+        fault = script.fault if faulty else None
+        if fault is not None and fault is not Fault.MID_STREAM_ERROR:
+            return await self._send_fault(request, writer, fault, script)
+
+        text = script.reply_for(request)
+        if request.api == "openai":
+            if request.stream:
+                await self._openai_stream(request, writer, script, text, fault)
+            else:
+                await _send_json(writer, 200, self._openai_completion(request, script, text))
+        elif request.stream:
+            await self._anthropic_stream(request, writer, script, text, fault)
+        else:
+            await _send_json(writer, 200, self._anthropic_message(request, script, text))
+        return True
+
+    async def _send_fault(
+        self, request: RecordedRequest, writer: asyncio.StreamWriter, fault: Fault, script: Script
+    ) -> bool:
+        anthropic = request.api == "anthropic"
+        if fault is Fault.HANG:
+            await asyncio.Event().wait()  # until the client gives up or the server closes
+        if fault is Fault.DROP_CONNECTION:
+            writer.transport.abort()
+            raise _Dropped
+        if fault is Fault.SERVER_ERROR:
+            body = (
+                {
+                    "type": "error",
+                    "error": {"type": "api_error", "message": "Internal server error"},
+                }
+                if anthropic
+                else {
+                    "error": {
+                        "message": "Internal server error",
+                        "type": "server_error",
+                        "code": 500,
+                    }
+                }
+            )
+            await _send_json(writer, 500, body)
+        elif fault is Fault.RATE_LIMITED:
+            body = (
+                {"type": "error", "error": {"type": "rate_limit_error", "message": "Rate limited"}}
+                if anthropic
+                else {
+                    "error": {"message": "Rate limit exceeded", "type": "rate_limit", "code": 429}
+                }
+            )
+            retry_after = f"{script.retry_after:g}"
+            await _send_json(writer, 429, body, headers={"retry-after": retry_after})
+        elif fault is Fault.HTML_502:
+            page = (
+                "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>"
+                "<body><h1>502 Bad Gateway</h1><p>cloudflare</p></body></html>"
+            )
+            await _send(writer, 502, page.encode(), content_type="text/html; charset=utf-8")
+        elif fault is Fault.BAD_REQUEST:
+            body = (
+                {
+                    "type": "error",
+                    "error": {"type": "invalid_request_error", "message": "messages: bad request"},
+                }
+                if anthropic
+                else {
+                    "error": {
+                        "message": "Invalid request: bad messages",
+                        "type": "invalid_request_error",
+                        "code": 400,
+                    }
+                }
+            )
+            await _send_json(writer, 400, body)
+        elif fault is Fault.MALFORMED_JSON:
+            await _send(writer, 200, b'{"id": "x", "choices": [', content_type="application/json")
+        return True
+
+    # --- OpenAI format ---
+
+    def _openai_usage(self, request: RecordedRequest, script: Script, text: str) -> dict[str, Any]:
+        prompt = _count_prompt_tokens(request.body)
+        completion = len(split_tokens(text))
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        if script.cost is not None:
+            usage["cost"] = script.cost
+        return usage
+
+    def _openai_completion(
+        self, request: RecordedRequest, script: Script, text: str
+    ) -> dict[str, Any]:
+        return {
+            "id": f"chatcmpl-{next(self._ids)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": request.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": script.finish_reason,
+                    "logprobs": None,
+                }
+            ],
+            "usage": self._openai_usage(request, script, text),
+        }
+
+    async def _openai_stream(
+        self,
+        request: RecordedRequest,
+        writer: asyncio.StreamWriter,
+        script: Script,
+        text: str,
+        fault: Fault | None,
+    ) -> None:
+        ident = f"chatcmpl-{next(self._ids)}"
+        created = int(time.time())
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": request.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+
+        stream = await _SSE.open(writer)
+        for _ in range(script.keepalive_comments):
+            await stream.comment("OPENROUTER PROCESSING")
+        await stream.data(chunk({"role": "assistant", "content": ""}))
+        for i, token in enumerate(split_tokens(text)):
+            if fault is Fault.MID_STREAM_ERROR and i == script.error_after_tokens:
+                await stream.data(
+                    {
+                        "id": ident,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": request.model,
+                        "error": {"code": 502, "message": "Upstream provider error mid-stream"},
+                        "choices": [
+                            {"index": 0, "delta": {"content": ""}, "finish_reason": "error"}
+                        ],
+                    }
+                )
+                await stream.end()
+                return
+            if script.token_delay:
+                await asyncio.sleep(script.token_delay)
+            await stream.data(chunk({"content": token}))
+        await stream.data(chunk({}, script.finish_reason))
+        options = request.body.get("stream_options") or {}
+        if options.get("include_usage"):
+            await stream.data(
+                {
+                    "id": ident,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": request.model,
+                    "choices": [],
+                    "usage": self._openai_usage(request, script, text),
+                }
+            )
+        await stream.raw("data: [DONE]\n\n")
+        await stream.end()
+
+    # --- Anthropic format ---
+
+    def _anthropic_message(
+        self, request: RecordedRequest, script: Script, text: str
+    ) -> dict[str, Any]:
+        return {
+            "id": f"msg_{next(self._ids)}",
+            "type": "message",
+            "role": "assistant",
+            "model": request.model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn" if script.finish_reason == "stop" else script.finish_reason,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": _count_prompt_tokens(request.body),
+                "output_tokens": len(split_tokens(text)),
+            },
+        }
+
+    async def _anthropic_stream(
+        self,
+        request: RecordedRequest,
+        writer: asyncio.StreamWriter,
+        script: Script,
+        text: str,
+        fault: Fault | None,
+    ) -> None:
+        message = self._anthropic_message(request, script, text)
+        usage = message["usage"]
+        start = {**message, "content": [], "stop_reason": None}
+        start["usage"] = {"input_tokens": usage["input_tokens"], "output_tokens": 1}
+        stream = await _SSE.open(writer)
+        await stream.event("message_start", {"type": "message_start", "message": start})
+        await stream.event(
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        )
+        await stream.event("ping", {"type": "ping"})
+        for i, token in enumerate(split_tokens(text)):
+            if fault is Fault.MID_STREAM_ERROR and i == script.error_after_tokens:
+                await stream.event(
+                    "error",
+                    {
+                        "type": "error",
+                        "error": {"type": "overloaded_error", "message": "Overloaded"},
+                    },
+                )
+                await stream.end()
+                return
+            if script.token_delay:
+                await asyncio.sleep(script.token_delay)
+            await stream.event(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": token},
+                },
+            )
+        await stream.event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        await stream.event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": {"output_tokens": usage["output_tokens"]},
+            },
+        )
+        await stream.event("message_stop", {"type": "message_stop"})
+        await stream.end()
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests"}
+
+
+async def _send(
+    writer: asyncio.StreamWriter,
+    status: int,
+    payload: bytes,
+    *,
+    content_type: str,
+    headers: dict[str, str] | None = None,
+) -> None:
+    reason = _REASONS.get(status, "Internal Server Error" if status == 500 else "Bad Gateway")
+    lines = [
+        f"HTTP/1.1 {status} {reason}",
+        f"content-type: {content_type}",
+        f"content-length: {len(payload)}",
+        "connection: keep-alive",
+    ]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
+    await writer.drain()
+
+
+async def _send_json(
+    writer: asyncio.StreamWriter,
+    status: int,
+    body: dict[str, Any],
+    *,
+    headers: dict[str, str] | None = None,
+) -> None:
+    await _send(
+        writer, status, json.dumps(body).encode(), content_type="application/json", headers=headers
+    )
+
+
+class _SSE:
+    """A chunked `text/event-stream` response (chunked, so the connection can be reused)."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+
+    @classmethod
+    async def open(cls, writer: asyncio.StreamWriter) -> _SSE:
+        head = (
+            "HTTP/1.1 200 OK\r\n"
+            "content-type: text/event-stream\r\n"
+            "cache-control: no-cache\r\n"
+            "transfer-encoding: chunked\r\n"
+            "connection: keep-alive\r\n\r\n"
+        )
+        writer.write(head.encode("latin-1"))
+        await writer.drain()
+        return cls(writer)
+
+    async def raw(self, text: str) -> None:
+        data = text.encode()
+        self._writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        await self._writer.drain()
+
+    async def comment(self, text: str) -> None:
+        await self.raw(f": {text}\n\n")
+
+    async def data(self, payload: dict[str, Any]) -> None:
+        await self.raw(f"data: {json.dumps(payload)}\n\n")
+
+    async def event(self, name: str, payload: dict[str, Any]) -> None:
+        await self.raw(f"event: {name}\ndata: {json.dumps(payload)}\n\n")
+
+    async def end(self) -> None:
+        self._writer.write(b"0\r\n\r\n")
+        await self._writer.drain()

@@ -1,0 +1,242 @@
+"""The override cache: TTL, single-flight refresh, stale-on-failure, write-through."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from bot.services.model_config import ModelConfigService, UnknownAgentError
+from tests.services.fakes import FakeClock, FakeConfigRepo, FakeHistoryRepo, FakeProviders
+
+
+def make(
+    repo: FakeConfigRepo | None = None, *, enabled: bool = True, ttl: float = 60.0
+) -> tuple[ModelConfigService, FakeConfigRepo, FakeHistoryRepo, FakeClock, FakeProviders]:
+    repo = repo or FakeConfigRepo()
+    history = FakeHistoryRepo()
+    clock = FakeClock()
+    providers = FakeProviders()
+    service = ModelConfigService(
+        repo,
+        history,
+        providers=providers,
+        overrides_enabled=enabled,
+        ttl=ttl,
+        clock=clock,
+        retry_backoff=5.0,
+    )
+    return service, repo, history, clock, providers
+
+
+async def test_no_database_read_within_the_ttl_and_exactly_one_after() -> None:
+    service, repo, _, clock, _ = make()
+    repo.put("strategist", "anthropic/claude-sonnet-4.5")
+
+    assert await service.get_override("strategist") == "anthropic/claude-sonnet-4.5"
+    assert repo.reads == 1
+    for _ in range(50):
+        clock.advance(1.0)
+        await service.get_override("strategist")
+        await service.get_all()
+    assert clock.now - 1000.0 == 50.0
+    assert repo.reads == 1
+
+    repo.put("strategist", "openai/gpt-4o")  # changed behind our back (another replica)
+    clock.advance(10.0)  # now past the 60 s TTL
+    assert await service.get_override("strategist") == "openai/gpt-4o"
+    assert repo.reads == 2
+    await service.get_override("coach")
+    assert repo.reads == 2
+    await service.close()
+
+
+async def test_one_hundred_concurrent_lookups_after_expiry_make_one_read() -> None:
+    service, repo, _, clock, _ = make()
+    repo.put("coach", "x/one")
+    await service.get_all()
+    repo.put("coach", "x/two")
+    clock.advance(61)
+    repo.gate = asyncio.Event()
+
+    lookups = [asyncio.create_task(service.get_override("coach")) for _ in range(100)]
+    await asyncio.sleep(0.01)
+    assert not any(t.done() for t in lookups)  # all wait for the single refresh
+    repo.gate.set()
+    results = await asyncio.gather(*lookups)
+
+    assert results == ["x/two"] * 100
+    assert repo.reads == 2  # the initial load and exactly one refresh
+    await service.close()
+
+
+async def test_a_failing_refresh_keeps_the_stale_overrides_and_backs_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    service, repo, _, clock, _ = make()
+    repo.put("strategist", "x/stale")
+    await service.get_all()
+    repo.fail = True
+    clock.advance(61)
+
+    with caplog.at_level(logging.WARNING):
+        assert await service.get_override("strategist") == "x/stale"
+    assert repo.reads == 2
+    assert "keeping the 1 cached override" in caplog.text
+    # Within the backoff no message pays for another failing query.
+    for _ in range(20):
+        assert await service.get_override("strategist") == "x/stale"
+    assert repo.reads == 2
+    assert service.failed_reads == 1
+
+    repo.fail = False
+    repo.put("strategist", "x/fresh")
+    clock.advance(5.0)
+    assert await service.get_override("strategist") == "x/fresh"
+    assert repo.reads == 3
+    await service.close()
+
+
+async def test_first_load_failing_means_no_overrides_not_a_failed_message() -> None:
+    repo = FakeConfigRepo()
+    repo.put("coach", "x/y")
+    repo.fail = True
+    service, *_ = make(repo)
+    assert await service.get_override("coach") is None
+    assert await service.resolve_override("coach") is None
+    await service.close()
+
+
+async def test_set_override_is_visible_at_once_and_recorded() -> None:
+    service, repo, history, _clock, _ = make()
+    assert await service.get_override("strategist") is None  # cache now fresh for 60 s
+    published: list[str] = []
+
+    async def publish(agent: str) -> None:
+        published.append(agent)
+
+    service.add_change_listener(publish)
+    await service.set_override("strategist", "openrouter:anthropic/claude-sonnet-4.5", "admin:7")
+
+    assert await service.get_override("strategist") == "anthropic/claude-sonnet-4.5"
+    assert repo.rows["strategist"].model_id == "anthropic/claude-sonnet-4.5"
+    assert published == ["strategist"]
+    [change] = history.changes
+    assert (change.action, change.old_model_id, change.new_model_id, change.changed_by) == (
+        "set",
+        None,
+        "anthropic/claude-sonnet-4.5",
+        "admin:7",
+    )
+
+    await service.set_override("strategist", "openai/gpt-4o", "admin:7")
+    assert history.changes[-1].old_model_id == "anthropic/claude-sonnet-4.5"
+
+    assert await service.reset_override("strategist", "admin:8") is True
+    assert await service.get_override("strategist") is None
+    assert history.changes[-1].action == "reset"
+    assert history.changes[-1].old_model_id == "openai/gpt-4o"
+    assert await service.reset_override("strategist", "admin:8") is False
+    assert len(history.changes) == 3
+    await service.close()
+
+
+async def test_set_override_stays_visible_when_the_next_refresh_fails() -> None:
+    service, repo, _, _, _ = make()
+    await service.get_all()
+    await service.set_override("coach", "x/new", "admin")
+    repo.fail = True
+    assert await service.get_override("coach") == "x/new"
+    await service.close()
+
+
+async def test_a_refresh_in_flight_during_a_write_does_not_hide_the_write() -> None:
+    service, repo, _, clock, _ = make()
+    await service.get_all()
+    clock.advance(61)
+    repo.gate = asyncio.Event()
+    stale_lookup = asyncio.create_task(service.get_override("coach"))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the refresh is now reading (and blocked)
+    repo.gate.set()
+    repo.gate = None
+    await service.set_override("coach", "x/new", "admin")
+    await stale_lookup
+    assert await service.get_override("coach") == "x/new"
+    await service.close()
+
+
+async def test_unknown_agents_are_refused_with_the_list() -> None:
+    service, *_ = make()
+    with pytest.raises(UnknownAgentError, match="strategist") as info:
+        await service.set_override("stratgist", "x/y", "admin")
+    assert "'stratgist'" in str(info.value)
+    with pytest.raises(UnknownAgentError):
+        await service.reset_override("nobody", "admin")
+    with pytest.raises(ValueError, match="empty"):
+        await service.set_override("coach", "  ", "admin")
+    await service.close()
+
+
+async def test_one_provider_per_override_model_id() -> None:
+    service, repo, _, _, providers = make()
+    repo.put("coach", "x/shared")
+    repo.put("tutor", "x/shared")
+    repo.put("trainer", "x/other")
+    coach = await service.get_provider_for_agent("coach")
+    tutor = await service.get_provider_for_agent("tutor")
+    again = await service.get_provider_for_agent("coach")
+    trainer = await service.get_provider_for_agent("trainer")
+    assert coach is tutor is again
+    assert trainer is not coach
+    assert coach is not None
+    assert coach.spec == "openrouter:x/shared"
+    assert providers.built == [("openrouter:x/shared", None), ("openrouter:x/other", None)]
+    assert await service.get_provider_for_agent("summarizer") is None
+    await service.close()
+
+
+async def test_without_the_shared_key_overrides_are_ignored_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    service, repo, *_ = make(enabled=False)
+    repo.put("coach", "x/y")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(5):
+            assert await service.get_provider_for_agent("coach") is None
+    warnings = [r for r in caplog.records if "OPENROUTER_API_KEY" in r.getMessage()]
+    assert len(warnings) == 1
+    # The stored override is still reported (so /models can say it is ignored).
+    assert await service.get_override("coach") == "x/y"
+    await service.close()
+
+
+async def test_invalidate_forces_one_read_and_a_cancelled_waiter_does_not_cancel_the_refresh() -> (
+    None
+):
+    service, repo, _, _, _ = make()
+    await service.get_all()
+    service.invalidate()
+    repo.gate = asyncio.Event()
+    impatient = asyncio.create_task(service.get_override("coach"))
+    patient = asyncio.create_task(service.get_override("coach"))
+    await asyncio.sleep(0.01)
+    impatient.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await impatient
+    repo.gate.set()
+    assert await patient is None
+    assert repo.reads == 2
+    await service.close()
+
+
+async def test_ttl_comes_from_settings() -> None:
+    from bot.config import Settings
+
+    settings = Settings(model_config_ttl=5, openrouter_api_key="sk-or-test")
+    service = ModelConfigService.from_settings(settings, FakeConfigRepo(), None, FakeProviders())
+    assert service.ttl == 5
+    assert service.overrides_enabled
+    assert ModelConfigService.CACHE_TTL == 60.0
+    await service.close()

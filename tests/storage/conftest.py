@@ -1,0 +1,188 @@
+"""Backends for the storage tests: SQLite on tmp_path, InsForge through the loopback fake over the
+real PostgreSQL, and (opt-in) a live InsForge.
+
+Each test run gets its own PostgreSQL database (dropped at the end), built by applying the real
+migration files through the fake's migrations endpoint; each InsForge test starts with its
+tables emptied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from bot.storage.insforge import InsForgeStorage
+from bot.storage.insforge_client import InsForgeClient
+from bot.storage.migrate import apply_insforge_migrations
+from bot.storage.repositories import Storage
+from bot.storage.sqlite import SQLiteStorage
+from tests.fakes.insforge_server import (
+    FakeInsForge,
+    create_database,
+    drop_database,
+    dsn_for,
+    truncate_public_tables,
+)
+
+LIVE_URL = os.environ.get("LIVE_INSFORGE_URL", "")
+LIVE_KEY = os.environ.get("LIVE_INSFORGE_API_KEY", "")
+
+
+@pytest.fixture(scope="session")
+def insforge_run_db(postgres_dsn: str) -> Iterator[str]:
+    """This run's database, with the real migrations applied through the migrations endpoint."""
+
+    async def build() -> str:
+        name = await create_database(postgres_dsn)
+        try:
+            async with FakeInsForge(dsn_for(postgres_dsn, name)) as fake:
+                client = InsForgeClient(fake.url, fake.api_key)
+                try:
+                    await apply_insforge_migrations(client)
+                finally:
+                    await client.aclose()
+        except BaseException:
+            await drop_database(postgres_dsn, name)
+            raise
+        return name
+
+    name = asyncio.run(build())
+    yield name
+    asyncio.run(drop_database(postgres_dsn, name))
+
+
+@pytest.fixture
+async def fake_insforge(postgres_dsn: str, insforge_run_db: str) -> AsyncIterator[FakeInsForge]:
+    dsn = dsn_for(postgres_dsn, insforge_run_db)
+    await truncate_public_tables(dsn)
+    async with FakeInsForge(dsn) as fake:
+        yield fake
+
+
+@dataclass
+class Backend:
+    """Opens storages on one database; can break and heal writes for outage tests."""
+
+    name: str
+    make: Callable[[], Storage]
+    break_writes: Callable[[], Awaitable[None]]
+    heal: Callable[[], Awaitable[None]]
+    opened: list[Storage] = field(default_factory=list)
+
+    async def open(self) -> Storage:
+        storage = self.make()
+        await storage.connect()
+        self.opened.append(storage)
+        return storage
+
+
+def _sqlite_backend(tmp_path: Path) -> Backend:
+    path = str(tmp_path / "data" / "bot.db")
+    locker: list[sqlite3.Connection] = []
+
+    async def break_writes() -> None:
+        # Another process holding the write lock: the bot's busy_timeout runs out.
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("BEGIN EXCLUSIVE")
+        locker.append(conn)
+
+    async def heal() -> None:
+        while locker:
+            conn = locker.pop()
+            conn.execute("ROLLBACK")
+            conn.close()
+
+    return Backend("sqlite", lambda: SQLiteStorage(path, busy_timeout=0.2), break_writes, heal)
+
+
+def _insforge_backend(fake: FakeInsForge) -> Backend:
+    async def break_writes() -> None:
+        fake.down = True
+
+    async def heal() -> None:
+        fake.down = False
+
+    return Backend(
+        "insforge",
+        lambda: InsForgeStorage.from_url(
+            fake.url, fake.api_key, timeout=10.0, max_retries=2, backoff=0.01
+        ),
+        break_writes,
+        heal,
+    )
+
+
+class _LiveStorage(InsForgeStorage):
+    """A live InsForge: the first connect() applies the migrations (skipped when present)."""
+
+    migrated = False
+
+    async def connect(self) -> None:
+        if not _LiveStorage.migrated:
+            await apply_insforge_migrations(self.client)
+            _LiveStorage.migrated = True
+
+
+def _live_backend() -> Backend:
+    if not (LIVE_URL and LIVE_KEY):
+        pytest.skip("set LIVE_INSFORGE_URL and LIVE_INSFORGE_API_KEY to run against InsForge")
+
+    async def cannot_break() -> None:
+        pytest.skip("a live InsForge cannot be taken down by the tests")
+
+    async def nothing() -> None:
+        return None
+
+    return Backend(
+        "live-insforge",
+        lambda: _LiveStorage(InsForgeClient(LIVE_URL, LIVE_KEY, timeout=20.0)),
+        cannot_break,
+        nothing,
+    )
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        "insforge",
+        pytest.param("live-insforge", marks=pytest.mark.live_insforge),
+    ]
+)
+def backend_spec(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return _sqlite_backend(tmp_path)
+    if request.param == "live-insforge":
+        return _live_backend()
+    return _insforge_backend(request.getfixturevalue("fake_insforge"))
+
+
+@pytest.fixture
+async def backend(backend_spec: Backend) -> AsyncIterator[Backend]:
+    yield backend_spec
+    await backend_spec.heal()
+    for opened in backend_spec.opened:
+        await opened.close()
+
+
+@pytest.fixture
+async def storage(backend: Backend) -> Storage:
+    return await backend.open()
+
+
+@pytest.fixture
+def uid() -> Callable[[], int]:
+    """Fresh 64-bit ids (beyond 2**31, like real Telegram ids) so tests never share rows."""
+    return lambda: 2**40 + secrets.randbelow(2**52)
+
+
+@pytest.fixture
+def agent() -> str:
+    """A unique agent name, so override tests are safe on a shared (live) database."""
+    return "agent_" + secrets.token_hex(4)

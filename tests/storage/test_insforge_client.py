@@ -1,0 +1,330 @@
+"""The InsForge client against the loopback InsForge: what InsForge rejects, how each answer maps
+to a StorageError, and which requests are retried."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+
+from bot.storage.insforge_client import InsForgeClient, eq, in_, is_, neq
+from bot.storage.repositories import (
+    StorageConfigError,
+    StorageConflict,
+    StorageNotFound,
+    StorageRejected,
+    StorageUnavailable,
+)
+from tests.fakes.insforge_server import FakeInsForge
+
+
+class Sleeps:
+    """Records the waits of the retry loop instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+@pytest.fixture
+async def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+@pytest.fixture
+async def client(fake_insforge: FakeInsForge, sleeps: Sleeps) -> InsForgeClient:
+    made = InsForgeClient(
+        fake_insforge.url, fake_insforge.api_key, timeout=1.0, max_retries=2, sleep=sleeps
+    )
+    yield made  # type: ignore[misc]
+    await made.aclose()
+
+
+async def _raw(fake: FakeInsForge, method: str, path: str, **kwargs: object) -> httpx.Response:
+    async with httpx.AsyncClient(
+        base_url=fake.url, headers={"Authorization": f"Bearer {fake.api_key}"}
+    ) as raw:
+        return await raw.request(method, path, **kwargs)  # type: ignore[arg-type]
+
+
+# --- what InsForge rejects, on the wire and as errors ---
+
+
+async def test_unknown_column_in_a_body_is_pgrst204(
+    fake_insforge: FakeInsForge, client: InsForgeClient
+) -> None:
+    response = await _raw(
+        fake_insforge,
+        "POST",
+        "/api/database/records/messages",
+        json=[{"chat_id": 1, "role": "user", "text": "x", "colour": "red"}],
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "PGRST204"
+    assert set(body) == {"code", "message", "details", "hint"}
+    assert "'colour'" in body["message"]
+
+    with pytest.raises(StorageRejected) as caught:
+        await client.insert("messages", {"chat_id": 1, "role": "user", "text": "x", "colour": 1})
+    assert caught.value.status == 400
+    assert caught.value.code == "PGRST204"
+    assert "colour" in str(caught.value)
+
+
+async def test_unknown_column_in_a_filter_is_42703(client: InsForgeClient) -> None:
+    with pytest.raises(StorageRejected) as caught:
+        await client.select("messages", {"colour": eq("red")})
+    assert (caught.value.status, caught.value.code) == (400, "42703")
+    with pytest.raises(StorageRejected) as caught:
+        await client.select("messages", order="colour.desc")
+    assert caught.value.code == "42703"
+
+
+async def test_bad_filter_is_pgrst100(fake_insforge: FakeInsForge, client: InsForgeClient) -> None:
+    response = await _raw(
+        fake_insforge, "GET", "/api/database/records/messages", params={"chat_id": "equals.5"}
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "PGRST100"
+    with pytest.raises(StorageRejected) as caught:
+        await client.select("messages", {"chat_id": "5"})
+    assert caught.value.code == "PGRST100"
+
+
+async def test_unique_violation_is_a_409_conflict(
+    fake_insforge: FakeInsForge, client: InsForgeClient
+) -> None:
+    row = {"agent_name": "coach", "model_id": "a/b"}
+    await client.insert("agent_model_config", row)
+    response = await _raw(
+        fake_insforge, "POST", "/api/database/records/agent_model_config", json=[row]
+    )
+    assert response.status_code == 409
+    body = response.json()
+    assert body["code"] == "23505"
+    assert "agent_name" in body["details"]
+    with pytest.raises(StorageConflict) as caught:
+        await client.insert("agent_model_config", row)
+    assert (caught.value.status, caught.value.code) == (409, "23505")
+    # A conflict is the request's fault: it is not retried.
+    assert sum(1 for r in fake_insforge.requests if r[0] == "POST") == 3
+
+
+async def test_unknown_table_says_to_migrate(client: InsForgeClient) -> None:
+    with pytest.raises(StorageNotFound, match="python -m bot migrate"):
+        await client.select("no_such_table")
+
+
+async def test_a_rejected_key_is_a_configuration_error_naming_the_variable(
+    fake_insforge: FakeInsForge,
+) -> None:
+    response = await _raw(
+        fake_insforge,
+        "GET",
+        "/api/database/records/messages",
+        headers={"Authorization": "Bearer wrong"},
+    )
+    assert response.status_code == 401
+    assert response.json()["statusCode"] == 401
+    assert set(response.json()) >= {"error", "message", "statusCode"}
+
+    wrong_key = "sk-wrong-insforge-key-123456"
+    bad = InsForgeClient(fake_insforge.url, wrong_key)
+    try:
+        with pytest.raises(StorageConfigError) as caught:
+            await bad.select("messages")
+    finally:
+        await bad.aclose()
+    assert "INSFORGE_API_KEY" in str(caught.value)
+    assert wrong_key not in str(caught.value)
+    assert wrong_key not in repr(bad)
+    # Not retried: one request only.
+    assert len([r for r in fake_insforge.requests if r[0] == "GET"]) == 2
+
+
+# --- filters, ordering, paging, select ---
+
+
+async def test_postgrest_filters(client: InsForgeClient) -> None:
+    rows = [
+        {"chat_id": 7, "role": "user", "text": "Alpha", "pipeline": "support"},
+        {"chat_id": 7, "role": "assistant", "text": "beta, gamma", "pipeline": None},
+        {"chat_id": 7, "role": "user", "text": "Gamma", "pipeline": "learn"},
+        {"chat_id": 8, "role": "user", "text": "other", "pipeline": "support"},
+    ]
+    inserted = await client.insert("messages", rows)
+    ids = [row["id"] for row in inserted]
+
+    async def texts(filters: list[tuple[str, str]], **kw: object) -> list[str]:
+        found = await client.select("messages", filters, order="id.asc", **kw)  # type: ignore[arg-type]
+        return [row["text"] for row in found]
+
+    seven = ("chat_id", eq(7))
+    assert await texts([seven]) == ["Alpha", "beta, gamma", "Gamma"]
+    assert await texts([seven, ("role", neq("user"))]) == ["beta, gamma"]
+    assert await texts([("id", f"gt.{ids[0]}"), ("id", f"lte.{ids[2]}")]) == [
+        "beta, gamma",
+        "Gamma",
+    ]
+    assert await texts([("id", f"gte.{ids[3]}")]) == ["other"]
+    assert await texts([("id", f"lt.{ids[1]}")]) == ["Alpha"]
+    assert await texts([("pipeline", is_(None))]) == ["beta, gamma"]
+    assert await texts([("pipeline", "not.is.null"), seven]) == ["Alpha", "Gamma"]
+    assert await texts([("text", in_(["Alpha", "beta, gamma"]))]) == ["Alpha", "beta, gamma"]
+    assert await texts([("text", "like.*amma")]) == ["beta, gamma", "Gamma"]
+    assert await texts([("text", "ilike.gamma*")]) == ["Gamma"]
+    assert await texts([seven], limit=1, offset=1) == ["beta, gamma"]
+    newest = await client.select("messages", [seven], order="id.desc", limit=2, select="id,text")
+    assert newest == [{"id": ids[2], "text": "Gamma"}, {"id": ids[1], "text": "beta, gamma"}]
+    assert await client.count("messages", [seven]) == 3
+
+
+async def test_upsert_merges_and_ignore_duplicates_keeps(client: InsForgeClient) -> None:
+    [first] = await client.upsert(
+        "chat_summaries", {"chat_id": 1, "summary": "a", "message_count": 1}, on_conflict="chat_id"
+    )
+    [merged] = await client.upsert(
+        "chat_summaries", {"chat_id": 1, "summary": "b", "message_count": 2}, on_conflict="chat_id"
+    )
+    assert (merged["summary"], merged["message_count"]) == ("b", 2)
+    await client.upsert("user_facts", {"user_id": 1, "fact": "x"}, on_conflict="user_id,fact")
+    again = await client.upsert(
+        "user_facts",
+        [{"user_id": 1, "fact": "x"}, {"user_id": 1, "fact": "y"}],
+        on_conflict="user_id,fact",
+        ignore_duplicates=True,
+    )
+    assert [row["fact"] for row in again] == ["y"]
+    assert first["chat_id"] == 1
+
+
+# --- retries and outages ---
+
+
+async def test_a_transient_503_is_retried_and_the_write_lands_once(
+    fake_insforge: FakeInsForge, client: InsForgeClient, sleeps: Sleeps
+) -> None:
+    fake_insforge.fail_next(503)
+    [row] = await client.insert("messages", {"chat_id": 3, "role": "user", "text": "hello"})
+    assert row["text"] == "hello"
+    assert len(sleeps.waits) == 1
+    assert await client.count("messages", {"chat_id": eq(3)}) == 1
+
+
+async def test_429_waits_for_retry_after(
+    fake_insforge: FakeInsForge, client: InsForgeClient, sleeps: Sleeps
+) -> None:
+    fake_insforge.fail_next(429, retry_after=2)
+    await client.insert("messages", {"chat_id": 4, "role": "user", "text": "hi"})
+    assert sleeps.waits == [2.0]
+    assert await client.count("messages", {"chat_id": eq(4)}) == 1
+
+
+async def test_a_retry_after_beyond_the_limit_fails_at_once(
+    fake_insforge: FakeInsForge, client: InsForgeClient, sleeps: Sleeps
+) -> None:
+    fake_insforge.fail_next(429, retry_after=3600)
+    with pytest.raises(StorageUnavailable, match="retry after 3600"):
+        await client.select("messages")
+    assert sleeps.waits == []
+
+
+async def test_down_with_retries_exhausted_is_unavailable(
+    fake_insforge: FakeInsForge, client: InsForgeClient, sleeps: Sleeps
+) -> None:
+    fake_insforge.down = True
+    with pytest.raises(StorageUnavailable, match="after 3 attempts"):
+        await client.insert("messages", {"chat_id": 5, "role": "user", "text": "x"})
+    assert len(sleeps.waits) == 2
+    fake_insforge.down = False
+    assert await client.count("messages", {"chat_id": eq(5)}) == 0
+
+
+async def test_an_insert_with_an_unknown_outcome_is_not_repeated(
+    fake_insforge: FakeInsForge, client: InsForgeClient, sleeps: Sleeps
+) -> None:
+    # The server stored the row, then failed: sending it again would store it twice.
+    fake_insforge.fail_next(500, after_run=True)
+    with pytest.raises(StorageUnavailable):
+        await client.insert("messages", {"chat_id": 6, "role": "user", "text": "x"})
+    assert sleeps.waits == []
+    assert await client.count("messages", {"chat_id": eq(6)}) == 1
+
+
+async def test_an_upsert_with_an_unknown_outcome_is_repeated_safely(
+    fake_insforge: FakeInsForge, client: InsForgeClient, sleeps: Sleeps
+) -> None:
+    fake_insforge.fail_next(502, after_run=True)
+    [row] = await client.upsert(
+        "agent_model_config", {"agent_name": "tutor", "model_id": "m/1"}, on_conflict="agent_name"
+    )
+    assert row["model_id"] == "m/1"
+    assert len(sleeps.waits) == 1
+    assert len(await client.select("agent_model_config", {"agent_name": eq("tutor")})) == 1
+
+
+async def test_a_hang_times_out_then_reads_retry(
+    fake_insforge: FakeInsForge, sleeps: Sleeps
+) -> None:
+    quick = InsForgeClient(
+        fake_insforge.url, fake_insforge.api_key, timeout=0.3, max_retries=1, sleep=sleeps
+    )
+    try:
+        fake_insforge.hang_next(5.0)
+        assert await quick.select("messages") == []  # second attempt answers
+        assert len(sleeps.waits) == 1
+        fake_insforge.hang_next(5.0, count=2)
+        with pytest.raises(StorageUnavailable, match="in time"):
+            await quick.select("messages")
+        fake_insforge.hang_next(5.0)
+        with pytest.raises(StorageUnavailable, match="may or may not have been stored"):
+            await quick.insert("messages", {"chat_id": 9, "role": "user", "text": "x"})
+    finally:
+        await quick.aclose()
+
+
+async def test_connection_refused_is_unavailable_naming_the_url(sleeps: Sleeps) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    dead = InsForgeClient(url, "key", max_retries=1, sleep=sleeps)
+    try:
+        with pytest.raises(StorageUnavailable, match="INSFORGE_URL"):
+            await dead.insert("messages", {"chat_id": 1, "role": "user", "text": "x"})
+    finally:
+        await dead.aclose()
+    assert len(sleeps.waits) == 1  # never reached the server: safe to retry even an insert
+
+
+async def test_missing_key_or_url_is_a_configuration_error() -> None:
+    with pytest.raises(StorageConfigError, match="INSFORGE_API_KEY"):
+        InsForgeClient("http://127.0.0.1:1", None)
+    with pytest.raises(StorageConfigError, match="INSFORGE_URL"):
+        InsForgeClient("", "key")
+
+
+async def test_the_hot_paths_are_one_request_each(fake_insforge: FakeInsForge) -> None:
+    from bot.storage.insforge import InsForgeStorage
+    from bot.storage.models import StoredMessage
+
+    storage = InsForgeStorage.from_url(fake_insforge.url, fake_insforge.api_key)
+    try:
+        calls = [
+            storage.messages.recent(1, limit=20),
+            storage.summaries.get(1),
+            storage.facts.list(1),
+            storage.model_config.get_all_active(),
+            storage.messages.add(StoredMessage(chat_id=1, role="user", text="q")),
+            storage.messages.add(StoredMessage(chat_id=1, role="assistant", text="a")),
+        ]
+        for call in calls:
+            before = len(fake_insforge.requests)
+            await call
+            assert len(fake_insforge.requests) == before + 1
+    finally:
+        await storage.close()

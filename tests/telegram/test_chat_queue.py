@@ -1,0 +1,110 @@
+"""One chat's updates, spread over replicas, are handled in update order; a dead replica's entry
+does not block the chat forever; Redis down means no cross-replica ordering, never no reply."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import redis.asyncio as redis
+
+from bot.telegram.chat_queue import RedisChatQueue, update_chat_id
+from tests.fakes.tcp_proxy import TcpProxy
+
+
+def _queue(url: str, prefix: str, **kw: float) -> RedisChatQueue:
+    return RedisChatQueue(redis.from_url(url), prefix=prefix, owns_client=True, **kw)
+
+
+async def test_updates_alternating_between_replicas_run_in_update_order(redis_url: str) -> None:
+    prefix = f"test-queue-{uuid.uuid4().hex}"
+    a, b = _queue(redis_url, prefix), _queue(redis_url, prefix)
+    order: list[int] = []
+
+    async def handle(queue: RedisChatQueue, update_id: int, work: float) -> None:
+        async with queue.turn(42, update_id):
+            order.append(update_id)
+            await asyncio.sleep(work)
+
+    try:
+        # Registration happens as each webhook request arrives, in update order...
+        tasks = []
+        for update_id, queue in zip((1, 2, 3, 4), (a, b, a, b), strict=True):
+            assert await queue.register(42, update_id)
+            # ...and the handlers race for the chat: the first one is slow, and replica A's
+            # update 3 is local to the lock holder, which a plain lock would let jump ahead.
+            work = 0.2 if update_id == 1 else 0.01
+            tasks.append(asyncio.create_task(handle(queue, update_id, work)))
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+        assert order == [1, 2, 3, 4]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_other_chats_do_not_wait(redis_url: str) -> None:
+    prefix = f"test-queue-{uuid.uuid4().hex}"
+    queue = _queue(redis_url, prefix)
+    events: list[str] = []
+    release = asyncio.Event()
+
+    async def slow() -> None:
+        async with queue.turn(1, 10):
+            events.append("chat1 start")
+            await release.wait()
+            events.append("chat1 end")
+
+    async def fast() -> None:
+        async with queue.turn(2, 11):
+            events.append("chat2")
+            release.set()
+
+    try:
+        assert await queue.register(1, 10)
+        assert await queue.register(2, 11)
+        await asyncio.wait_for(asyncio.gather(slow(), fast()), 10)
+        assert events == ["chat1 start", "chat2", "chat1 end"]
+    finally:
+        await queue.close()
+
+
+async def test_an_entry_left_by_a_dead_replica_is_skipped_after_stale_after(
+    redis_url: str,
+) -> None:
+    prefix = f"test-queue-{uuid.uuid4().hex}"
+    queue = _queue(redis_url, prefix, stale_after=0.3, poll_interval=0.02)
+    try:
+        assert await queue.register(7, 100)  # its replica died: never handled
+        assert await queue.register(7, 101)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with queue.turn(7, 101):
+            waited = loop.time() - started
+        assert waited >= 0.3
+        raw = redis.from_url(redis_url)
+        try:
+            assert await raw.zcard(f"{prefix}:7") == 0
+        finally:
+            await raw.aclose()
+    finally:
+        await queue.close()
+
+
+async def test_redis_down_means_no_waiting_and_no_error() -> None:
+    async with TcpProxy("127.0.0.1", 6379) as proxy:
+        queue = _queue(f"redis://127.0.0.1:{proxy.port}/0", "unused")
+        try:
+            await proxy.cut()
+            assert await queue.register(5, 1) is False
+            entered = False
+            async with queue.turn(5, 1):
+                entered = True
+            assert entered
+        finally:
+            await queue.close()
+
+
+def test_chat_of_messages_and_callbacks() -> None:
+    assert update_chat_id({"update_id": 1, "message": {"chat": {"id": -100}}}) == -100
+    assert update_chat_id({"callback_query": {"message": {"chat": {"id": 9}}}}) == 9
+    assert update_chat_id({"update_id": 1, "inline_query": {"id": "x"}}) is None

@@ -1,0 +1,99 @@
+"""Trace review from Telegram, end to end with tracing on: the real Langfuse SDK exports to a
+loopback OTLP receiver; `/trace` links the chat's latest trace and 👍/👎 become scores on it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.telegram.routers.common import trace_review
+from tests.fakes.agent_replies import agent_reply
+from tests.fakes.llm_server import FakeLLMServer
+from tests.fakes.otlp_receiver import OtlpReceiver
+from tests.fakes.telegram_server import FakeTelegramServer
+from tests.telegram.e2e_kit import ADMIN, USER, make_settings, running_bot
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as server:
+        yield server
+
+
+@pytest.fixture
+async def llm() -> AsyncIterator[FakeLLMServer]:
+    async with FakeLLMServer() as server:
+        server.default.text = agent_reply
+        yield server
+
+
+async def test_trace_link_and_rating_buttons(
+    tmp_path: Path, tg: FakeTelegramServer, llm: FakeLLMServer, receiver: OtlpReceiver
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        tg,
+        llm,
+        langfuse_public_key=f"pk-lf-test-{uuid.uuid4().hex[:12]}",
+        langfuse_secret_key=f"sk-lf-{uuid.uuid4().hex}",
+        langfuse_base_url=receiver.base_url,
+    )
+    async with running_bot(settings, tg, llm, traced=True) as bot:
+        tracing = trace_review(bot.services)
+        assert tracing is not None
+
+        (reply,) = await bot.say("I sleep badly", user_id=ADMIN)
+        assert reply == "Try a fixed wind-down routine (m-coach)."
+        markup_call = (await tg.wait_for_call("editMessageReplyMarkup", chat_id=ADMIN))[0]
+        stored = await bot.services.storage.messages.recent(ADMIN, 2)
+        trace_id = stored[-1].trace_id
+        assert trace_id is not None
+        assert stored[0].trace_id == trace_id  # the question and the answer: one trace
+        (message,) = tg.chat_messages(ADMIN)
+        assert markup_call.params["message_id"] == message.message_id
+        buttons = message.reply_markup["inline_keyboard"][0]
+        assert [b["text"] for b in buttons] == ["👍", "👎"]
+        assert [b["callback_data"] for b in buttons] == [
+            f"rate:up:{trace_id}",
+            f"rate:down:{trace_id}",
+        ]
+
+        (link,) = await bot.say("/trace", user_id=ADMIN)
+        assert link == (
+            f"Latest trace of this chat: {receiver.base_url}/project/proj-loopback/traces/"
+            f"{trace_id}"
+        )
+        (refused,) = await bot.say("/trace", user_id=USER)
+        assert refused == "Sorry, that command is for the bot's admins."
+
+        mark = len(tg.calls)
+        tg.callback_query(f"rate:down:{trace_id}", user_id=ADMIN, message_id=message.message_id)
+        (answer,) = await tg.wait_for_call("answerCallbackQuery", since=mark)
+        assert answer.params["text"] == "Thanks for the feedback!"
+        await tg.wait_for_call("editMessageReplyMarkup", chat_id=ADMIN, since=mark)
+        assert tg.chat_messages(ADMIN)[0].reply_markup is None  # one rating per reply
+
+        await bot.services.observer.flush()  # type: ignore[attr-defined]
+        assert await receiver.wait_until_async(lambda r: len(r.scores()) >= 1)
+        (score,) = receiver.scores()
+        assert score["traceId"] == trace_id
+        assert score["name"] == "user_rating"
+        assert score["value"] == 0.0
+        assert score["dataType"] == "BOOLEAN"
+        # The trace itself reached Langfuse, with one span per agent of the support pipeline.
+        assert await receiver.wait_until_async(
+            lambda r: any(s.trace_id == trace_id and s.name == "support" for s in r.spans())
+        )
+
+
+async def test_without_tracing_replies_have_no_buttons_and_trace_says_so(
+    tmp_path: Path, tg: FakeTelegramServer, llm: FakeLLMServer
+) -> None:
+    async with running_bot(make_settings(tmp_path, tg, llm), tg, llm) as bot:
+        await bot.say("hello", user_id=ADMIN)
+        assert tg.calls_of("editMessageReplyMarkup") == []
+        (reply,) = await bot.say("/trace", user_id=ADMIN)
+        assert reply.startswith("Tracing is off")

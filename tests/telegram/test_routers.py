@@ -1,0 +1,255 @@
+"""Command parsing and filters, through `dp.feed_update` on the real dispatcher (in-process
+models, real SQLite; the Bot API calls the handlers make land on the fake server)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiogram import Bot, Dispatcher
+from aiogram.dispatcher.event.bases import UNHANDLED
+from aiogram.types import Update
+
+from bot.app import Services, build_services
+from bot.config import Settings
+from bot.pipeline.observer import NullObserver
+from bot.telegram.dispatcher import BOT_COMMANDS, build_dispatcher
+from bot.telegram.routers.admin import ADMIN_COMMANDS, REFUSAL
+from tests.fakes.telegram_server import FakeTelegramServer
+from tests.services.fakes import FakeProviders
+
+ADMIN = 7
+USER = 8
+GROUP = -100
+
+
+@pytest.fixture
+async def services(tmp_path: Path) -> AsyncIterator[Services]:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=f"sqlite:///{tmp_path / 'bot.db'}",
+        default_model="openai:gpt-4o-mini",
+        openai_api_key="sk-test",
+        openrouter_api_key="sk-or-test",
+        # Nothing listens here: the catalog cannot be fetched in these tests.
+        openrouter_base_url="http://127.0.0.1:9/api/v1",
+        admin_ids=[ADMIN],
+    )
+    async with build_services(
+        settings, providers=FakeProviders(), observer=NullObserver()
+    ) as built:
+        yield built
+
+
+@pytest.fixture
+def dp(services: Services) -> Dispatcher:
+    return build_dispatcher(services)
+
+
+class Feed:
+    def __init__(self, dp: Dispatcher, bot: Bot, tg: FakeTelegramServer) -> None:
+        self.dp, self.bot, self.tg = dp, bot, tg
+
+    async def text(
+        self, text: str, *, user_id: int = USER, chat_id: int | None = None, **kw: Any
+    ) -> Any:
+        raw = self.tg.user_message(text, user_id=user_id, chat_id=chat_id, **kw)
+        return await self.dp.feed_update(
+            self.bot, Update.model_validate(raw, context={"bot": self.bot})
+        )
+
+    async def raw(self, update: dict[str, Any]) -> Any:
+        update = self.tg.push_update(update)
+        return await self.dp.feed_update(
+            self.bot, Update.model_validate(update, context={"bot": self.bot})
+        )
+
+    def sent(self, chat_id: int) -> list[str]:
+        return [str(c.text) for c in self.tg.calls_of("sendMessage", chat_id=chat_id)]
+
+
+@pytest.fixture
+def feed(dp: Dispatcher, bot: Bot, tg: FakeTelegramServer) -> Feed:
+    return Feed(dp, bot, tg)
+
+
+def model_calls(services: Services) -> int:
+    providers = services.providers
+    assert isinstance(providers, FakeProviders)
+    return sum(len(p.calls) for made in providers.made.values() for p in made)
+
+
+async def test_every_router_is_included_and_commands_are_listed(dp: Dispatcher) -> None:
+    names = [router.name for router in dp.sub_routers]
+    assert names == [
+        "bot.telegram.routers.errors",
+        "bot.telegram.routers.start",
+        "bot.telegram.routers.settings",
+        "bot.telegram.routers.admin",
+        "bot.telegram.routers.feedback",
+        "bot.telegram.routers.learn",
+        "bot.telegram.routers.train",
+        "bot.telegram.routers.chat",
+    ]
+    assert dp.resolve_used_update_types() == ["callback_query", "message"]
+    assert {c.command for c in BOT_COMMANDS} >= {"start", "help", "learn", "train", "model"}
+
+
+async def test_two_dispatchers_can_be_built_from_the_same_services(services: Services) -> None:
+    # Routers are made per dispatcher (a restart or a test builds another one).
+    build_dispatcher(services)
+    build_dispatcher(services)
+
+
+async def test_admin_commands_need_their_arguments(feed: Feed) -> None:
+    await feed.text("/setmodel strategist", user_id=ADMIN)
+    await feed.text("/resetmodel", user_id=ADMIN)
+    await feed.text("/modelhistory a b", user_id=ADMIN)
+    usage = feed.sent(ADMIN)
+    assert usage[0].startswith("Usage: /setmodel <agent> <openrouter-model-id>")
+    assert usage[1].startswith("Usage: /resetmodel <agent>")
+    assert usage[2].startswith("Usage: /modelhistory [agent]")
+
+
+async def test_every_admin_command_is_refused_to_others_and_changes_nothing(
+    feed: Feed, services: Services
+) -> None:
+    for command in ADMIN_COMMANDS:
+        await feed.text(f"/{command} strategist openai/gpt-4o", user_id=USER)
+    assert feed.sent(USER) == [REFUSAL] * len(ADMIN_COMMANDS)
+    assert await services.storage.model_config.get_all_active() == []
+
+
+async def test_a_command_for_this_bot_by_name_works_and_one_for_another_bot_is_ignored(
+    feed: Feed, services: Services
+) -> None:
+    await feed.text("/setmodel@coach_test_bot coach x/y", user_id=ADMIN, chat_id=GROUP)
+    assert feed.sent(GROUP)[0].startswith("coach now runs on openrouter:x/y")
+    # The catalog could not be fetched: set anyway, with a note saying so.
+    assert "was not checked" in feed.sent(GROUP)[0]
+    await feed.text("/setmodel@other_bot coach z/z", user_id=ADMIN, chat_id=GROUP)
+    assert len(feed.sent(GROUP)) == 1
+    assert await services.model_config.get_override("coach") == "x/y"
+
+
+async def test_learn_without_a_topic_gets_usage_and_asks_no_model(
+    feed: Feed, services: Services
+) -> None:
+    await feed.text("/learn   ")
+    assert feed.sent(USER) == ["Usage: /learn <topic>, e.g. /learn spaced repetition"]
+    assert model_calls(services) == 0
+
+
+async def test_groups_only_answer_messages_addressed_to_the_bot(
+    feed: Feed, services: Services
+) -> None:
+    assert await feed.text("talking to a friend", chat_id=GROUP) is UNHANDLED
+    assert await feed.text("/unknown", chat_id=GROUP) is None  # someone else's command
+    assert feed.tg.calls_of("sendMessage", chat_id=GROUP) == []
+    assert model_calls(services) == 0
+    await feed.text("hey @Coach_Test_Bot any tips?", chat_id=GROUP)
+    assert model_calls(services) > 0
+    (placeholder, *_rest) = feed.tg.calls_of("sendMessage", chat_id=GROUP)
+    assert placeholder.text == "…"
+
+
+async def test_unknown_commands_and_non_text_get_help_in_private(feed: Feed) -> None:
+    await feed.text("/frobnicate now")
+    await feed.raw(
+        {
+            "message": {
+                "message_id": 99,
+                "date": 0,
+                "chat": {"id": USER, "type": "private"},
+                "from": feed.tg.user(USER),
+                "sticker": {
+                    "file_id": "f",
+                    "file_unique_id": "u",
+                    "type": "regular",
+                    "width": 1,
+                    "height": 1,
+                    "is_animated": False,
+                    "is_video": False,
+                },
+            }
+        }
+    )
+    assert feed.sent(USER) == [
+        "I don't know /frobnicate. Send /help for the commands.",
+        "I can only read text for now. Tell me in words?",
+    ]
+
+
+async def test_oversized_input_gets_a_kind_answer_and_no_model_call(
+    feed: Feed, dp: Dispatcher, services: Services
+) -> None:
+    dp["max_input_chars"] = 50
+    await feed.text("x" * 51)
+    await feed.text("/learn " + "y" * 51)
+    (first, second) = feed.sent(USER)
+    assert first == second
+    assert "up to 50 characters" in first
+    assert model_calls(services) == 0
+
+
+async def test_setkey_in_a_group_is_deleted_and_refused(feed: Feed, services: Services) -> None:
+    update = feed.tg.user_message("/setkey openai sk-secret-123456", user_id=USER, chat_id=GROUP)
+    await feed.dp.feed_update(feed.bot, Update.model_validate(update, context={"bot": feed.bot}))
+    (deleted,) = feed.tg.calls_of("deleteMessage", chat_id=GROUP)
+    assert deleted.params["message_id"] == update["message"]["message_id"]
+    (reply,) = feed.sent(GROUP)
+    assert reply.startswith("Please send /setkey to me in a private chat.")
+    assert "revoke" in reply
+    assert "sk-secret" not in reply
+    assert await services.storage.settings.get(USER) is None
+
+
+async def test_setkey_usage_and_unknown_provider(feed: Feed) -> None:
+    await feed.text("/setkey")
+    await feed.text("/setkey openai")
+    await feed.text("/setkey opnai sk-abc")
+    replies = feed.sent(USER)
+    assert replies[0].startswith("Usage: /setkey <provider> <key>")
+    assert replies[1].startswith("Usage: /setkey <provider> <key>")
+    assert replies[2].startswith("I don't know the provider 'opnai'.")
+    # Anything that may carry a key is deleted; the bare command is not.
+    assert len(feed.tg.calls_of("deleteMessage", chat_id=USER)) == 2
+
+
+async def test_model_keyboard_offers_the_allowed_models_and_the_default(
+    feed: Feed, services: Services
+) -> None:
+    await feed.text("/model")
+    (call,) = feed.tg.calls_of("sendMessage", chat_id=USER)
+    rows = call.params["reply_markup"]["inline_keyboard"]
+    assert [row[0]["text"] for row in rows] == ["openai:gpt-4o-mini", "✅ Bot default"]
+    assert [row[0]["callback_data"] for row in rows] == ["model:0", "model:-1"]
+    await feed.raw(feed.tg.callback_query("model:5", user_id=USER))
+    (stale,) = feed.tg.calls_of("answerCallbackQuery")
+    assert "no longer offered" in stale.params["text"]
+    assert await services.storage.settings.get(USER) is None
+
+
+async def test_the_error_route_answers_kindly(feed: Feed, dp: Dispatcher) -> None:
+    class Broken:
+        async def models(self, user_id: int | None) -> str:
+            raise RuntimeError("boom")
+
+    dp["admin"] = Broken()
+    await feed.text("/models", user_id=ADMIN)
+    assert feed.sent(ADMIN) == ["Sorry, something went wrong on my side. Please try again."]
+
+
+async def test_a_train_answer_in_the_chat_state_is_graded_not_chatted(
+    feed: Feed, services: Services
+) -> None:
+    await feed.text("/train fractions", chat_id=GROUP)
+    providers = services.providers
+    assert isinstance(providers, FakeProviders)
+    # In a group the answer must be addressed to the bot; a command is never an answer.
+    assert await feed.text("1/2", chat_id=GROUP) is UNHANDLED
+    await feed.text("@coach_test_bot 3/4", user_id=USER + 1, chat_id=GROUP)
+    exercises = await services.storage.exercises.list_for_user(USER)
+    assert [e.answer for e in exercises if e.answer] == ["3/4"]  # anyone in the chat may answer

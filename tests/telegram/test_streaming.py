@@ -1,0 +1,182 @@
+"""ReplyStreamer: live drafts/edits while the model writes, then the whole reply, never lost."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+
+from aiogram import Bot
+
+from bot.telegram.formatting import markdown_to_plain
+from bot.telegram.streaming import ReplyStreamer
+from tests.fakes.telegram_server import FakeTelegramServer, utf16_len
+
+
+def _squash(text: str) -> str:
+    # Telegram trims each message, so compare texts without whitespace.
+    return "".join(text.split())
+
+
+async def _deltas(parts: list[str], pause: float = 0.0) -> AsyncIterator[str]:
+    for part in parts:
+        if pause:
+            await asyncio.sleep(pause)
+        yield part
+
+
+async def test_private_chat_streams_drafts_then_sends_the_final_message(
+    tg: FakeTelegramServer, bot: Bot
+) -> None:
+    words = [f"word{i} " for i in range(12)]
+    streamer = ReplyStreamer(bot, 501, draft_interval=0.05)
+    ids = await streamer.stream(_deltas(["**Hello** ", *words], pause=0.02))
+
+    drafts = tg.calls_of("sendMessageDraft", chat_id=501, ok=True)
+    assert len(drafts) >= 2  # several live updates, throttled
+    assert len(drafts) < len(words) + 1  # ...but not one per delta
+    assert len({c.params["draft_id"] for c in drafts}) == 1  # one animated draft
+    assert all(c.params["parse_mode"] == "HTML" for c in drafts)
+    assert [len(c.params["text"]) for c in drafts] == sorted(len(c.params["text"]) for c in drafts)
+    sent = tg.chat_messages(501)
+    assert [m.message_id for m in sent] == ids
+    assert sent[0].text == markdown_to_plain("**Hello** " + "".join(words)).strip()
+    assert sent[0].raw_text.startswith("<b>Hello</b>")
+    # The final message comes after the last draft, and no edits were needed.
+    final = tg.calls_of("sendMessage", chat_id=501)[0]
+    assert final.index > drafts[-1].index
+    assert tg.calls_of("editMessageText") == []
+
+
+async def test_group_chat_edits_a_placeholder_at_a_polite_pace(
+    tg: FakeTelegramServer, bot: Bot
+) -> None:
+    streamer = ReplyStreamer(bot, -700, edit_interval=0.2, reply_to_message_id=None)
+    await streamer.start()
+    placeholder = tg.calls_of("sendMessage", chat_id=-700)
+    assert [c.text for c in placeholder] == ["…"]
+    for i in range(20):
+        await streamer.push(f"part {i}. ")
+        await asyncio.sleep(0.03)
+    ids = await streamer.finish()
+
+    assert tg.calls_of("sendMessageDraft") == []  # no drafts in groups
+    edits = tg.calls_of("editMessageText", chat_id=-700, ok=True)
+    assert len(edits) >= 2
+    gaps = [b.at - a.at for a, b in itertools.pairwise(edits)]
+    assert min(gaps) >= 0.15  # never faster than the configured interval (minus jitter)
+    (message,) = tg.chat_messages(-700)
+    assert ids == [message.message_id] == [placeholder[0].result["message_id"]]
+    assert message.text == "".join(f"part {i}. " for i in range(20)).strip()
+
+
+async def test_ten_thousand_characters_arrive_whole_in_several_messages(
+    tg: FakeTelegramServer, bot: Bot
+) -> None:
+    paragraphs = [f"Paragraph {i}: " + "lorem ipsum dolor sit amet. " * 12 for i in range(30)]
+    reply = "\n\n".join(paragraphs)
+    assert len(reply) >= 10_000
+    ids = await ReplyStreamer(bot, 502).stream(
+        _deltas([reply[i : i + 500] for i in range(0, len(reply), 500)])
+    )
+
+    sent = tg.chat_messages(502)
+    assert len(sent) >= 3
+    assert [m.message_id for m in sent] == ids
+    assert all(utf16_len(m.text) <= 4096 for m in sent)
+    assert _squash("".join(m.text for m in sent)) == _squash(reply)
+    # Split at paragraph boundaries: each message starts a paragraph.
+    assert all(m.text.startswith("Paragraph") for m in sent)
+
+
+async def test_long_group_reply_overflows_into_extra_messages(
+    tg: FakeTelegramServer, bot: Bot
+) -> None:
+    reply = "\n\n".join(f"Sentence number {i} is here. " * 10 for i in range(40))
+    streamer = ReplyStreamer(bot, -701, edit_interval=0.05)
+    await streamer.start()
+    for i in range(0, len(reply), 700):
+        await streamer.push(reply[i : i + 700])
+        await asyncio.sleep(0.02)
+    ids = await streamer.finish()
+    sent = tg.chat_messages(-701)
+    assert len(sent) >= 3
+    assert [m.message_id for m in sent] == ids
+    assert _squash("".join(m.text for m in sent)) == _squash(reply)
+
+
+async def test_rejected_formatting_is_resent_plain_with_the_same_text(
+    tg: FakeTelegramServer, bot: Bot
+) -> None:
+    tg.parse_error_next("sendMessage")
+    reply = "**Bold** answer with `code` & <angle> brackets"
+    ids = await ReplyStreamer(bot, 503, use_drafts=False).stream(_deltas([reply]))
+
+    attempts = tg.calls_of("sendMessage", chat_id=503)
+    assert [c.status for c in attempts] == [400, 200]
+    assert attempts[0].params["parse_mode"] == "HTML"
+    assert "parse_mode" not in attempts[1].params
+    (message,) = tg.chat_messages(503)
+    assert message.message_id == ids[0]
+    assert message.text == "Bold answer with code & <angle> brackets"
+    assert message.text == markdown_to_plain(reply)
+
+
+async def test_rejected_formatting_in_a_group_edit_is_applied_plain(
+    tg: FakeTelegramServer, bot: Bot
+) -> None:
+    streamer = ReplyStreamer(bot, -702, edit_interval=0.01)
+    await streamer.start()
+    await streamer.push("*final* text")
+    tg.parse_error_next("editMessageText", times=5)
+    await streamer.finish()
+    (message,) = tg.chat_messages(-702)
+    assert message.text == "final text"
+
+
+async def test_drafts_unavailable_fall_back_to_edits(tg: FakeTelegramServer, bot: Bot) -> None:
+    tg.disable_method("sendMessageDraft")
+    streamer = ReplyStreamer(bot, 504, draft_interval=0.01, edit_interval=0.05)
+    for i in range(10):
+        await streamer.push(f"chunk {i} ")
+        await asyncio.sleep(0.02)
+    ids = await streamer.finish()
+    assert streamer.mode == "edit"
+    (message,) = tg.chat_messages(504)
+    assert ids == [message.message_id]
+    assert message.text == "".join(f"chunk {i} " for i in range(10)).strip()
+
+
+async def test_a_429_on_the_final_send_is_waited_out(tg: FakeTelegramServer, bot: Bot) -> None:
+    tg.flood_next("sendMessage", retry_after=1)
+    ids = await ReplyStreamer(bot, 505).stream(_deltas(["patience pays"]))
+    attempts = tg.calls_of("sendMessage", chat_id=505)
+    assert [c.status for c in attempts] == [429, 200]
+    assert attempts[1].at - attempts[0].at >= 1.0  # retry_after was honoured
+    assert [m.text for m in tg.chat_messages(505)] == ["patience pays"]
+    assert len(ids) == 1
+
+
+async def test_empty_reply_removes_the_placeholder(tg: FakeTelegramServer, bot: Bot) -> None:
+    streamer = ReplyStreamer(bot, -703)
+    await streamer.start()
+    assert await streamer.finish() == []
+    assert tg.chat_messages(-703) == []
+
+
+async def test_failed_producer_stops_live_updates(tg: FakeTelegramServer, bot: Bot) -> None:
+    async def broken() -> AsyncIterator[str]:
+        yield "partial "
+        raise RuntimeError("model died")
+
+    streamer = ReplyStreamer(bot, 506, draft_interval=0.01)
+    try:
+        await streamer.stream(broken())
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the producer's error must propagate")
+    assert streamer.text == "partial "
+    count = len(tg.calls)
+    await asyncio.sleep(0.05)
+    assert len(tg.calls) == count  # no task left sending drafts

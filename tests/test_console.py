@@ -1,0 +1,210 @@
+"""The console: the full pipelines on real SQLite, admin commands, and `run_console` itself
+against the loopback LLM server through the real OpenAI SDK."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.app import build_services
+from bot.config import Settings
+from bot.console import ConsoleSession, run_console
+from bot.pipeline.observer import NullObserver
+from tests.fakes.llm_server import FakeLLMServer, RecordedRequest
+from tests.services.fakes import FakeProviders
+
+DEFAULT = "openai:gpt-4o-mini"
+
+
+def make_settings(tmp_path: Path, **extra: object) -> Settings:
+    values: dict[str, object] = {
+        "_env_file": None,
+        "database_url": f"sqlite:///{tmp_path / 'bot.db'}",
+        "default_model": DEFAULT,
+        "openai_api_key": "sk-openai-test",
+        "openrouter_api_key": "sk-or-test",
+        "shutdown_timeout": 5,
+    }
+    values.update(extra)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def scripted_input(lines: list[str]):  # type: ignore[no-untyped-def]
+    feed: Iterator[str] = iter(lines)
+
+    async def read_line() -> str | None:
+        return next(feed, None)
+
+    return read_line
+
+
+def schemas(infos: list) -> list[str | None]:  # type: ignore[type-arg]
+    return [i.schema.__name__ if i.schema else ("stream" if i.streaming else "text") for i in infos]
+
+
+async def test_support_answers_and_setmodel_changes_only_the_strategist_on_the_next_message(
+    tmp_path: Path,
+) -> None:
+    providers = FakeProviders()
+    out: list[str] = []
+    override = "openrouter:anthropic/claude-sonnet-4.5"
+    async with build_services(
+        make_settings(tmp_path), providers=providers, observer=NullObserver()
+    ) as services:
+        session = ConsoleSession(
+            services,
+            scripted_input(
+                [
+                    "I am learning Go and keep procrastinating",
+                    "/setmodel strategist anthropic/claude-sonnet-4.5",
+                    "any advice for today?",
+                    "/models",
+                    "/quit",
+                ]
+            ),
+            out.append,
+            user_id=42,
+            chat_id=42,
+        )
+        assert await session.run() == 0
+        await services.runner.wait_background()
+
+        text = "".join(out)
+        assert "bot> Reply from gpt-4o-mini." in text
+        assert f"strategist now runs on {override}" in text
+
+        default_calls = schemas(providers.calls(DEFAULT))
+        override_calls = schemas(providers.calls(override))
+        # First message: everything on the default. Second: the strategist alone moved.
+        assert override_calls == ["ReplyPlan"]
+        assert default_calls.count("ReplyPlan") == 1
+        assert default_calls.count("ExtractedFacts") == 2
+        assert default_calls.count("stream") == 2
+        # The coach of the second message followed the plan written by the override model.
+        [coach_second] = [
+            msgs
+            for p in providers.made[DEFAULT]
+            for msgs, info in p.calls
+            if info.streaming and "any advice" in msgs[-1].content
+        ]
+        assert "plan by anthropic/claude-sonnet-4.5" in coach_second[0].content
+
+        assert f"strategist  {override}  [override]" in text
+        assert f"coach       {DEFAULT}  [default]" in text
+
+        stored = await services.storage.messages.recent(42)
+        assert [(m.role, m.pipeline) for m in stored] == [
+            ("user", "support"),
+            ("assistant", "support"),
+        ] * 2
+        assert stored[1].text == "Reply from gpt-4o-mini."
+        assert [f.fact for f in await services.storage.facts.list(42)] == ["Is learning Go."]
+        summary = await services.storage.summaries.get(42)
+        assert summary is not None
+        assert summary.summary == "Summary by gpt-4o-mini."
+        history = await services.storage.model_history.list("strategist")
+        assert history[0].new_model_id == "anthropic/claude-sonnet-4.5"
+        assert history[0].changed_by == "console:42"
+    assert providers.closed
+
+
+async def test_train_learn_and_admin_command_errors(tmp_path: Path) -> None:
+    providers = FakeProviders()
+    out: list[str] = []
+    async with build_services(
+        make_settings(tmp_path), providers=providers, observer=NullObserver()
+    ) as services:
+        session = ConsoleSession(
+            services,
+            scripted_input(
+                [
+                    "/train fractions",
+                    "1/2 + 1/4 = 3/4",
+                    "/chat",
+                    "/learn recursion",
+                    "/setmodel stratgist x/y",
+                    "/resetmodel coach",
+                    "/nonsense",
+                ]
+            ),
+            out.append,
+        )
+        assert await session.run() == 0  # end of input leaves cleanly
+        await services.runner.wait_background()
+        text = "".join(out)
+
+        assert "Exercise (fractions):\nExercise from gpt-4o-mini?" in text
+        assert "Score: 8/10. Nearly right." in text
+        exercises = await services.storage.exercises.list_for_user(1)
+        graded = [e for e in exercises if e.grade is not None]
+        assert len(exercises) == 2
+        assert len(graded) == 1
+        assert graded[0].answer == "1/2 + 1/4 = 3/4"
+        assert graded[0].topic == "fractions"
+        assert "Reply from gpt-4o-mini." in text  # the tutor's lesson
+        assert "Not changed: unknown agent 'stratgist'; agents: extraction, strategist" in text
+        assert "coach had no override" in text
+        assert "Unknown command /nonsense" in text
+
+
+def reply_for(request: RecordedRequest) -> str:
+    """The loopback model: valid JSON for each agent's schema, prose otherwise."""
+    fmt = request.body.get("response_format")
+    title = fmt["json_schema"]["schema"].get("title") if fmt else None
+    if title == "ExtractedFacts":
+        return json.dumps({"facts": ["Works night shifts."]})
+    if title == "ReplyPlan":
+        return json.dumps({"intent": "sleep advice", "key_points": ["keep a fixed wind-down"]})
+    if request.stream:
+        return f"Try a fixed wind-down routine ({request.model})."
+    return "The user works night shifts."
+
+
+@pytest.fixture
+def stdin_lines(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    def feed(lines: list[str]) -> None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO("".join(f"{line}\n" for line in lines)))
+
+    return feed
+
+
+async def test_run_console_end_to_end_over_the_real_sdk(
+    tmp_path: Path,
+    stdin_lines,
+    capsys: pytest.CaptureFixture[str],  # type: ignore[no-untyped-def]
+) -> None:
+    async with FakeLLMServer() as server:
+        server.default.text = reply_for
+        settings = make_settings(
+            tmp_path,
+            openai_base_url=server.openai_base_url,
+            openrouter_base_url=server.openrouter_base_url,
+        )
+        stdin_lines(
+            [
+                "I work night shifts and sleep badly",
+                "/setmodel strategist anthropic/claude-sonnet-4.5",
+                "what should I do tonight?",
+                "/quit",
+            ]
+        )
+        assert await run_console(settings) == 0
+        shown = capsys.readouterr().out
+        assert "bot> Try a fixed wind-down routine (gpt-4o-mini)." in shown
+        plans = [
+            r.model
+            for r in server.requests
+            if "ReplyPlan" in json.dumps(r.body.get("response_format") or {})
+        ]
+        assert plans == ["gpt-4o-mini", "anthropic/claude-sonnet-4.5"]
+        # The override went to OpenRouter with the shared key; the rest to OpenAI with its key.
+        override_request = next(r for r in server.requests if r.model.startswith("anthropic/"))
+        assert override_request.headers["authorization"] == "Bearer sk-or-test"
+        coach = [r for r in server.requests if r.stream]
+        assert {r.model for r in coach} == {"gpt-4o-mini"}
+        assert all(r.headers["authorization"] == "Bearer sk-openai-test" for r in coach)
