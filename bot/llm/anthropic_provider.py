@@ -50,6 +50,7 @@ from bot.llm.errors import (
     RequestRejected,
     is_retryable_status,
 )
+from bot.llm.http_transport import make_sdk_http_client
 from bot.llm.structured import complete_structured
 from bot.llm.types import Attempt, ChatMessage, LLMResponse, StreamChunk, Usage
 
@@ -84,6 +85,7 @@ def make_anthropic_client(
         timeout=timeout,
         max_retries=max_retries,
         open_telemetry=False,
+        http_client=make_sdk_http_client(),
     )
 
 

@@ -56,6 +56,7 @@ from bot.llm.errors import (
     RequestRejected,
     is_retryable_status,
 )
+from bot.llm.http_transport import make_sdk_http_client
 from bot.llm.structured import complete_structured, response_format_for
 from bot.llm.types import Attempt, ChatMessage, LLMResponse, StreamChunk, Usage
 
@@ -104,6 +105,7 @@ def make_openai_client(
         timeout=timeout,
         max_retries=max_retries,
         default_headers=headers or None,
+        http_client=make_sdk_http_client(),
     )
 
 

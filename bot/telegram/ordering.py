@@ -77,7 +77,8 @@ class ChatEventIsolation(BaseEventIsolation):
                 yield
         finally:
             slot.users -= 1
-            if slot.users == 0:
+            # `close()` may have dropped the table meanwhile (shutdown with updates in flight).
+            if slot.users == 0 and self._slots.get(ckey) is slot:
                 del self._slots[ckey]
 
     async def close(self) -> None:

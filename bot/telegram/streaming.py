@@ -29,6 +29,7 @@ for Telegram: `push` only buffers; a background task sends the updates.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -149,6 +150,10 @@ class ReplyStreamer:
         if self.mode == "draft":
             try:
                 await self._draft("")
+                # The "Thinking…" draft counts as an update: the first text follows at the
+                # usual pace, so a reply that is complete within `draft_interval` goes out as
+                # its final message without a draft in between (one Bot API call fewer).
+                self._last_update = time.monotonic()
                 return
             except TelegramAPIError as exc:
                 self._drafts_failed(exc)
@@ -227,11 +232,13 @@ class ReplyStreamer:
                 return
             pause = self._last_update + self.interval - time.monotonic()
             if pause > 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), pause)
+                # Checked after the wait, whatever ended it: `finish` may have set both flags
+                # while `wait_for` was timing out, and clearing `_wake` below would then leave
+                # this task waiting for a wake-up that never comes (and `finish` waiting on it).
+                if self._stop.is_set():
                     return  # finishing: the final delivery supersedes this update
-                except TimeoutError:
-                    pass
             self._wake.clear()
             try:
                 await self._live_update()

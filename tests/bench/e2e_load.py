@@ -85,6 +85,7 @@ async def run(options: Options) -> dict[str, Any]:
             load = Load(r.tg, first_chat=100_000)
             metrics_before = await r.bot.metrics()
             cpu_before = r.bot.cpu_seconds()
+            calls_before = r.tg.method_counts.copy()
             driver_before = self_cpu_seconds()
             summaries_before = sum(1 for c in r.llm.calls if c.agent == "summarizer")
             profiler = _start_py_spy(r.bot.pid, options.py_spy)
@@ -100,10 +101,12 @@ async def run(options: Options) -> dict[str, Any]:
             cpu = r.bot.cpu_seconds() - cpu_before
             driver_cpu = self_cpu_seconds() - driver_before
             _stop_py_spy(profiler)
+            calls = r.tg.method_counts - calls_before
             metrics_after = await r.bot.metrics()
             peak_mb = r.bot.peak_rss_mb()
             model_time = r.llm.critical_model_time()
         stored = await r.storage.stored()
+        kept_log = _keep_log_if_failed(workdir / "bot.log", load.sent)
 
     sent = load.sent
     answered = [m for m in sent if m.answered_at is not None]
@@ -143,11 +146,28 @@ async def run(options: Options) -> dict[str, Any]:
         "override_reads_per_minute": reads * 60 / wall if wall else 0.0,
         "missing_in_db": missing_in_db,
         "wall_s": wall,
+        "apology_texts": sorted({text for m in apologised for _, text in m.apologies})[:5],
+        "kept_log": kept_log,
+        "bot_api_calls_per_message": {
+            method: count / len(sent) for method, count in sorted(calls.items())
+        }
+        if sent
+        else {},
         "load": load_average(),
     }
     if not options.quiet:
         _print(options, result)
     return result
+
+
+def _keep_log_if_failed(log: Path, sent: list[Any]) -> str | None:
+    """Copy the bot's log out of the temporary folder when a message was not answered."""
+    if all(m.answered_at is not None and not m.apologies for m in sent) or not log.exists():
+        return None
+    fd, kept = tempfile.mkstemp(prefix="bench-e2e-bot-", suffix=".log")
+    with open(fd, "wb") as out:
+        out.write(log.read_bytes())
+    return kept
 
 
 async def _wait_summaries(llm: Any, count: int, timeout: float) -> None:
@@ -205,9 +225,17 @@ def _print(options: Options, r: dict[str, Any]) -> None:
                 f"({r['override_reads_per_minute']:.2f}/min)",
             ),
             ("answered but not in the DB", f"{r['missing_in_db']}"),
+            (
+                "Bot API calls per message",
+                " ".join(f"{m}={n:.2f}" for m, n in r["bot_api_calls_per_message"].items()),
+            ),
             ("load average (1/5/15 min)", r["load"]),
         ],
     )
+    for text in r["apology_texts"]:
+        print(f"apology sent: {text!r}")
+    if r["kept_log"]:
+        print(f"the bot's log (a message was not answered): {r['kept_log']}")
 
 
 def parse_args(argv: list[str] | None = None) -> Options:

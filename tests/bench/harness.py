@@ -31,7 +31,7 @@ import re
 import socket
 import sqlite3
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,6 +188,8 @@ class TrackingTelegramServer(FakeTelegramServer):
         self._flood_methods: frozenset[str] = frozenset()
         self._flood_count = itertools.count()
         self.floods_sent = 0
+        # Every Bot API call the bot made, by method: what a message costs on Telegram's side.
+        self.method_counts: Counter[str] = Counter()
 
     def send_user_message(self, chat: int, seq: int, text: str | None = None) -> Message:
         tag = tag_for(chat, seq)
@@ -232,6 +234,7 @@ class TrackingTelegramServer(FakeTelegramServer):
 
     def _record(self, call: Call) -> None:
         super()._record(call)
+        self.method_counts[call.method] += 1
         if call.method == "sendMessage" and call.ok:
             self._on_sent(call)
         # The benchmark needs outcomes, not a transcript: keep the call log from growing.

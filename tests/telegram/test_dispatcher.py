@@ -228,3 +228,25 @@ async def test_typing_action_survives_telegram_errors(tg: FakeTelegramServer, bo
     await asyncio.sleep(0.06)
     assert len(tg.calls_of("sendChatAction")) == count  # stopped with the block
     assert tg.calls_of("sendChatAction")[0].status == 403
+
+
+async def test_closing_the_isolation_with_updates_in_flight_lets_them_finish_cleanly() -> None:
+    # Shutdown closes the isolation while updates still hold their chat's lock; leaving the
+    # lock afterwards used to raise KeyError into the error route of every such update.
+    isolation = ChatEventIsolation()
+    inside = asyncio.Event()
+    release = asyncio.Event()
+
+    async def update() -> str:
+        async with isolation.lock(_key(-6)):
+            inside.set()
+            await release.wait()
+        return "done"
+
+    task = asyncio.create_task(update())
+    await inside.wait()
+    await isolation.close()
+    release.set()
+
+    assert await task == "done"
+    assert isolation.active_chats == 0

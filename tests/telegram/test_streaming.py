@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from typing import Any
 
+import pytest
 from aiogram import Bot
 
+from bot.telegram import streaming
 from bot.telegram.formatting import markdown_to_plain
 from bot.telegram.streaming import ReplyStreamer
 from tests.fakes.telegram_server import FakeTelegramServer, utf16_len
@@ -180,3 +183,53 @@ async def test_failed_producer_stops_live_updates(tg: FakeTelegramServer, bot: B
     count = len(tg.calls)
     await asyncio.sleep(0.05)
     assert len(tg.calls) == count  # no task left sending drafts
+
+
+async def test_finish_during_the_pacing_wait_never_hangs(
+    tg: FakeTelegramServer, bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`finish` landing while the pacing wait times out must not leave the flusher waiting.
+
+    Found by the load benchmark: one reply in a few thousand hung for good (and with it every
+    later message of that chat, behind the chat's lock). `asyncio.wait_for` yields to the loop
+    while it cancels its inner wait on a timeout; if `finish` ran in that window, the flusher
+    cleared the wake-up `finish` had just given it and waited forever. Here the window is
+    opened on purpose: the stand-in `wait_for` times out, lets `finish` run, then raises.
+    """
+    in_window = asyncio.Event()
+    real_wait_for = asyncio.wait_for
+
+    async def wait_for_that_times_out_slowly(aw: Any, timeout: float | None) -> Any:
+        task = asyncio.ensure_future(aw)
+        await asyncio.sleep(timeout or 0)
+        task.cancel()
+        in_window.set()
+        for _ in range(5):  # what wait_for's cancel-and-wait gives other tasks
+            await asyncio.sleep(0)
+        raise TimeoutError
+
+    monkeypatch.setattr(streaming.asyncio, "wait_for", wait_for_that_times_out_slowly)
+    streamer = ReplyStreamer(bot, 503, draft_interval=0.05)
+    await streamer.start()  # the "Thinking…" draft: the first text now waits for its turn
+    await streamer.push("Hello there.")
+    await real_wait_for(in_window.wait(), 2)
+
+    ids = await real_wait_for(streamer.finish(), 2)
+
+    (message,) = tg.chat_messages(503)
+    assert ids == [message.message_id]
+    assert message.text == "Hello there."
+
+
+async def test_a_reply_complete_within_the_draft_interval_needs_no_text_draft(
+    tg: FakeTelegramServer, bot: Bot
+) -> None:
+    streamer = ReplyStreamer(bot, 504, draft_interval=5.0)
+    await streamer.start()
+    ids = await streamer.stream(_deltas(["Short ", "and ", "quick."]))
+
+    drafts = tg.calls_of("sendMessageDraft", chat_id=504, ok=True)
+    assert [c.params.get("text", "") for c in drafts] == [""]  # only "Thinking…"
+    (message,) = tg.chat_messages(504)
+    assert ids == [message.message_id]
+    assert message.text == "Short and quick."

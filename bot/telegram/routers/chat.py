@@ -9,6 +9,7 @@ from aiogram import Bot, F, Router
 from aiogram.types import Message
 
 from bot.app import Services
+from bot.telegram.filters import Magic
 from bot.telegram.routers.common import (
     AddressedToBot,
     answer_with_pipeline,
@@ -46,7 +47,7 @@ async def on_other(message: Message) -> None:
 
 def create_router() -> Router:
     router = Router(name=__name__)
-    router.message.register(on_unknown_command, F.text.startswith("/"))
-    router.message.register(on_text, F.text, AddressedToBot())
-    router.message.register(on_other, F.chat.type == "private", ~F.text)
+    router.message.register(on_unknown_command, Magic(F.text.startswith("/")))
+    router.message.register(on_text, Magic(F.text), AddressedToBot())
+    router.message.register(on_other, Magic(F.chat.type == "private"), Magic(~F.text))
     return router

@@ -14,6 +14,7 @@ from aiogram.types import Message
 
 from bot.agents.trainer import DEFAULT_TOPIC
 from bot.app import Services
+from bot.telegram.filters import Magic
 from bot.telegram.routers.common import (
     AddressedToBot,
     answer_with_pipeline,
@@ -72,6 +73,10 @@ def create_router() -> Router:
     router.message.register(on_train, Command("train"))
     router.message.register(on_stop, Command("stop"))
     router.message.register(
-        on_answer, TrainFlow.answering, F.text, ~F.text.startswith("/"), AddressedToBot()
+        on_answer,
+        TrainFlow.answering,
+        Magic(F.text),
+        Magic(~F.text.startswith("/")),
+        AddressedToBot(),
     )
     return router
