@@ -136,7 +136,7 @@ async def build_services(
         resolver = ModelResolver(settings, providers, model_config)
         runner = PipelineRunner(observer, step_timeout=settings.step_timeout)
         stack.push_async_callback(_drain, runner, settings.shutdown_timeout)
-        pipelines = build_pipelines(storage)
+        pipelines = build_pipelines(storage, summary_every=settings.summary_every)
         conversation = ConversationService(
             storage,
             runner,

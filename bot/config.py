@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # The SDKs' own retries on the same model; our fallback chain handles the rest.
     llm_max_retries: int = Field(default=1, ge=0, le=5)
     step_timeout: float = Field(default=120.0, gt=0)
+    # How many messages a chat grows by before its rolling summary is rewritten (a model call).
+    # At most the history window the agents see (20 messages), so nothing falls out of both.
+    summary_every: int = Field(default=6, ge=1, le=20)
 
     # --- Providers ---
     openrouter_api_key: SecretStr | None = None

@@ -2,6 +2,12 @@
 
 Runs in the background after the reply. It folds the previous summary, the recent history and this
 exchange into a new summary and saves it with the number of messages it covers.
+
+It calls the model only when the summary has fallen `every` messages behind (SUMMARY_EVERY,
+default 6: every third exchange), or when the chat has none yet. The agents read the last 20
+messages verbatim besides the summary, so a summary up to `every` (at most 20) messages behind
+forgets nothing they need, while a model call after every exchange would cost users a quarter
+of the support pipeline's model spend for no gain (.planning/decisions/0004-hot-path.md).
 """
 
 from __future__ import annotations
@@ -22,11 +28,22 @@ class SummarizerAgent(Agent):
         self,
         summaries: SummaryRepo | None = None,
         messages: MessageRepo | None = None,
+        *,
+        every: int = 1,
     ) -> None:
+        if every < 1:
+            raise ValueError("every must be at least 1")
         self._summaries = summaries
         self._messages = messages
+        self.every = every
 
     async def run(self, ctx: PipelineContext) -> AgentOutput:
+        count: int | None = None
+        if self._messages is not None and ctx.chat_id is not None:
+            count = await self._messages.count(ctx.chat_id)
+            if ctx.summary is not None and count - ctx.summary_covers < self.every:
+                # Up to date enough: the history window still holds what it has not folded in.
+                return AgentOutput.ok(text=None, data=ctx.summary)
         reply = "\n\n".join(out.text for out in ctx.results.values() if out.success and out.text)
         messages = [
             system(self.prompt),
@@ -41,8 +58,7 @@ class SummarizerAgent(Agent):
         if not summary:
             raise ValueError("the model returned an empty summary")
         if self._summaries is not None and ctx.chat_id is not None:
-            count = await self._messages.count(ctx.chat_id) if self._messages else 0
             await self._summaries.save(
-                ChatSummary(chat_id=ctx.chat_id, summary=summary, message_count=count)
+                ChatSummary(chat_id=ctx.chat_id, summary=summary, message_count=count or 0)
             )
         return AgentOutput.ok(text=None, data=summary)

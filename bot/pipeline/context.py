@@ -58,6 +58,8 @@ class PipelineContext:
     # The conversation before this message, oldest first; the summary of what came before.
     history: Sequence[StoredMessage] = ()
     summary: str | None = None
+    # How many of the chat's messages `summary` covers (the summarizer rewrites it when behind).
+    summary_covers: int = 0
     facts: Sequence[str] = ()
     # The train pipeline's open (ungraded) exercise for this chat, if any.
     exercise: Exercise | None = None

@@ -21,8 +21,14 @@ from bot.pipeline.steps import Background, Parallel, Pipeline, Step
 from bot.storage.repositories import Storage
 
 
-def build_pipelines(storage: Storage | None = None) -> dict[str, Pipeline]:
-    """Every pipeline by name; agents store facts, summaries and exercises in `storage`."""
+def build_pipelines(
+    storage: Storage | None = None, *, summary_every: int = 1
+) -> dict[str, Pipeline]:
+    """Every pipeline by name; agents store facts, summaries and exercises in `storage`.
+
+    `summary_every`: the summarizer rewrites a chat's summary once it is that many messages
+    behind (SUMMARY_EVERY); 1 rewrites it after every exchange.
+    """
     facts = storage.facts if storage is not None else None
     summaries = storage.summaries if storage is not None else None
     messages = storage.messages if storage is not None else None
@@ -30,7 +36,7 @@ def build_pipelines(storage: Storage | None = None) -> dict[str, Pipeline]:
 
     extraction = ExtractionAgent(facts)
     strategist = StrategistAgent()
-    summarizer = SummarizerAgent(summaries, messages)
+    summarizer = SummarizerAgent(summaries, messages, every=summary_every)
 
     support = Pipeline(
         "support",

@@ -134,6 +134,7 @@ class ConversationService:
             topic=topic,
             history=recent,
             summary=summary.summary if summary is not None else None,
+            summary_covers=summary.message_count if summary is not None else 0,
             facts=known,
             exercise=open_exercise,
             user_model=user_model,

@@ -112,6 +112,8 @@ class BotRuntime:
         return {
             "model_config_reads": model_config.reads,
             "model_config_failed_reads": model_config.failed_reads,
+            # Summaries and facts still being written after their replies went out.
+            "background_steps": len(self.services.runner.background_jobs()),
         }
 
     def request_stop(self) -> None:

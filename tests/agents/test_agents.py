@@ -104,6 +104,46 @@ async def test_summarizer_saves_the_summary_with_the_message_count() -> None:
     assert "Assistant: the reply" in prompt
 
 
+async def test_summarizer_calls_the_model_only_once_the_summary_is_every_messages_behind() -> None:
+    saved: list[ChatSummary] = []
+
+    class Summaries:
+        async def save(self, summary: ChatSummary) -> ChatSummary:
+            saved.append(summary)
+            return summary
+
+    class Messages:
+        total = 0
+
+        async def count(self, chat_id: int) -> int:
+            return self.total
+
+    messages = Messages()
+    agent = SummarizerAgent(Summaries(), messages, every=6)  # type: ignore[arg-type]
+    calls = 0
+    # (messages in the chat, messages the stored summary covers, stored summary)
+    for total, covers, summary in [
+        (2, 0, None),  # a new chat: summarized at once
+        (4, 2, "S1"),  # 2 behind
+        (7, 2, "S1"),  # 5 behind
+        (8, 2, "S1"),  # 6 behind: rewritten
+        (10, 8, "S2"),  # 2 behind again
+    ]:
+        messages.total = total
+        ctx, llm = ctx_with(lambda m, i: f"Summary at {messages.total}.", chat_id=4, input_text="x")
+        ctx.summary, ctx.summary_covers = summary, covers
+        output = await agent.run(ctx)
+        assert output.success
+        calls += len(llm.calls)
+        assert output.data == (saved[-1].summary if llm.calls else summary)
+
+    assert calls == 2
+    assert [(s.summary, s.message_count) for s in saved] == [
+        ("Summary at 2.", 2),
+        ("Summary at 8.", 8),
+    ]
+
+
 async def test_the_grader_skips_without_an_open_exercise_and_grades_with_one() -> None:
     graded: list[tuple[int, str, float]] = []
 

@@ -87,7 +87,6 @@ async def run(options: Options) -> dict[str, Any]:
             cpu_before = r.bot.cpu_seconds()
             calls_before = r.tg.method_counts.copy()
             driver_before = self_cpu_seconds()
-            summaries_before = sum(1 for c in r.llm.calls if c.agent == "summarizer")
             profiler = _start_py_spy(r.bot.pid, options.py_spy)
             started = time.monotonic()
             if options.rate > 0:
@@ -95,8 +94,8 @@ async def run(options: Options) -> dict[str, Any]:
             else:
                 await load.closed_loop(options.chats, options.messages)
             await load.settle(timeout=120)
-            # Let the background summaries of the last messages finish: they cost CPU too.
-            await _wait_summaries(r.llm, summaries_before + len(load.sent), timeout=10)
+            # Let the background steps of the last messages finish: they cost CPU too.
+            await _wait_background(r.bot, timeout=10)
             wall = time.monotonic() - started
             cpu = r.bot.cpu_seconds() - cpu_before
             driver_cpu = self_cpu_seconds() - driver_before
@@ -170,11 +169,11 @@ def _keep_log_if_failed(log: Path, sent: list[Any]) -> str | None:
     return kept
 
 
-async def _wait_summaries(llm: Any, count: int, timeout: float) -> None:
+async def _wait_background(bot: Any, timeout: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        if sum(1 for c in llm.calls if c.agent == "summarizer") >= count:
+        if (await bot.metrics()).get("background_steps", 0) == 0:
             return
         await asyncio.sleep(0.05)
 

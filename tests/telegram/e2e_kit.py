@@ -61,6 +61,8 @@ def make_settings(
         "llm_max_retries": 0,
         "llm_timeout": 10,
         "shutdown_timeout": 5,
+        # Every turn runs every agent, the summarizer included (its cadence has its own test).
+        "summary_every": 1,
     }
     values.update(extra)
     return Settings(**values)
