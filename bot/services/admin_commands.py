@@ -8,7 +8,9 @@ so `/setmodel` says the same thing wherever it is typed. Nothing here knows Tele
     text = await admin.models(user_id=42)
 
 Errors the admin can fix (unknown agent, id not in OpenRouter's catalog, empty id) become a
-"Not changed: ..." answer; a storage failure becomes one too, and is logged for the operator.
+"Not changed: ..." answer; a storage failure before the override is written becomes one too, and
+is logged for the operator. Once it is written the answer says it changed, and says so truthfully
+when its history line could not be written or other replicas could not be told at once.
 """
 
 from __future__ import annotations
@@ -21,7 +23,12 @@ from typing import TYPE_CHECKING
 from bot.config import AGENT_NAMES, Settings
 from bot.pipeline.pipelines import AGENT_HOME_PIPELINE
 from bot.services.model_catalog import ModelCatalog
-from bot.services.model_config import ModelConfigService, UnknownAgentError, normalize_model_id
+from bot.services.model_config import (
+    ModelConfigService,
+    OverrideChange,
+    UnknownAgentError,
+    normalize_model_id,
+)
 from bot.services.model_resolution import ModelResolver, UserModelChoice
 from bot.storage.repositories import ModelConfigHistoryRepo, StorageError
 
@@ -52,6 +59,10 @@ RESETMODEL_USAGE = "Usage: /resetmodel <agent>\nAgents: " + ", ".join(AGENT_NAME
 HISTORY_USAGE = "Usage: /modelhistory [agent]\nAgents: " + ", ".join(AGENT_NAMES)
 
 STORAGE_PROBLEM = "Not changed: the database did not answer. Please try again in a minute."
+HISTORY_PROBLEM = (
+    "Changed, but the history could not be written (the database failed): /modelhistory will "
+    "not list this change."
+)
 
 
 def _when(value: datetime) -> str:
@@ -78,14 +89,27 @@ class AdminCommands:
             catalog=services.catalog,
         )
 
-    def propagation_note(self) -> str:
-        """When a change reaches every replica (this one: at once)."""
-        if self.settings.redis_url:
+    def propagation_note(self, change: OverrideChange) -> str:
+        """When the change reaches every replica (this one: at once)."""
+        ttl = f"{self.settings.model_config_ttl:g} s"
+        if change.replicas_notified:
             return "Effective now, here and on every other replica."
-        return (
-            f"Effective now here; within {self.settings.model_config_ttl:g} s on other "
-            "replicas (at once with Redis)."
-        )
+        if change.replicas_notified is False:
+            return (
+                f"Effective now here; within {ttl} on other replicas (they could not be told "
+                "at once: the Redis announcement failed)."
+            )
+        return f"Effective now here; within {ttl} on other replicas (at once with Redis)."
+
+    def _outcome_notes(self, change: OverrideChange) -> list[str]:
+        lines = []
+        if not change.history_written:
+            lines.append(HISTORY_PROBLEM)
+        if not self.model_config.overrides_enabled:
+            lines.append("Stored, but ignored until OPENROUTER_API_KEY is set.")
+        else:
+            lines.append(self.propagation_note(change))
+        return lines
 
     async def _current(self, agent: str) -> str:
         model, source, _note = await self.resolver.explain(
@@ -118,17 +142,16 @@ class AdminCommands:
                 )
         try:
             old = await self._current(agent)
-            row = await self.model_config.set_override(agent, model_id, by)
+            change = await self.model_config.set_override(agent, model_id, by)
         except UnknownAgentError as exc:
             return f"Not changed: {exc}"
         except StorageError as exc:
             log.error("setmodel %s -> %s by %s failed: %s", agent, model_id, by, exc)
             return STORAGE_PROBLEM
+        row = change.row
+        assert row is not None  # a set always leaves an active row
         lines = [f"{row.agent_name} now runs on openrouter:{row.model_id} (was {old})."]
-        if not self.model_config.overrides_enabled:
-            lines.append("Stored, but ignored until OPENROUTER_API_KEY is set.")
-        else:
-            lines.append(self.propagation_note())
+        lines.extend(self._outcome_notes(change))
         if unverified:
             lines.append(unverified)
         return "\n".join(lines)
@@ -138,18 +161,18 @@ class AdminCommands:
         if agent not in AGENT_NAMES:
             return f"Not changed: {UnknownAgentError(agent)}"
         try:
-            old = await self.model_config.get_override(agent)
-            changed = await self.model_config.reset_override(agent, by)
-            now = await self._current(agent)
+            change = await self.model_config.reset_override(agent, by)
         except StorageError as exc:
             log.error("resetmodel %s by %s failed: %s", agent, by, exc)
             return STORAGE_PROBLEM
-        if not changed:
+        now = await self._current(agent)
+        if not change.changed:
             return f"{agent} had no override; it runs on {now}."
-        return (
-            f"{agent} is back on its configured model {now} (was openrouter:{old}).\n"
-            + self.propagation_note()
-        )
+        previous = change.previous_model_id
+        was = f"openrouter:{previous}" if previous else "an override"
+        lines = [f"{agent} is back on its configured model {now} (was {was})."]
+        lines.extend(self._outcome_notes(change))
+        return "\n".join(lines)
 
     async def models(self, user_id: int | None = None) -> str:
         """Every agent: effective model, its source, and who set an override, when."""

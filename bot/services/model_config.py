@@ -8,10 +8,15 @@ The `agent_model_config` table is read with one query at most once per `ttl` sec
   refresh (single flight);
 - failed refresh: the stale copy is kept and the next try waits `retry_backoff` seconds, so a
   database outage costs one failed query per backoff instead of one per message;
-- `set_override` / `reset_override` write through the repository, append the history and
-  invalidate at once, so the replica that took the command sees it on the very next message.
-  Other replicas see it within the TTL, or at once when Redis pub/sub calls `invalidate()`
-  (wire it with `add_change_listener` on the publishing side).
+- a write or `invalidate()` during a refresh makes that refresh's rows worthless (they may have
+  been read before the change): they are dropped, never applied over the newer local state, and
+  no later lookup waits on that refresh; it starts one that began after the change;
+- `set_override` / `reset_override` write through the repository, apply the change in memory at
+  once (the replica that took the command sees it on the very next message), append the history
+  and tell the change listeners. Other replicas see it within the TTL, or at once when Redis
+  pub/sub calls `invalidate()` (wire it with `add_change_listener` on the publishing side). Once
+  the override row is written the change has happened: a failing history write or listener is
+  logged and reported in the returned `OverrideChange`, never raised as if nothing changed.
 
 Overrides run on OpenRouter with the shared OPENROUTER_API_KEY; without it they are ignored and a
 warning is logged once. One provider object is cached per override model id.
@@ -24,13 +29,14 @@ import inspect
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.config import AGENT_NAMES, Settings
 from bot.llm.protocol import LLMProvider
 from bot.llm.specs import ModelSpec
 from bot.storage.models import AgentModelConfig, ModelConfigChange
-from bot.storage.repositories import AgentModelConfigRepo, ModelConfigHistoryRepo
+from bot.storage.repositories import AgentModelConfigRepo, ModelConfigHistoryRepo, StorageError
 
 if TYPE_CHECKING:
     from bot.services.model_resolution import ProviderSource
@@ -39,6 +45,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 # Called with the agent after a local set/reset; may be async (e.g. OverrideEvents.publish).
+# Returning False (or raising) means the change was not passed on.
 ChangeListener = Callable[[str], object]
 
 
@@ -48,6 +55,23 @@ class UnknownAgentError(ValueError):
     def __init__(self, agent: str) -> None:
         super().__init__(f"unknown agent {agent!r}; agents: {', '.join(AGENT_NAMES)}")
         self.agent = agent
+
+
+@dataclass(frozen=True, slots=True)
+class OverrideChange:
+    """What `set_override` / `reset_override` did, for an answer that tells the truth."""
+
+    agent: str
+    # False only for a reset of an agent that had no active override.
+    changed: bool
+    # The active override after the change (None after a reset) and the one before it.
+    row: AgentModelConfig | None
+    previous_model_id: str | None
+    # False: the change is live, but its line in the history table could not be written.
+    history_written: bool
+    # True: every change listener (the Redis publish) passed it on; False: at least one failed,
+    # so other replicas see it within the TTL; None: no listener (nothing to tell).
+    replicas_notified: bool | None
 
 
 def normalize_model_id(model_id: str) -> str:
@@ -89,8 +113,12 @@ class ModelConfigService:
         self._overrides: dict[str, AgentModelConfig] = {}
         self._expires_at: float | None = None  # None: never loaded or invalidated
         self._retry_at = 0.0
+        # Bumped by every local write and invalidate(); a refresh applies its rows only if the
+        # generation it started at is still the current one.
         self._generation = 0
-        self._refresh_task: asyncio.Task[None] | None = None
+        self._refresh_task: asyncio.Task[None] | None = None  # the refresh lookups may join
+        self._refresh_generation = -1
+        self._refreshes: set[asyncio.Task[None]] = set()  # every refresh in flight, for close()
         self._provider_cache: dict[str, LLMProvider] = {}
         self._listeners: list[ChangeListener] = []
         self._warned_disabled = False
@@ -150,44 +178,66 @@ class ModelConfigService:
 
     # --- writes ---
 
-    async def set_override(self, agent: str, model_id: str, set_by: str | None) -> AgentModelConfig:
-        """Write through, append history, and make it visible on this process at once."""
+    async def set_override(self, agent: str, model_id: str, set_by: str | None) -> OverrideChange:
+        """Write through, make it visible on this process at once, append history, notify.
+
+        A storage error before the row is written propagates (nothing changed); after it, the
+        change stands and a failing history write is reported in the result.
+        """
         self._check_agent(agent)
         model_id = normalize_model_id(model_id)
         old = await self._repo.get(agent)
+        previous = old.model_id if old is not None and old.is_active else None
         row = await self._repo.upsert(agent, model_id, set_by)
         self._apply_local(agent, row)
-        if self._history is not None:
-            await self._history.append(
+        history_written = False
+        notified: bool | None = None
+        try:
+            history_written = await self._append_history(
                 ModelConfigChange(
                     agent_name=agent,
                     action="set",
-                    old_model_id=old.model_id if old is not None and old.is_active else None,
+                    old_model_id=previous,
                     new_model_id=model_id,
                     changed_by=set_by,
                 )
             )
-        await self._notify(agent)
-        return row
+        finally:
+            # The change happened: other replicas hear of it whatever became of the history
+            # (even when this coroutine is being cancelled).
+            notified = await self._notify(agent)
+        return OverrideChange(agent, True, row, previous, history_written, notified)
 
-    async def reset_override(self, agent: str, by: str | None) -> bool:
-        """Back to the configured model; False when the agent had no active override."""
+    async def reset_override(self, agent: str, by: str | None) -> OverrideChange:
+        """Back to the configured model; `changed` is False when there was no active override."""
         self._check_agent(agent)
         old = await self._repo.get(agent)
-        changed = await self._repo.deactivate(agent)
+        was_active = old is not None and old.is_active
+        deactivated = await self._repo.deactivate(agent)
+        # Changed if there was an override to reset: the row read before says so even when
+        # `deactivate` answers False because a concurrent reset turned it off first (that call
+        # writes the history line: the repository gives True to one call only).
+        changed = was_active or deactivated
+        previous = old.model_id if old is not None and was_active else None
         self._apply_local(agent, None)
-        if changed and self._history is not None:
-            await self._history.append(
-                ModelConfigChange(
-                    agent_name=agent,
-                    action="reset",
-                    old_model_id=old.model_id if old is not None else None,
-                    new_model_id=None,
-                    changed_by=by,
+        if not changed:
+            return OverrideChange(agent, False, None, None, True, None)
+        history_written = True
+        notified: bool | None = None
+        try:
+            if deactivated:
+                history_written = await self._append_history(
+                    ModelConfigChange(
+                        agent_name=agent,
+                        action="reset",
+                        old_model_id=previous,
+                        new_model_id=None,
+                        changed_by=by,
+                    )
                 )
-            )
-        await self._notify(agent)
-        return changed
+        finally:
+            notified = await self._notify(agent)
+        return OverrideChange(agent, True, None, previous, history_written, notified)
 
     # --- cache control ---
 
@@ -203,10 +253,12 @@ class ModelConfigService:
 
     async def close(self) -> None:
         self._closed = True
-        task, self._refresh_task = self._refresh_task, None
-        if task is not None and not task.done():
+        self._refresh_task = None
+        tasks = list(self._refreshes)
+        for task in tasks:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         # Providers belong to the registry, which closes them; only our references go.
         self._provider_cache.clear()
 
@@ -217,38 +269,46 @@ class ModelConfigService:
         now = self._clock()
         if expires is not None and now < expires:
             return
-        if self._refresh_task is None:
+        task = self._refresh_task
+        if task is None or self._refresh_generation != self._generation:
+            # None running, or only one that started before the latest write/invalidate():
+            # its rows cannot show that change, so start one that can.
             if now < self._retry_at or self._closed:
                 return  # keep the stale copy until the backoff is over
-            self._refresh_task = asyncio.create_task(self._refresh(), name="model-config-refresh")
-        # shield: one impatient caller being cancelled must not cancel everyone's refresh.
-        await asyncio.shield(self._refresh_task)
+            task = asyncio.create_task(self._refresh(self._generation), name="model-config-refresh")
+            self._refresh_task, self._refresh_generation = task, self._generation
+            self._refreshes.add(task)
+            task.add_done_callback(self._refreshes.discard)
+        # wait, not await: one impatient caller being cancelled must not cancel everyone's
+        # refresh, and a refresh cancelled by close() leaves its waiters the copy in memory.
+        await asyncio.wait([task])
 
-    async def _refresh(self) -> None:
-        generation = self._generation
+    async def _refresh(self, generation: int) -> None:
         try:
             self.reads += 1
             async with asyncio.timeout(self._refresh_timeout):
                 rows = await self._repo.get_all_active()
-        except asyncio.CancelledError:
-            self._refresh_task = None
-            raise
         except Exception as exc:
             self.failed_reads += 1
-            self._retry_at = self._clock() + self._retry_backoff
+            current = generation == self._generation
+            if current:
+                self._retry_at = self._clock() + self._retry_backoff
             log.warning(
-                "could not read agent_model_config, keeping the %s cached override(s); "
-                "retrying in %.0fs: %s",
+                "could not read agent_model_config, keeping the %s cached override(s)%s: %s",
                 len(self._overrides),
-                self._retry_backoff,
+                f"; retrying in {self._retry_backoff:.0f}s" if current else "",
                 exc,
             )
-            self._refresh_task = None
+            return
+        finally:
+            if self._refresh_task is asyncio.current_task():
+                self._refresh_task = None
+        if generation != self._generation:
+            # A write or invalidate() happened during the read: these rows may predate it, and
+            # the local state (with the write applied) is newer. The next lookup reads again.
             return
         self._overrides = {row.agent_name: row for row in rows if row.is_active}
-        # A write or invalidate() during the read may have made these rows old already.
-        self._expires_at = self._clock() + self.ttl if generation == self._generation else None
-        self._refresh_task = None
+        self._expires_at = self._clock() + self.ttl
 
     def _apply_local(self, agent: str, row: AgentModelConfig | None) -> None:
         if row is not None and row.is_active:
@@ -257,15 +317,44 @@ class ModelConfigService:
             self._overrides.pop(agent, None)
         self.invalidate()
 
-    async def _notify(self, agent: str) -> None:
+    async def _append_history(self, change: ModelConfigChange) -> bool:
+        """Append a history line; False (logged for the operator) when it could not be written."""
+        if self._history is None:
+            return True
+        try:
+            await self._history.append(change)
+        except Exception as exc:
+            # The override itself is stored and live; only the audit line is missing.
+            log.error(
+                "model override %s of %s to %s by %s is live, but its history line could not "
+                "be written: %s",
+                change.action,
+                change.agent_name,
+                change.new_model_id or "the configured model",
+                change.changed_by or "unknown",
+                exc,
+                exc_info=not isinstance(exc, StorageError),
+            )
+            return False
+        return True
+
+    async def _notify(self, agent: str) -> bool | None:
+        """Tell every listener; True if all passed it on, False if one failed, None if none."""
+        if not self._listeners:
+            return None
+        delivered = True
         for listener in self._listeners:
             try:
                 result = listener(agent)
                 if inspect.isawaitable(result):
-                    await result
+                    result = await result
             except Exception:
                 # The change is stored and visible here; other replicas catch up within the TTL.
                 log.exception("model config change listener failed for %s", agent)
+                result = False
+            if result is False:
+                delivered = False
+        return delivered
 
     def _warn_disabled(self) -> None:
         if not self._warned_disabled:

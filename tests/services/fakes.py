@@ -35,6 +35,9 @@ class FakeConfigRepo:
         self.fail = False
         # When set, get_all_active waits for it (to hold many callers on one refresh).
         self.gate: asyncio.Event | None = None
+        # When set, deactivate turns the active row off but answers False, as when a concurrent
+        # reset got there first (the repository gives True to one call only).
+        self.deactivated_by_another = False
 
     def put(self, agent: str, model_id: str) -> None:
         self.rows[agent] = AgentModelConfig(agent_name=agent, model_id=model_id)
@@ -62,14 +65,17 @@ class FakeConfigRepo:
         if row is None or not row.is_active:
             return False
         row.is_active = False
-        return True
+        return not self.deactivated_by_another
 
 
 class FakeHistoryRepo:
     def __init__(self) -> None:
         self.changes: list[ModelConfigChange] = []
+        self.fail = False
 
     async def append(self, change: ModelConfigChange) -> ModelConfigChange:
+        if self.fail:
+            raise StorageUnavailable("history table is down")
         self.changes.append(change)
         return change
 

@@ -133,12 +133,105 @@ async def test_set_override_is_visible_at_once_and_recorded() -> None:
     await service.set_override("strategist", "openai/gpt-4o", "admin:7")
     assert history.changes[-1].old_model_id == "anthropic/claude-sonnet-4.5"
 
-    assert await service.reset_override("strategist", "admin:8") is True
+    reset = await service.reset_override("strategist", "admin:8")
+    assert (reset.changed, reset.previous_model_id, reset.history_written) == (
+        True,
+        "openai/gpt-4o",
+        True,
+    )
+    assert reset.replicas_notified is True
     assert await service.get_override("strategist") is None
     assert history.changes[-1].action == "reset"
     assert history.changes[-1].old_model_id == "openai/gpt-4o"
-    assert await service.reset_override("strategist", "admin:8") is False
+    again = await service.reset_override("strategist", "admin:8")
+    assert again.changed is False
     assert len(history.changes) == 3
+    assert published == ["strategist"] * 3  # nothing changed the last time: nothing to tell
+    await service.close()
+
+
+async def test_a_failing_history_write_after_a_set_is_reported_and_replicas_still_told(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    service, repo, history, _clock, _ = make()
+    published: list[str] = []
+    service.add_change_listener(published.append)
+    history.fail = True
+    with caplog.at_level(logging.ERROR):
+        change = await service.set_override("coach", "x/new", "admin:7")
+    # The override is stored and live, and the result says the history line is missing.
+    assert repo.rows["coach"].model_id == "x/new"
+    assert await service.get_override("coach") == "x/new"
+    assert (change.changed, change.history_written, change.replicas_notified) == (
+        True,
+        False,
+        True,
+    )
+    assert change.row is not None
+    assert change.row.model_id == "x/new"
+    assert published == ["coach"]
+    [record] = [r for r in caplog.records if "history" in r.getMessage()]
+    assert record.levelno == logging.ERROR
+    assert "coach" in record.getMessage()
+    assert "x/new" in record.getMessage()
+    assert "history table is down" in record.getMessage()
+    await service.close()
+
+
+async def test_a_failing_history_write_after_a_reset_is_reported_and_replicas_still_told() -> None:
+    service, repo, history, _clock, _ = make()
+    published: list[str] = []
+    service.add_change_listener(published.append)
+    await service.set_override("coach", "x/new", "admin:7")
+    history.fail = True
+    change = await service.reset_override("coach", "admin:7")
+    assert not repo.rows["coach"].is_active
+    assert await service.get_override("coach") is None
+    assert (change.changed, change.previous_model_id, change.history_written) == (
+        True,
+        "x/new",
+        False,
+    )
+    assert published == ["coach", "coach"]
+    await service.close()
+
+
+async def test_a_reset_is_a_change_when_the_row_was_active_whatever_deactivate_answers() -> None:
+    service, repo, history, _clock, _ = make()
+    published: list[str] = []
+    service.add_change_listener(published.append)
+    await service.set_override("coach", "x/new", "admin:7")
+    repo.deactivated_by_another = True  # a concurrent reset got True from the repository
+    change = await service.reset_override("coach", "admin:8")
+    assert change.changed is True
+    assert change.previous_model_id == "x/new"
+    assert await service.get_override("coach") is None
+    # The call that got True writes the one history line; this one adds none.
+    assert [c.action for c in history.changes] == ["set"]
+    assert change.history_written is True
+    assert published == ["coach", "coach"]
+    await service.close()
+
+
+async def test_a_listener_that_could_not_pass_the_change_on_is_reported() -> None:
+    service, *_ = make()
+    assert (await service.set_override("coach", "x/a", "admin")).replicas_notified is None
+
+    async def publish_failed(agent: str) -> bool:
+        return False  # what OverrideEvents.publish answers when Redis is down
+
+    service.add_change_listener(publish_failed)
+    assert (await service.set_override("coach", "x/b", "admin")).replicas_notified is False
+
+    await service.close()
+
+    def broken(agent: str) -> None:
+        raise RuntimeError("listener bug")
+
+    service, *_ = make()
+    service.add_change_listener(broken)
+    assert (await service.set_override("coach", "x/c", "admin")).replicas_notified is False
+    assert await service.get_override("coach") == "x/c"
     await service.close()
 
 
@@ -151,20 +244,116 @@ async def test_set_override_stays_visible_when_the_next_refresh_fails() -> None:
     await service.close()
 
 
+async def blocked_refresh(
+    service: ModelConfigService, repo: FakeConfigRepo
+) -> asyncio.Task[str | None]:
+    """A lookup on an expired cache whose refresh has taken its snapshot and is now blocked."""
+    repo.gate = asyncio.Event()
+    lookup = asyncio.create_task(service.get_override("coach"))
+    reads = repo.reads
+    for _ in range(10):
+        await asyncio.sleep(0)
+        if repo.reads > reads:
+            break
+    assert repo.reads == reads + 1, "the refresh should be reading now"
+    return lookup
+
+
 async def test_a_refresh_in_flight_during_a_write_does_not_hide_the_write() -> None:
     service, repo, _, clock, _ = make()
     await service.get_all()
     clock.advance(61)
-    repo.gate = asyncio.Event()
-    stale_lookup = asyncio.create_task(service.get_override("coach"))
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)  # the refresh is now reading (and blocked)
-    repo.gate.set()
-    repo.gate = None
+    stale_lookup = await blocked_refresh(service, repo)  # its snapshot has no override
     await service.set_override("coach", "x/new", "admin")
+    gate, repo.gate = repo.gate, None
+    assert gate is not None
+    gate.set()
     await stale_lookup
+    # The re-read after the write fails: the local write must survive the older rows that
+    # landed in between, for the whole backoff.
+    repo.fail = True
     assert await service.get_override("coach") == "x/new"
+    assert service.failed_reads == 1
+    for _ in range(5):
+        clock.advance(1.0)
+        assert await service.get_override("coach") == "x/new"
     await service.close()
+
+
+async def test_the_next_lookup_after_a_write_does_not_join_a_refresh_started_before_it() -> None:
+    service, repo, _, clock, _ = make()
+    await service.get_all()
+    clock.advance(61)
+    stale_lookup = await blocked_refresh(service, repo)
+    await service.set_override("coach", "x/new", "admin")  # the admin is told: effective now
+    next_message = asyncio.create_task(service.get_override("coach"))
+    await asyncio.sleep(0)
+    assert repo.gate is not None
+    repo.gate.set()
+    await stale_lookup
+    assert await next_message == "x/new"
+    # It read the table itself (a refresh started after the write), and that read counts.
+    assert repo.reads == 3
+    repo.gate = None
+    assert await service.get_override("coach") == "x/new"
+    assert repo.reads == 3  # fresh now: no further read within the TTL
+    await service.close()
+
+
+async def test_an_invalidation_during_a_refresh_is_not_undone_by_that_refresh() -> None:
+    # Another replica changed the table while our refresh was reading it; Redis tells us.
+    service, repo, _, clock, _ = make()
+    repo.put("coach", "x/old")
+    await service.get_all()
+    clock.advance(61)
+    stale_lookup = await blocked_refresh(service, repo)  # snapshot: x/old
+    repo.put("coach", "x/other-replica")
+    service.invalidate()
+    next_message = asyncio.create_task(service.get_override("coach"))
+    await asyncio.sleep(0)
+    assert repo.gate is not None
+    repo.gate.set()
+    await stale_lookup
+    assert await next_message == "x/other-replica"
+    repo.gate = None
+    # The older rows did not become the fresh copy either.
+    assert await service.get_override("coach") == "x/other-replica"
+    assert repo.reads == 3
+    await service.close()
+
+
+async def test_a_superseded_refresh_that_fails_sets_no_backoff_for_the_newer_one() -> None:
+    service, repo, _, clock, _ = make()
+    await service.get_all()
+    clock.advance(61)
+    stale_lookup = await blocked_refresh(service, repo)
+    repo.fail = True  # the old read fails when it ends
+    repo.put("coach", "x/other-replica")
+    service.invalidate()
+    assert repo.gate is not None
+    repo.gate.set()
+    await stale_lookup
+    repo.gate = None
+    repo.fail = False
+    # The failure belonged to a read nobody needs any more: the next lookup reads at once.
+    assert await service.get_override("coach") == "x/other-replica"
+    await service.close()
+
+
+async def test_close_cancels_every_refresh_in_flight() -> None:
+    service, repo, _, clock, _ = make()
+    await service.get_all()
+    clock.advance(61)
+    first = await blocked_refresh(service, repo)
+    service.invalidate()
+    second = asyncio.create_task(service.get_override("coach"))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert repo.reads == 3  # two reads blocked at once: the old one and the current one
+    await asyncio.wait_for(service.close(), 1.0)
+    # The waiting lookups are not left hanging on a cancelled refresh: they answer from memory.
+    assert await asyncio.wait_for(first, 1.0) is None
+    assert await asyncio.wait_for(second, 1.0) is None
 
 
 async def test_unknown_agents_are_refused_with_the_list() -> None:
