@@ -8,6 +8,10 @@ copy of the context (`ctx.for_agent`) under a timeout, record an `AgentOutput`. 
                 one ends the run with a short message for the user (`RunResult.error_message`)
     cancelled   CancelledError propagates, always; nothing here swallows it
 
+Every step gets its observer span (one per agent in the trace), also when resolving its model
+failed (a bad spec, a timeout waiting on the override cache): that span's model is
+`(unresolved)`, its source `unresolved`, and it carries the error.
+
 Background steps are started inside the run (so tracing contextvars carry the trace into them),
 tracked by id, listed by `background_jobs()`, cancellable, and drained with a deadline by
 `drain()` on shutdown.
@@ -30,6 +34,10 @@ from bot.pipeline.steps import Background, Pipeline, Step
 from bot.storage.repositories import StorageError
 
 log = logging.getLogger(__name__)
+
+# The span of a step whose model could not be resolved names no model.
+UNRESOLVED_MODEL = "(unresolved)"
+UNRESOLVED_SOURCE = "unresolved"
 
 Hook = Callable[[PipelineContext], Awaitable[None]]
 ReplyHook = Callable[[PipelineContext, "RunResult"], Awaitable[None]]
@@ -155,6 +163,7 @@ class PipelineRunner:
         output: AgentOutput | None = None
         error: BaseException | None = None
         phase = "model resolution"
+        traced = False  # whether the step's span was opened
         # One timeout covers resolving the model (a cache refresh may wait on the database)
         # and running the agent.
         try:
@@ -169,6 +178,7 @@ class PipelineRunner:
                 else:
                     info = StepInfo(agent, kind, llm.spec, "default")
                 with self.observer.step(info) as step_handle:
+                    traced = True
                     try:
                         output = await step.agent.run(ctx.for_agent(agent, llm))
                     except asyncio.CancelledError:
@@ -192,6 +202,12 @@ class PipelineRunner:
         except Exception as exc:  # resolution failed (no key, bad spec): no model ran
             output, error = AgentOutput.failed(describe(exc)), exc
         assert output is not None
+        if not traced:
+            # Resolution failed before the span could say which model: the step still gets its
+            # span, with the error, so the trace shows every step the pipeline tried.
+            unresolved = StepInfo(agent, kind, UNRESOLVED_MODEL, UNRESOLVED_SOURCE)
+            with self.observer.step(unresolved) as step_handle:
+                step_handle.set_result(success=False, error=output.error)
         return self._finish(step, ctx, kind, output, error)
 
     def _finish(
@@ -208,7 +224,11 @@ class PipelineRunner:
             log.log(
                 level,
                 "%s step %s failed in %s (chat %s): %s",
-                "optional" if step.optional else kind,
+                "optional"
+                if step.optional
+                else "background"
+                if kind == "background"
+                else "required",
                 step.name,
                 ctx.pipeline,
                 ctx.chat_id,

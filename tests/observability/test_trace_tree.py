@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from bot import __version__
 from bot.llm.errors import ProviderServerError
@@ -230,6 +231,46 @@ async def test_a_failing_model_call_is_an_error_generation_and_step(
     assert generation.metadata("retryable") is True
     # The exception is described in attributes only: no traceback event leaves the process.
     assert all(not span.events for span in spans)
+
+
+async def test_a_step_whose_model_cannot_be_resolved_is_an_error_span_in_the_trace(
+    receiver: OtlpReceiver, make_tracing: TracingFactory
+) -> None:
+    from bot.llm.specs import ModelSpecError
+
+    tracing = make_tracing(make_settings(receiver.base_url))
+    provider = tracing.wrap_provider(FunctionProvider(reply("fine"), provider="openai", model="m"))
+
+    class Resolver(TableResolver):
+        async def resolve(self, agent: str, **kwargs: object) -> Any:
+            if agent == "coach":
+                raise ModelSpecError("ANTHROPIC_API_KEY is not set (needed by anthropic:x)")
+            return await super().resolve(agent)
+
+    resolver = Resolver({"strategist": (provider, "openai:m", "default")})
+    ctx = PipelineContext(
+        "support", provider, user_id=1, chat_id=1, input_text="hi", resolver=resolver
+    )
+    pipeline = Pipeline(
+        "support", [Step(LLMAgent("strategist")), Step(LLMAgent("coach", replies=True))]
+    )
+    result = await PipelineRunner(tracing.observer).run(pipeline, ctx)
+    assert not result.success
+    assert result.failed_agent == "coach"
+    await tracing.flush()
+    assert await receiver.wait_until_async(lambda r: len(r.spans()) >= 4)
+    spans = receiver.spans()
+    assert {span.trace_id for span in spans} == {result.trace_id}
+    root = one(spans, "support")
+    coach = one(spans, "coach")
+    assert coach.parent_id == root.span_id
+    assert coach.attributes["langfuse.observation.level"] == "ERROR"
+    assert coach.attributes["langfuse.observation.status_message"] == (
+        "ModelSpecError: ANTHROPIC_API_KEY is not set (needed by anthropic:x)"
+    )
+    assert (coach.metadata("source"), coach.metadata("success")) == ("unresolved", False)
+    assert children(spans, coach) == []  # no model was called
+    assert len(children(spans, one(spans, "strategist"))) == 1
 
 
 async def test_scores_and_trace_urls_reach_langfuse(

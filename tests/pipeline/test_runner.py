@@ -341,3 +341,67 @@ async def test_a_failing_reply_hook_surfaces_and_starts_no_background_work() -> 
     with pytest.raises(OSError, match="disk full"):
         await runner.run(pipeline, context(), on_reply=on_reply)
     assert runner.background_jobs() == []
+
+
+class BrokenResolver:
+    """Resolution that fails for some agents: a bad spec, or a cache refresh that never ends."""
+
+    def __init__(self, failures: dict[str, BaseException | float]) -> None:
+        self.failures = failures
+
+    async def resolve(self, agent: str, **kwargs: Any) -> Any:
+        failure = self.failures.get(agent)
+        if isinstance(failure, float):
+            await asyncio.sleep(failure)
+        elif failure is not None:
+            raise failure
+        from bot.llm.specs import parse_spec
+        from bot.services.model_resolution import Resolution
+
+        default = context().default_llm
+        return Resolution(default, parse_spec("openai:gpt-4o-mini"), "default")
+
+
+async def test_a_step_whose_model_cannot_be_resolved_still_gets_its_span_with_the_error() -> None:
+    from bot.llm.specs import ModelSpecError
+
+    observer = RecordingObserver()
+    resolver = BrokenResolver(
+        {
+            "extraction": ModelSpecError("GROQ_API_KEY is not set (needed by groq:llama)"),
+            "coach": 5.0,  # waits on a refresh far past the step's timeout
+        }
+    )
+    pipeline = Pipeline(
+        "support",
+        [
+            Parallel(
+                [
+                    Step(text_agent("extraction", "x", replies=False), optional=True),
+                    Step(text_agent("strategist", "plan", replies=False)),
+                ]
+            ),
+            Step(text_agent("coach", "reply"), timeout=0.05),
+        ],
+    )
+    result = await PipelineRunner(observer).run(pipeline, context(resolver=resolver))
+
+    assert not result.success
+    assert result.failed_agent == "coach"
+    spans = {info.agent: (info.kind, info.model, info.source) for info, _ in observer.steps}
+    # Every step has its span, those whose resolution failed included, in the run's trace.
+    assert spans == {
+        "extraction": ("parallel", "(unresolved)", "unresolved"),
+        "strategist": ("parallel", "openai:gpt-4o-mini", "default"),
+        "coach": ("step", "(unresolved)", "unresolved"),
+    }
+    assert all(trace == "trace-1" for _, trace in observer.steps)
+    by_agent = {r["agent"]: r for r in observer.results}
+    assert by_agent["extraction"]["success"] is False
+    assert by_agent["extraction"]["error"] == (
+        "ModelSpecError: GROQ_API_KEY is not set (needed by groq:llama)"
+    )
+    assert by_agent["coach"]["success"] is False
+    assert by_agent["coach"]["error"] == "model resolution timed out after 0.05s"
+    assert by_agent["strategist"]["success"] is True
+    assert len(observer.results) == 3
