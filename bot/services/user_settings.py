@@ -30,7 +30,7 @@ from bot.llm.types import user
 from bot.observability.logs import register_secret
 from bot.pipeline.pipelines import AGENT_HOME_PIPELINE
 from bot.services.model_resolution import ModelResolver, UserModelChoice
-from bot.storage.models import UserSettings, utcnow
+from bot.storage.models import UserSettings
 from bot.storage.repositories import Storage
 
 if TYPE_CHECKING:
@@ -125,9 +125,8 @@ class UserSettingsService:
         """Save the user's default model (None: the bot's defaults). Raises `StorageError`."""
         if spec is not None and spec not in self.allowed_models():
             raise ModelSpecError(f"{spec} is not one of the models offered to users")
-        row = await self.load(user_id)
-        row = row.model_copy(update={"default_model": spec, "updated_at": utcnow()})
-        return await self.storage.settings.save(row)
+        # Only the model column: a key being set at the same time is kept.
+        return await self.storage.settings.set_default_model(user_id, spec)
 
     # --- own key ---
 
@@ -184,14 +183,10 @@ class UserSettingsService:
             )
             return KeyOutcome("untested", provider, str(spec))
 
-        row = row.model_copy(
-            update={
-                "api_key_provider": provider,
-                "api_key_encrypted": cipher.encrypt(key),
-                "updated_at": utcnow(),
-            }
-        )
-        row = await self.storage.settings.save(row)
+        # Only the key columns: `row` was read before the test call, which can take seconds, and
+        # a model the user chose meanwhile must survive. The stored row (with that model) comes
+        # back, and the outcome is worked out from it.
+        row = await self.storage.settings.set_api_key(user_id, provider, cipher.encrypt(key))
         return KeyOutcome(
             "saved",
             provider,
@@ -224,10 +219,7 @@ class UserSettingsService:
         row = await self.load(user_id)
         if row.api_key_encrypted is None:
             return False
-        row = row.model_copy(
-            update={"api_key_provider": None, "api_key_encrypted": None, "updated_at": utcnow()}
-        )
-        await self.storage.settings.save(row)
+        await self.storage.settings.set_api_key(user_id, None, None)
         return True
 
     # --- memory ---

@@ -12,7 +12,8 @@ InsForge puts PostgREST behind `/api/database/records/{table}`:
 Errors, translated here and nowhere else (never carrying the API key):
 
     StorageError
-    ├── StorageUnavailable   connection refused/reset, timeout, 5xx, 429 (after the retries below)
+    ├── StorageUnavailable   connection refused/reset, timeout, 408, 429, 5xx (after the retries
+    │                        below)
     ├── StorageConfigError   401/403 (INSFORGE_API_KEY), 404 on the API itself (INSFORGE_URL)
     └── StorageRejected      another 4xx: unknown column (PGRST204/42703), bad filter (PGRST100),
         ├── StorageConflict  409: unique violation (23505) / foreign key (23503)
@@ -21,14 +22,23 @@ Errors, translated here and nowhere else (never carrying the API key):
 Both error bodies InsForge sends are understood: its own `{error, message, statusCode,
 nextActions}` and PostgREST's `{code, message, details, hint}`.
 
-Retries (exponential backoff with jitter, `max_retries` extra attempts):
-- any request, when the server certainly did not run it: the connection could not be opened,
-  429 (waiting `Retry-After` when given), 503;
-- idempotent requests only, when the outcome is unknown: read/write timeout, a dropped
-  connection, 500/502/504. Idempotent here means GET, PATCH and DELETE (by filter: running them
-  twice leaves the same rows) and upserts (`on_conflict`: a second run merges into the same row).
-  A plain insert is not retried after an unknown outcome, since it could store the row twice; the
-  caller gets `StorageUnavailable` and decides (the bot tells the user the message was not saved).
+Retries (exponential backoff with jitter, `max_retries` extra attempts) depend on whether the
+request may have run:
+- certainly not run, so any request is sent again: the connection could not be opened, or 429
+  (the rate limiter answers before anything runs; `Retry-After` is honoured);
+- maybe run, so only idempotent requests are sent again: a read/write timeout, a dropped
+  connection, 408 and every 5xx. A 503 is in this group on purpose: InsForge answers 503 when it
+  loses PostgreSQL in the middle of a statement, which may have committed; a 408 may come from a
+  proxy that had already passed the request on. Idempotent means GET, PATCH and DELETE (by
+  filter: running them twice leaves the same rows) and upserts (`on_conflict`).
+
+A plain `insert` is never sent again after "maybe run": it could store the row twice, so the
+caller gets `StorageUnavailable` saying so. Writes that must be neither lost nor doubled (a
+user's message, a line of override history) are therefore not plain inserts: each row carries a
+client-made `idempotency_key` (unique, migration 007) and goes as an `ignore-duplicates` upsert
+on it, which a retry cannot double (`bot.storage.insforge.repos`). Note that a repeated PATCH or
+DELETE answers only what the repeat changed (often nothing): callers that report what changed
+must not read it from a retried answer alone.
 """
 
 from __future__ import annotations
@@ -62,9 +72,12 @@ RECORDS_PATH = "/api/database/records/"
 MIGRATIONS_PATH = "/api/database/migrations"
 
 # Answers that mean the request was not run: safe to send again whatever it was.
-_NOT_RUN_STATUSES = frozenset({429, 503})
-# Answers after which the outcome is unknown: only idempotent requests are sent again.
-_UNKNOWN_STATUSES = frozenset({500, 502, 504})
+_NOT_RUN_STATUSES = frozenset({429})
+
+
+def _maybe_ran(status: int) -> bool:
+    """Answers after which the outcome is unknown: only idempotent requests are sent again."""
+    return status == 408 or 500 <= status < 600
 
 
 def _literal(value: object) -> str:
@@ -339,9 +352,14 @@ class InsForgeClient:
                     return response
                 error = _error_from_response(response, what, self._key)
                 status = response.status_code
-                retryable = status in _NOT_RUN_STATUSES or (
-                    idempotent and status in _UNKNOWN_STATUSES
-                )
+                if status in _NOT_RUN_STATUSES:
+                    retryable = True
+                elif _maybe_ran(status):
+                    retryable = idempotent
+                    if not idempotent:
+                        error = type(error)(f"{error}; the write may or may not have been stored")
+                else:
+                    retryable = False
                 if status == 429:
                     wait = _retry_after(response)
                     if wait is not None and wait > self.max_retry_after:
@@ -440,7 +458,7 @@ def _error_from_response(response: httpx.Response, what: str, secret: str) -> St
             f"{text}. Check INSFORGE_API_KEY: InsForge rejected it "
             f"({'missing or invalid' if status == 401 else 'not allowed to do this'})"
         )
-    if status == 429 or status >= 500:
+    if status in (408, 429) or status >= 500:
         return StorageUnavailable(text)
     if status == 409 or code in {"23505", "23503"}:
         return StorageConflict(text, status=status, code=code)

@@ -35,19 +35,36 @@ def _applied_keys(listed: Sequence[dict[str, Any]]) -> tuple[set[int], set[str]]
     return versions, names
 
 
+async def _split_applied(
+    client: InsForgeClient, files: Sequence[MigrationFile] | None
+) -> tuple[list[MigrationFile], list[MigrationFile]]:
+    """(missing, applied) files, by what InsForge lists."""
+    files = list(files) if files is not None else load_migration_files()
+    versions, names = _applied_keys(await client.list_migrations())
+    missing: list[MigrationFile] = []
+    applied: list[MigrationFile] = []
+    for item in files:
+        # Older InsForge servers list no version, only the name: match on either.
+        there = item.number in versions or item.name in names
+        (applied if there else missing).append(item)
+    return missing, applied
+
+
+async def missing_insforge_migrations(
+    client: InsForgeClient, files: Sequence[MigrationFile] | None = None
+) -> list[MigrationFile]:
+    """The files InsForge does not list as applied; applies nothing (for checks and tests)."""
+    missing, _ = await _split_applied(client, files)
+    return missing
+
+
 async def apply_insforge_migrations(
     client: InsForgeClient, files: Sequence[MigrationFile] | None = None
 ) -> tuple[list[MigrationFile], list[MigrationFile]]:
     """Apply the files InsForge does not list yet; (applied, skipped)."""
-    files = list(files) if files is not None else load_migration_files()
-    versions, names = _applied_keys(await client.list_migrations())
+    missing, skipped = await _split_applied(client, files)
     applied: list[MigrationFile] = []
-    skipped: list[MigrationFile] = []
-    for item in files:
-        # Older InsForge servers list no version, only the name: match on either.
-        if item.number in versions or item.name in names:
-            skipped.append(item)
-            continue
+    for item in missing:
         try:
             await client.apply_migration(item.version, item.name, item.read_sql())
         except StorageError as exc:

@@ -6,6 +6,7 @@ integers (64-bit). Storage knows no Telegram and no LLM: these are plain records
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -14,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def new_idempotency_key() -> str:
+    return uuid.uuid4().hex
 
 
 class Row(BaseModel):
@@ -59,6 +64,10 @@ class StoredMessage(Row):
     pipeline: str | None = None
     trace_id: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
+    # Made once per message object: storing the same object again (a retry after an error whose
+    # outcome was unknown) finds the first row instead of adding a second. None on rows stored
+    # before keys existed.
+    idempotency_key: str | None = Field(default_factory=new_idempotency_key)
 
 
 class ChatSummary(Row):
@@ -115,3 +124,5 @@ class ModelConfigChange(Row):
     new_model_id: str | None = None
     changed_by: str | None = None
     changed_at: datetime = Field(default_factory=utcnow)
+    # As for StoredMessage: appending the same change again records it once.
+    idempotency_key: str | None = Field(default_factory=new_idempotency_key)

@@ -68,13 +68,27 @@ class UserSettingsRepo(Protocol):
     async def get(self, user_id: int) -> UserSettings | None: ...
 
     async def save(self, settings: UserSettings) -> UserSettings:
-        """Insert or replace the user's settings (upsert on user_id)."""
+        """Insert or replace the user's settings (upsert on user_id): every field is written."""
+        ...
+
+    async def set_default_model(self, user_id: int, default_model: str | None) -> UserSettings:
+        """Set only the user's default model (None: the bot's defaults); the other fields are
+        kept, the row is created with defaults when missing. Returns the row as stored."""
+        ...
+
+    async def set_api_key(
+        self, user_id: int, provider: str | None, encrypted: str | None
+    ) -> UserSettings:
+        """Set only the user's own key: its provider and the key encrypted with BOT_SECRET_KEY
+        (None and None forget it); the other fields are kept, the row is created with defaults
+        when missing. Returns the row as stored."""
         ...
 
 
 class MessageRepo(Protocol):
     async def add(self, message: StoredMessage) -> StoredMessage:
-        """Store one message; returns it with its id."""
+        """Store one message; returns it with its id. Storing the same message (the same
+        `idempotency_key`) again stores nothing and returns the row stored the first time."""
         ...
 
     async def recent(self, chat_id: int, limit: int = 20) -> list[StoredMessage]:
@@ -84,7 +98,8 @@ class MessageRepo(Protocol):
     async def count(self, chat_id: int) -> int: ...
 
     async def clear(self, chat_id: int) -> int:
-        """Delete the chat's messages; returns how many."""
+        """Delete the chat's messages; returns how many (also when the backend had to repeat the
+        delete after losing its first answer)."""
         ...
 
 
@@ -136,12 +151,19 @@ class AgentModelConfigRepo(Protocol):
         ...
 
     async def deactivate(self, agent_name: str) -> bool:
-        """Turn the agent's override off; False when there was no active one."""
+        """Turn the agent's override off. True exactly when this call turned an active override
+        off, including when the backend had to repeat the write after losing its first answer;
+        False when there was no active override (none, already off, or turned off by another
+        call first). Of concurrent calls for one agent at most one gets True, so a caller can
+        record one history line per True. Raises `StorageError` when the outcome is unknown."""
         ...
 
 
 class ModelConfigHistoryRepo(Protocol):
-    async def append(self, change: ModelConfigChange) -> ModelConfigChange: ...
+    async def append(self, change: ModelConfigChange) -> ModelConfigChange:
+        """Record one change; appending the same change (the same `idempotency_key`) again
+        records nothing and returns the line recorded the first time."""
+        ...
 
     async def list(self, agent_name: str | None = None, limit: int = 20) -> list[ModelConfigChange]:
         """Newest first."""

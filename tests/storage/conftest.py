@@ -4,12 +4,20 @@ real PostgreSQL, and (opt-in) a live InsForge.
 Each test run gets its own PostgreSQL database (dropped at the end), built by applying the real
 migration files through the fake's migrations endpoint; each InsForge test starts with its
 tables emptied.
+
+The live InsForge runs the contract suite only when asked for, and only with its credentials:
+
+    INSFORGE_URL=https://x.insforge.app INSFORGE_API_KEY=... pytest -m live_insforge tests/storage
+
+It never changes the instance's schema: when migrations are missing it fails and says to run
+`python -m bot migrate` first. Tests there use fresh random ids and leave their rows behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -20,7 +28,7 @@ import pytest
 
 from bot.storage.insforge import InsForgeStorage
 from bot.storage.insforge_client import InsForgeClient
-from bot.storage.migrate import apply_insforge_migrations
+from bot.storage.migrate import apply_insforge_migrations, missing_insforge_migrations
 from bot.storage.repositories import Storage
 from bot.storage.sqlite import SQLiteStorage
 from tests.fakes.insforge_server import (
@@ -31,8 +39,29 @@ from tests.fakes.insforge_server import (
     truncate_public_tables,
 )
 
-LIVE_URL = os.environ.get("LIVE_INSFORGE_URL", "")
-LIVE_KEY = os.environ.get("LIVE_INSFORGE_API_KEY", "")
+LIVE_VARIABLES = ("INSFORGE_URL", "INSFORGE_API_KEY")
+
+
+def _started_with(names: tuple[str, ...]) -> dict[str, str]:
+    """These variables as the test process was started with.
+
+    tests/conftest.py removes INSFORGE_URL and every *_API_KEY from os.environ on import, so that
+    no test reaches a real service by accident. The live test is the one place that must see
+    them, and only when selected: the process's initial environment (Linux /proc) still holds
+    them. os.environ is asked first, so this keeps working if that scrubbing ever keeps them.
+    """
+    found = {name: os.environ[name] for name in names if os.environ.get(name)}
+    if len(found) == len(names):
+        return found
+    try:
+        raw = Path("/proc/self/environ").read_bytes()
+    except OSError:
+        return found
+    for entry in raw.split(b"\0"):
+        name, sep, value = entry.decode(errors="replace").partition("=")
+        if sep and name in names and value and name not in found:
+            found[name] = value
+    return found
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +107,11 @@ class Backend:
 
     async def open(self) -> Storage:
         storage = self.make()
-        await storage.connect()
+        try:
+            await storage.connect()
+        except BaseException:
+            await storage.close()
+            raise
         self.opened.append(storage)
         return storage
 
@@ -120,19 +153,39 @@ def _insforge_backend(fake: FakeInsForge) -> Backend:
 
 
 class _LiveStorage(InsForgeStorage):
-    """A live InsForge: the first connect() applies the migrations (skipped when present)."""
+    """A live InsForge; the first connect() checks (never applies) the migrations."""
 
-    migrated = False
+    checked = False
 
     async def connect(self) -> None:
-        if not _LiveStorage.migrated:
-            await apply_insforge_migrations(self.client)
-            _LiveStorage.migrated = True
+        if _LiveStorage.checked:
+            return
+        missing = await missing_insforge_migrations(self.client)
+        if missing:
+            names = ", ".join(item.path.name for item in missing)
+            pytest.fail(
+                f"the live InsForge at {self.client.base_url} lacks migrations {names}; run "
+                "`python -m bot migrate` with the same INSFORGE_URL and INSFORGE_API_KEY, then "
+                "run these tests again (they do not change a live schema themselves)",
+                pytrace=False,
+            )
+        _LiveStorage.checked = True
 
 
-def _live_backend() -> Backend:
-    if not (LIVE_URL and LIVE_KEY):
-        pytest.skip("set LIVE_INSFORGE_URL and LIVE_INSFORGE_API_KEY to run against InsForge")
+def _live_selected(config: pytest.Config) -> bool:
+    """Asked for by name (`-m live_insforge`), not merely left in by `-m "not slow"` or `-m ""`:
+    INSFORGE_URL may well point at production in a developer's shell."""
+    expression = str(config.getoption("markexpr") or "")
+    return re.search(r"(?<!not )\blive_insforge\b", expression) is not None
+
+
+def _live_backend(config: pytest.Config) -> Backend:
+    if not _live_selected(config):
+        pytest.skip("the live InsForge runs only when selected with -m live_insforge")
+    found = _started_with(LIVE_VARIABLES)
+    if len(found) != len(LIVE_VARIABLES):
+        pytest.skip("set INSFORGE_URL and INSFORGE_API_KEY to run the contract on a live InsForge")
+    url, key = found["INSFORGE_URL"], found["INSFORGE_API_KEY"]
 
     async def cannot_break() -> None:
         pytest.skip("a live InsForge cannot be taken down by the tests")
@@ -142,7 +195,7 @@ def _live_backend() -> Backend:
 
     return Backend(
         "live-insforge",
-        lambda: _LiveStorage(InsForgeClient(LIVE_URL, LIVE_KEY, timeout=20.0)),
+        lambda: _LiveStorage(InsForgeClient(url, key, timeout=20.0)),
         cannot_break,
         nothing,
     )
@@ -159,7 +212,7 @@ def backend_spec(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite":
         return _sqlite_backend(tmp_path)
     if request.param == "live-insforge":
-        return _live_backend()
+        return _live_backend(request.config)
     return _insforge_backend(request.getfixturevalue("fake_insforge"))
 
 

@@ -1,5 +1,6 @@
 """One contract for every storage backend: each test runs on SQLite and on InsForge (the loopback
-fake over the real PostgreSQL; a live InsForge with `-m live_insforge` and LIVE_INSFORGE_*)."""
+fake over the real PostgreSQL; a live InsForge with `-m live_insforge` and INSFORGE_URL /
+INSFORGE_API_KEY, see conftest.py)."""
 
 from __future__ import annotations
 
@@ -89,6 +90,69 @@ async def test_settings_round_trip_with_encrypted_key(storage: Storage, uid: Ids
     assert replaced.updated_at >= got.updated_at
 
 
+async def test_set_api_key_changes_only_the_key(storage: Storage, uid: Ids) -> None:
+    user_id = uid()
+    cipher = KeyCipher("a-long-random-bot-secret-for-tests")
+    await storage.settings.save(
+        UserSettings(user_id=user_id, default_model="openai:gpt-4o", archives=["notes"])
+    )
+    stale = await storage.settings.get(user_id)
+    assert stale is not None
+    # While the key is being tested, the user picks another model on /model.
+    await storage.settings.set_default_model(user_id, "groq:llama-3.3-70b")
+
+    row = await storage.settings.set_api_key(user_id, "openai", cipher.encrypt("sk-own"))
+    got = await storage.settings.get(user_id)
+    assert got == row
+    assert (got.default_model, got.archives, got.api_key_provider) == (
+        "groq:llama-3.3-70b",
+        ["notes"],
+        "openai",
+    )
+    assert got.api_key_encrypted is not None
+    assert cipher.decrypt(got.api_key_encrypted) == "sk-own"
+    assert got.updated_at >= stale.updated_at
+
+    # None and None forget the key, and only the key.
+    forgotten = await storage.settings.set_api_key(user_id, None, None)
+    assert (forgotten.api_key_provider, forgotten.api_key_encrypted) == (None, None)
+    assert (forgotten.default_model, forgotten.archives) == ("groq:llama-3.3-70b", ["notes"])
+
+
+async def test_set_default_model_changes_only_the_model(storage: Storage, uid: Ids) -> None:
+    user_id = uid()
+    await storage.settings.set_api_key(user_id, "anthropic", "encrypted-blob")
+    row = await storage.settings.set_default_model(user_id, "anthropic:claude-haiku")
+    assert (row.default_model, row.api_key_provider, row.api_key_encrypted) == (
+        "anthropic:claude-haiku",
+        "anthropic",
+        "encrypted-blob",
+    )
+    assert (await storage.settings.set_default_model(user_id, None)).default_model is None
+    got = await storage.settings.get(user_id)
+    assert got is not None
+    assert (got.default_model, got.api_key_encrypted) == (None, "encrypted-blob")
+
+
+async def test_setting_one_field_creates_the_row_with_defaults(storage: Storage, uid: Ids) -> None:
+    first, second = uid(), uid()
+    keyed = await storage.settings.set_api_key(first, "openai", "blob")
+    assert (keyed.user_id, keyed.default_model, keyed.model_preference, keyed.archives) == (
+        first,
+        None,
+        "any",
+        [],
+    )
+    modelled = await storage.settings.set_default_model(second, "openai:gpt-4o")
+    assert (modelled.default_model, modelled.api_key_encrypted, modelled.archives) == (
+        "openai:gpt-4o",
+        None,
+        [],
+    )
+    assert await storage.settings.get(first) == keyed
+    assert await storage.settings.get(second) == modelled
+
+
 # --- messages ---
 
 
@@ -153,6 +217,21 @@ async def test_concurrent_writers_and_readers_lose_nothing(storage: Storage, uid
     # Within a turn the question was stored before its answer.
     for i in range(100):
         assert texts.index(f"q{i}") < texts.index(f"a{i}")
+
+
+async def test_adding_the_same_message_again_stores_it_once(storage: Storage, uid: Ids) -> None:
+    chat = uid()
+    message = StoredMessage(chat_id=chat, role="user", text="once", trace_id="t")
+    first = await storage.messages.add(message)
+    # The caller retries the same message after an error whose outcome it could not know.
+    again = await storage.messages.add(message)
+    assert first.id is not None
+    assert again.id == first.id
+    assert (again.text, again.trace_id) == ("once", "t")
+    assert await storage.messages.count(chat) == 1
+    # The same words in a new message are a new message.
+    await storage.messages.add(StoredMessage(chat_id=chat, role="user", text="once"))
+    assert [m.text for m in await storage.messages.recent(chat)] == ["once", "once"]
 
 
 # --- summaries ---
@@ -313,6 +392,26 @@ async def test_history_is_newest_first_and_filters_by_agent(storage: Storage, ag
     everything = await storage.model_history.list(limit=50)
     ours = [c.agent_name for c in everything if c.agent_name in {agent, other}]
     assert ours == [agent, agent, other, agent]
+
+
+async def test_concurrent_resets_turn_an_override_off_once(storage: Storage, agent: str) -> None:
+    await storage.model_config.upsert(agent, "openai/gpt-4o", "admin")
+    results = await asyncio.gather(*(storage.model_config.deactivate(agent) for _ in range(5)))
+    assert sorted(results) == [False, False, False, False, True]
+    row = await storage.model_config.get(agent)
+    assert row is not None
+    assert row.is_active is False
+
+
+async def test_appending_the_same_change_again_records_it_once(
+    storage: Storage, agent: str
+) -> None:
+    change = ModelConfigChange(agent_name=agent, action="set", new_model_id="a/1", changed_by="1")
+    first = await storage.model_history.append(change)
+    again = await storage.model_history.append(change)
+    assert first.id is not None
+    assert again.id == first.id
+    assert [c.id for c in await storage.model_history.list(agent)] == [first.id]
 
 
 # --- restart and outages ---

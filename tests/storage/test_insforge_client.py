@@ -205,14 +205,49 @@ async def test_upsert_merges_and_ignore_duplicates_keeps(client: InsForgeClient)
 # --- retries and outages ---
 
 
-async def test_a_transient_503_is_retried_and_the_write_lands_once(
+async def test_a_503_after_an_insert_ran_is_not_repeated(
+    fake_insforge: FakeInsForge, client: InsForgeClient, sleeps: Sleeps
+) -> None:
+    # PostgreSQL lost mid-statement: InsForge answers 503 although the row may be stored.
+    fake_insforge.fail_next(503, after_run=True)
+    with pytest.raises(StorageUnavailable, match="may or may not have been stored"):
+        await client.insert("messages", {"chat_id": 3, "role": "user", "text": "hello"})
+    assert sleeps.waits == []
+    assert await client.count("messages", {"chat_id": eq(3)}) == 1
+
+
+async def test_a_503_is_retried_for_idempotent_requests(
     fake_insforge: FakeInsForge, client: InsForgeClient, sleeps: Sleeps
 ) -> None:
     fake_insforge.fail_next(503)
-    [row] = await client.insert("messages", {"chat_id": 3, "role": "user", "text": "hello"})
-    assert row["text"] == "hello"
-    assert len(sleeps.waits) == 1
-    assert await client.count("messages", {"chat_id": eq(3)}) == 1
+    assert await client.select("messages", {"chat_id": eq(3)}) == []
+    fake_insforge.fail_next(503, after_run=True)
+    [row] = await client.upsert(
+        "chat_summaries", {"chat_id": 3, "summary": "s"}, on_conflict="chat_id"
+    )
+    assert row["summary"] == "s"
+    assert len(sleeps.waits) == 2
+    assert len(await client.select("chat_summaries", {"chat_id": eq(3)})) == 1
+
+
+async def test_408_is_unavailable_and_retried_only_when_idempotent(
+    fake_insforge: FakeInsForge, client: InsForgeClient, sleeps: Sleeps
+) -> None:
+    await client.insert("messages", [{"chat_id": 10, "role": "user", "text": "x"}] * 2)
+    fake_insforge.fail_next(408)
+    assert await client.count("messages", {"chat_id": eq(10)}) == 2
+    fake_insforge.fail_next(408, methods=["DELETE"])
+    assert len(await client.delete("messages", {"chat_id": eq(10)}, select="id")) == 2
+    assert len(sleeps.waits) == 2
+
+    # A plain insert cannot know whether it ran: an error the caller sees, not a rejection.
+    fake_insforge.fail_next(408, after_run=True)
+    with pytest.raises(StorageUnavailable) as caught:
+        await client.insert("messages", {"chat_id": 10, "role": "user", "text": "y"})
+    assert not isinstance(caught.value, StorageRejected)
+    assert "408" in str(caught.value)
+    assert len(sleeps.waits) == 2
+    assert await client.count("messages", {"chat_id": eq(10)}) == 1
 
 
 async def test_429_waits_for_retry_after(
@@ -238,10 +273,10 @@ async def test_down_with_retries_exhausted_is_unavailable(
 ) -> None:
     fake_insforge.down = True
     with pytest.raises(StorageUnavailable, match="after 3 attempts"):
-        await client.insert("messages", {"chat_id": 5, "role": "user", "text": "x"})
+        await client.upsert("chat_summaries", {"chat_id": 5, "summary": "x"}, on_conflict="chat_id")
     assert len(sleeps.waits) == 2
     fake_insforge.down = False
-    assert await client.count("messages", {"chat_id": eq(5)}) == 0
+    assert await client.select("chat_summaries", {"chat_id": eq(5)}) == []
 
 
 async def test_an_insert_with_an_unknown_outcome_is_not_repeated(

@@ -10,7 +10,8 @@ import asyncpg
 import pytest
 
 from bot.config import load_settings
-from bot.storage.migrate import run_migrate
+from bot.storage.insforge_client import InsForgeClient
+from bot.storage.migrate import apply_insforge_migrations, missing_insforge_migrations, run_migrate
 from bot.storage.migration_files import load_migration_files
 from tests.fakes.insforge_server import FakeInsForge, fresh_database
 
@@ -142,6 +143,43 @@ async def test_every_file_runs_twice_on_postgres_without_error(postgres_dsn: str
             await conn.close()
 
 
+async def test_messages_and_history_have_a_unique_idempotency_key(postgres_dsn: str) -> None:
+    async with fresh_database(postgres_dsn) as dsn, FakeInsForge(dsn) as fake:
+        assert (await _migrate(_settings(fake)))[0] == 0
+        conn = await asyncpg.connect(dsn)
+        try:
+            for table in ("messages", "agent_model_config_history"):
+                kind = await conn.fetchval(
+                    "SELECT data_type FROM information_schema.columns "
+                    "WHERE table_name = $1 AND column_name = 'idempotency_key'",
+                    table,
+                )
+                assert kind == "text", table
+                unique = await conn.fetch(
+                    "SELECT indexdef FROM pg_indexes WHERE tablename = $1 "
+                    "AND indexdef LIKE 'CREATE UNIQUE INDEX%(idempotency_key)'",
+                    table,
+                )
+                assert len(unique) == 1, table
+        finally:
+            await conn.close()
+
+
+async def test_missing_migrations_are_listed_and_none_is_applied(postgres_dsn: str) -> None:
+    files = load_migration_files()
+    async with fresh_database(postgres_dsn) as dsn, FakeInsForge(dsn) as fake:
+        client = InsForgeClient(fake.url, fake.api_key)
+        try:
+            assert await missing_insforge_migrations(client) == files
+            assert await client.list_migrations() == []  # looking applied nothing
+            await apply_insforge_migrations(client, files[:-1])
+            assert await missing_insforge_migrations(client) == files[-1:]
+            await apply_insforge_migrations(client)
+            assert await missing_insforge_migrations(client) == []
+        finally:
+            await client.aclose()
+
+
 async def test_a_rejected_key_fails_with_a_message_naming_the_variable(
     fake_insforge: FakeInsForge,
 ) -> None:
@@ -171,6 +209,7 @@ async def test_sqlite_migrate_reports_its_steps_then_nothing(tmp_path: Path) -> 
     assert code == 0
     assert "applied 1 " in out
     assert "applied 2 agent-model-config" in out
+    assert "applied 3 idempotency-keys" in out
     code, out, _ = await _migrate(settings)
     assert code == 0
     assert "0 step(s) applied" in out

@@ -62,7 +62,7 @@ async def test_an_old_database_is_migrated_forward_keeping_its_rows(tmp_path: Pa
     storage = SQLiteStorage(path)
     applied = await storage.migrate()
     try:
-        assert [step.version for step in applied] == [2]
+        assert [step.version for step in applied] == [2, 3]
         assert [m.text for m in await storage.messages.recent(1)] == ["old"]
         await storage.model_config.upsert("coach", "a/b", None)
         assert len(await storage.model_config.get_all_active()) == 1
@@ -73,6 +73,44 @@ async def test_an_old_database_is_migrated_forward_keeping_its_rows(tmp_path: Pa
         assert await again.migrate() == []
     finally:
         await again.close()
+
+
+async def test_a_version_2_database_gains_idempotency_keys_keeping_its_rows(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "bot.db")
+    old = SQLiteDatabase(path)
+    await old.open(migrate_to=2)
+    for text in ("first", "second"):
+        await old.write(
+            "INSERT INTO messages (chat_id, role, text, created_at) VALUES (1, 'user', ?, "
+            "'2024-01-01T00:00:00.000000+00:00') RETURNING id",
+            (text,),
+            action="seed",
+        )
+    await old.write(
+        "INSERT INTO agent_model_config_history (agent_name, action, new_model_id, changed_at) "
+        "VALUES ('coach', 'set', 'a/b', '2024-01-01T00:00:00.000000+00:00') RETURNING id",
+        action="seed",
+    )
+    await old.close()
+
+    storage = SQLiteStorage(path)
+    try:
+        assert [step.version for step in await storage.migrate()] == [3]
+        old_rows = await storage.messages.recent(1)
+        assert [(m.text, m.idempotency_key) for m in old_rows] == [
+            ("first", None),
+            ("second", None),
+        ]
+        message = StoredMessage(chat_id=1, role="user", text="new")
+        stored = await storage.messages.add(message)
+        assert (await storage.messages.add(message)).id == stored.id
+        assert await storage.messages.count(1) == 3
+        [change] = await storage.model_history.list("coach")
+        assert (change.new_model_id, change.idempotency_key) == ("a/b", None)
+    finally:
+        await storage.close()
 
 
 async def test_a_database_from_a_newer_bot_is_refused(tmp_path: Path) -> None:

@@ -1,9 +1,25 @@
-"""The repositories of `bot.storage.repositories` over InsForge: one HTTP request per method."""
+"""The repositories of `bot.storage.repositories` over InsForge: one HTTP request per method on
+the hot paths.
+
+The client repeats idempotent requests whose outcome it could not know (a timeout, a dropped
+connection, 408, 5xx: InsForge may have committed them), so every write here is built to be
+repeated safely, and every result to stay true when it was:
+
+- messages and override history are "insert once" upserts on a client-made `idempotency_key`
+  (`ignore-duplicates`, migration 007). A repeat of a write that had landed stores nothing and
+  answers nothing, so the first row is read back by its key (a second request, on that path
+  only). Plain inserts would have to give up after an unknown outcome instead, and a user's
+  message or an admin's history line would be lost whenever InsForge's answer was;
+- `deactivate` stamps the row with a time unique to the call, so when its repeated PATCH matches
+  no active row it can tell "my first attempt turned it off" from "it was already off";
+- `clear` counts before it deletes: a repeated DELETE answers only what the repeat deleted.
+"""
 
 from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.storage.insforge_client import InsForgeClient, Row, eq
@@ -16,6 +32,7 @@ from bot.storage.models import (
     User,
     UserFact,
     UserSettings,
+    new_idempotency_key,
     utcnow,
 )
 from bot.storage.repositories import StorageError, StorageNotFound
@@ -26,6 +43,34 @@ def _first(rows: list[Row], table: str) -> Row:
     if not rows:
         raise StorageError(f"InsForge returned no row for a write to {table}")
     return rows[0]
+
+
+async def _insert_once(client: InsForgeClient, table: str, row: Row) -> Row:
+    """Insert `row` unless a row with its `idempotency_key` exists; the stored row either way."""
+    key = row["idempotency_key"]
+    rows = await client.upsert(table, row, on_conflict="idempotency_key", ignore_duplicates=True)
+    if not rows:
+        # An earlier attempt of this same write landed and this one was ignored.
+        rows = await client.select(table, {"idempotency_key": eq(key)}, limit=1)
+    return _first(rows, table)
+
+
+class _UniqueClock:
+    """utcnow(), but never the same instant twice in this process (PostgreSQL keeps microseconds,
+    and two calls can read the same one)."""
+
+    def __init__(self) -> None:
+        self._last: datetime | None = None
+
+    def __call__(self) -> datetime:
+        now = utcnow()
+        if self._last is not None and now <= self._last:
+            now = self._last + timedelta(microseconds=1)
+        self._last = now
+        return now
+
+
+_unique_now = _UniqueClock()
 
 
 class InsForgeUserRepo:
@@ -77,13 +122,36 @@ class InsForgeUserSettingsRepo:
         )
         return UserSettings.model_validate(_first(rows, "user_settings"))
 
+    async def set_default_model(self, user_id: int, default_model: str | None) -> UserSettings:
+        return await self._set(user_id, {"default_model": default_model})
+
+    async def set_api_key(
+        self, user_id: int, provider: str | None, encrypted: str | None
+    ) -> UserSettings:
+        if (provider is None) != (encrypted is None):
+            raise ValueError("give both the key's provider and the encrypted key, or neither")
+        return await self._set(
+            user_id, {"api_key_provider": provider, "api_key_encrypted": encrypted}
+        )
+
+    async def _set(self, user_id: int, values: Row) -> UserSettings:
+        # A merge writes only the columns sent: a change made meanwhile to another column
+        # (`/model` while a key is tested) is kept. A new row gets the column defaults.
+        rows = await self._client.upsert(
+            "user_settings",
+            {"user_id": user_id, **values, "updated_at": iso_utc(utcnow())},
+            on_conflict="user_id",
+        )
+        return UserSettings.model_validate(_first(rows, "user_settings"))
+
 
 class InsForgeMessageRepo:
     def __init__(self, client: InsForgeClient) -> None:
         self._client = client
 
     async def add(self, message: StoredMessage) -> StoredMessage:
-        rows = await self._client.insert(
+        row = await _insert_once(
+            self._client,
             "messages",
             {
                 "chat_id": message.chat_id,
@@ -93,9 +161,10 @@ class InsForgeMessageRepo:
                 "pipeline": message.pipeline,
                 "trace_id": message.trace_id,
                 "created_at": iso_utc(message.created_at),
+                "idempotency_key": message.idempotency_key or new_idempotency_key(),
             },
         )
-        return StoredMessage.model_validate(_first(rows, "messages"))
+        return StoredMessage.model_validate(row)
 
     async def recent(self, chat_id: int, limit: int = 20) -> list[StoredMessage]:
         if limit <= 0:
@@ -109,8 +178,14 @@ class InsForgeMessageRepo:
         return await self._client.count("messages", {"chat_id": eq(chat_id)})
 
     async def clear(self, chat_id: int) -> int:
+        # Counted first: if the DELETE's answer is lost and it is repeated, the repeat answers
+        # only what it deleted itself (nothing). The DELETE's own answer wins when larger (a
+        # message stored in between went too).
+        counted = await self._client.count("messages", {"chat_id": eq(chat_id)})
+        if counted == 0:
+            return 0
         rows = await self._client.delete("messages", {"chat_id": eq(chat_id)}, select="id")
-        return len(rows)
+        return max(len(rows), counted)
 
 
 class InsForgeSummaryRepo:
@@ -250,12 +325,20 @@ class InsForgeAgentModelConfigRepo:
         return AgentModelConfig.model_validate(_first(rows, "agent_model_config"))
 
     async def deactivate(self, agent_name: str) -> bool:
+        # `updated_at` doubles as this call's mark. The PATCH matches only an active row; when it
+        # answers no row, either nothing was active, or an earlier attempt of this very PATCH
+        # turned it off and its answer was lost. Only in the second case does the row carry our
+        # mark (another call's reset, or a later set, would carry theirs).
+        stamp = _unique_now()
         rows = await self._client.update(
             "agent_model_config",
-            {"is_active": False, "updated_at": iso_utc(utcnow())},
+            {"is_active": False, "updated_at": iso_utc(stamp)},
             {"agent_name": eq(agent_name), "is_active": eq(True)},
         )
-        return bool(rows)
+        if rows:
+            return True
+        row = await self.get(agent_name)
+        return row is not None and not row.is_active and row.updated_at == stamp
 
 
 class InsForgeModelConfigHistoryRepo:
@@ -263,7 +346,8 @@ class InsForgeModelConfigHistoryRepo:
         self._client = client
 
     async def append(self, change: ModelConfigChange) -> ModelConfigChange:
-        rows = await self._client.insert(
+        row = await _insert_once(
+            self._client,
             "agent_model_config_history",
             {
                 "agent_name": change.agent_name,
@@ -272,9 +356,10 @@ class InsForgeModelConfigHistoryRepo:
                 "new_model_id": change.new_model_id,
                 "changed_by": change.changed_by,
                 "changed_at": iso_utc(change.changed_at),
+                "idempotency_key": change.idempotency_key or new_idempotency_key(),
             },
         )
-        return ModelConfigChange.model_validate(_first(rows, "agent_model_config_history"))
+        return ModelConfigChange.model_validate(row)
 
     async def list(
         self, agent_name: str | None = None, limit: int = 20

@@ -17,6 +17,7 @@ from bot.storage.models import (
     User,
     UserFact,
     UserSettings,
+    new_idempotency_key,
     utcnow,
 )
 from bot.storage.repositories import StorageError, StorageNotFound
@@ -108,15 +109,47 @@ class SQLiteUserSettingsRepo:
             raise StorageError("SQLite returned no row for user_settings")
         return _settings(rows[0])
 
+    async def set_default_model(self, user_id: int, default_model: str | None) -> UserSettings:
+        rows = await self._db.write(
+            "INSERT INTO user_settings (user_id, default_model, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (user_id) DO UPDATE SET default_model = excluded.default_model, "
+            "updated_at = excluded.updated_at RETURNING *",
+            (user_id, default_model, iso_utc(utcnow())),
+            action="save the user's model",
+        )
+        if not rows:
+            raise StorageError("SQLite returned no row for user_settings")
+        return _settings(rows[0])
+
+    async def set_api_key(
+        self, user_id: int, provider: str | None, encrypted: str | None
+    ) -> UserSettings:
+        if (provider is None) != (encrypted is None):
+            raise ValueError("give both the key's provider and the encrypted key, or neither")
+        rows = await self._db.write(
+            "INSERT INTO user_settings (user_id, api_key_provider, api_key_encrypted, updated_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET "
+            "api_key_provider = excluded.api_key_provider, "
+            "api_key_encrypted = excluded.api_key_encrypted, updated_at = excluded.updated_at "
+            "RETURNING *",
+            (user_id, provider, encrypted, iso_utc(utcnow())),
+            action="save the user's key",
+        )
+        if not rows:
+            raise StorageError("SQLite returned no row for user_settings")
+        return _settings(rows[0])
+
 
 class SQLiteMessageRepo:
     def __init__(self, db: SQLiteDatabase) -> None:
         self._db = db
 
     async def add(self, message: StoredMessage) -> StoredMessage:
+        key = message.idempotency_key or new_idempotency_key()
         rows = await self._db.write(
-            "INSERT INTO messages (chat_id, user_id, role, text, pipeline, trace_id, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING *",
+            "INSERT INTO messages (chat_id, user_id, role, text, pipeline, trace_id, created_at, "
+            "idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (idempotency_key) DO NOTHING RETURNING *",
             (
                 message.chat_id,
                 message.user_id,
@@ -125,9 +158,14 @@ class SQLiteMessageRepo:
                 message.pipeline,
                 message.trace_id,
                 iso_utc(message.created_at),
+                key,
             ),
             action="store a message",
         )
+        if not rows:  # stored before under this key: the first row stands
+            rows = await self._db.read(
+                "SELECT * FROM messages WHERE idempotency_key = ?", (key,), action="store a message"
+            )
         return StoredMessage.model_validate(_one(rows, "messages"))
 
     async def recent(self, chat_id: int, limit: int = 20) -> list[StoredMessage]:
@@ -323,9 +361,11 @@ class SQLiteModelConfigHistoryRepo:
         self._db = db
 
     async def append(self, change: ModelConfigChange) -> ModelConfigChange:
+        key = change.idempotency_key or new_idempotency_key()
         rows = await self._db.write(
             "INSERT INTO agent_model_config_history (agent_name, action, old_model_id, "
-            "new_model_id, changed_by, changed_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING *",
+            "new_model_id, changed_by, changed_at, idempotency_key) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING RETURNING *",
             (
                 change.agent_name,
                 change.action,
@@ -333,9 +373,16 @@ class SQLiteModelConfigHistoryRepo:
                 change.new_model_id,
                 change.changed_by,
                 iso_utc(change.changed_at),
+                key,
             ),
             action="record a model override change",
         )
+        if not rows:  # recorded before under this key: the first line stands
+            rows = await self._db.read(
+                "SELECT * FROM agent_model_config_history WHERE idempotency_key = ?",
+                (key,),
+                action="record a model override change",
+            )
         return ModelConfigChange.model_validate(_one(rows, "agent_model_config_history"))
 
     async def list(

@@ -116,6 +116,19 @@ STEPS: tuple[SchemaStep, ...] = (
             ON agent_model_config_history (agent_name, id);
         """,
     ),
+    # insforge/migrations/007: storing the same message or history line twice keeps one row.
+    SchemaStep(
+        3,
+        "idempotency-keys",
+        """
+        ALTER TABLE messages ADD COLUMN idempotency_key TEXT;
+        CREATE UNIQUE INDEX IF NOT EXISTS messages_idempotency_key_key
+            ON messages (idempotency_key);
+        ALTER TABLE agent_model_config_history ADD COLUMN idempotency_key TEXT;
+        CREATE UNIQUE INDEX IF NOT EXISTS agent_model_config_history_idempotency_key_key
+            ON agent_model_config_history (idempotency_key);
+        """,
+    ),
 )
 
 LATEST_VERSION = STEPS[-1].version
