@@ -4,21 +4,23 @@
         result = await services.conversation.handle("support", user_id=1, chat_id=1, text="hi")
 
 Start order: tracing -> storage -> providers -> model config (+ Redis invalidation) -> runner.
-Stop order is the reverse, and it starts by draining the runner's background steps (with
-SHUTDOWN_TIMEOUT as deadline) so summaries and facts in flight are not lost, while the database
-and the model clients they need are still open.
+Stop order is the reverse, and it starts by draining the runner's background steps so summaries
+and facts in flight are not lost, while the database and the model clients they need are still
+open. SHUTDOWN_TIMEOUT bounds the drain and the last flush of traces together: tracing gets what
+the drain left of it (at least a second, so a slow drain still lets the last traces out).
 
-The console (`bot.console`) and the Telegram bot (`run_bot`) both use `build_services`, so they
-share storage, model resolution and admin overrides exactly.
+The console (`bot.console`) and the Telegram bot (`bot.telegram.runtime.run_bot`) both use
+`build_services`, so they share storage, model resolution and admin overrides exactly.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bot.config import ConfigError, Settings
 from bot.llm.protocol import LLMProvider
@@ -33,6 +35,9 @@ from bot.services.model_catalog import ModelCatalog
 from bot.services.model_config import ModelConfigService
 from bot.services.model_resolution import ModelResolver
 from bot.storage.repositories import Storage
+
+if TYPE_CHECKING:
+    from bot.observability.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +91,27 @@ def _key_decrypter(settings: Settings, scrub: list[object]) -> KeyDecrypter | No
     return decrypt
 
 
+class ShutdownDeadline:
+    """One SHUTDOWN_TIMEOUT for the whole stop: started by the first step of the shutdown."""
+
+    # What the last step (the flush of traces) gets even when the ones before used it all up.
+    FLOOR = 1.0
+
+    def __init__(self, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.timeout = timeout
+        self._clock = clock
+        self._deadline: float | None = None
+
+    def start(self) -> None:
+        if self._deadline is None:
+            self._deadline = self._clock() + self.timeout
+
+    def remaining(self) -> float:
+        self.start()
+        assert self._deadline is not None
+        return max(self._deadline - self._clock(), min(self.FLOOR, self.timeout))
+
+
 @asynccontextmanager
 async def build_services(
     settings: Settings,
@@ -96,12 +122,13 @@ async def build_services(
 ) -> AsyncIterator[Services]:
     """Build, start, yield, and stop every service. Tests may inject storage/providers/observer."""
     async with AsyncExitStack() as stack:
+        shutdown = ShutdownDeadline(settings.shutdown_timeout)
         tracing = None
         if observer is None:
             from bot.observability.tracing import create_tracing
 
             tracing = create_tracing(settings)
-            stack.push_async_callback(tracing.aclose)
+            stack.push_async_callback(_close_tracing, tracing, shutdown)
             observer = tracing.observer
 
         if storage is None:
@@ -135,7 +162,7 @@ async def build_services(
 
         resolver = ModelResolver(settings, providers, model_config)
         runner = PipelineRunner(observer, step_timeout=settings.step_timeout)
-        stack.push_async_callback(_drain, runner, settings.shutdown_timeout)
+        stack.push_async_callback(_drain, runner, shutdown)
         pipelines = build_pipelines(storage, summary_every=settings.summary_every)
         conversation = ConversationService(
             storage,
@@ -161,21 +188,12 @@ async def build_services(
         )
 
 
-async def _drain(runner: PipelineRunner, timeout: float) -> None:
-    cancelled = await runner.drain(timeout)
+async def _drain(runner: PipelineRunner, shutdown: ShutdownDeadline) -> None:
+    shutdown.start()
+    cancelled = await runner.drain(shutdown.remaining())
     if cancelled:
         log.warning("%d background step(s) cancelled at shutdown", cancelled)
 
 
-async def run_bot(settings: Settings) -> int:
-    """Run the Telegram bot.
-
-    The Telegram layer (bot/telegram/) plugs in here: inside `build_services(settings)`, build the
-    aiogram Dispatcher with the services (`Dispatcher(**vars(services))` or middleware data) and
-    run polling or the webhook until stopped; leaving the `async with` drains and closes all.
-    """
-    async with build_services(settings):
-        print(
-            "The Telegram layer is not wired yet; try `python -m bot console`.",
-        )
-        return 2
+async def _close_tracing(tracing: Tracing, shutdown: ShutdownDeadline) -> None:
+    await tracing.aclose(timeout=shutdown.remaining())

@@ -127,7 +127,7 @@ class ModelResolver:
                 spec, provider = override
                 return Resolution(provider, spec, "override")
         if user is not None and user.spec is not None:
-            resolution = self._user_resolution(user, user.spec)
+            resolution, _problem = self._user_resolution(user, user.spec)
             if resolution is not None:
                 return resolution
         spec, source = self.configured(agent, pipeline)
@@ -136,20 +136,28 @@ class ModelResolver:
     async def explain(
         self, agent: str, *, pipeline: str | None = None, user: UserModelChoice | None = None
     ) -> tuple[str, Source, str | None]:
-        """(model, source, note) for `/models`; a stored override that cannot apply is noted."""
-        note = None
+        """(model, source, note) for `/models`: what `resolve` would pick, and why. A stored
+        override or a user's choice that cannot apply is noted next to what applies instead."""
+        notes: list[str] = []
         if self._model_config is not None:
             model_id = await self._model_config.get_override(agent)
             if model_id is not None:
                 if self._model_config.overrides_enabled:
                     return str(ModelSpec("openrouter", model_id)), "override", None
-                note = f"override {model_id} ignored: OPENROUTER_API_KEY is not set"
+                notes.append(f"override {model_id} ignored: OPENROUTER_API_KEY is not set")
         if user is not None and user.spec is not None:
-            return str(user.spec), "user", note
+            # The same decision as `resolve` (the chain it builds is the one a message would use).
+            resolution, problem = self._user_resolution(user, user.spec)
+            if resolution is not None:
+                return resolution.model, "user", "; ".join(notes) or None
+            notes.append(f"your model {user.spec} cannot be used: {problem}")
         spec, source = self.configured(agent, pipeline)
-        return str(spec), source, note
+        return str(spec), source, "; ".join(notes) or None
 
-    def _user_resolution(self, user: UserModelChoice, spec: ModelSpec) -> Resolution | None:
+    def _user_resolution(
+        self, user: UserModelChoice, spec: ModelSpec
+    ) -> tuple[Resolution | None, str | None]:
+        """The user's choice as a Resolution, or (None, why it cannot be served)."""
         key = user.key_for(spec)
         try:
             provider = (
@@ -163,5 +171,5 @@ class ModelResolver:
             if str(spec) not in self._warned_user_specs:
                 self._warned_user_specs.add(str(spec))
                 log.warning("user model %s cannot be used, using the defaults: %s", spec, exc)
-            return None
-        return Resolution(provider, spec, "user")
+            return None, str(exc)
+        return Resolution(provider, spec, "user"), None

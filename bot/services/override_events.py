@@ -120,9 +120,11 @@ class OverrideEvents:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        task = self._task
+        if task is not None:
+            task.cancel()
+            # return_exceptions: the listener's own cancellation is collected, while a
+            # cancellation of close() itself (a shutdown being cut short) propagates.
+            await asyncio.gather(task, return_exceptions=True)
             self._task = None
         await self._client.aclose()

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -135,3 +136,34 @@ def test_a_client_that_cannot_start_leaves_the_bot_untraced(
     secret = settings.langfuse_secret_key
     assert secret is not None
     assert secret.get_secret_value() not in caplog.text
+
+
+@pytest.mark.parametrize("shutdown_timeout", [0.5, 1.5])
+async def test_the_apps_shutdown_gives_tracing_the_shutdown_deadline(
+    shutdown_timeout: float, tmp_path: Path
+) -> None:
+    """build_services closes tracing within SHUTDOWN_TIMEOUT, not the tracing's own default,
+    however long a hanging Langfuse would keep the last traces waiting."""
+    from bot.app import build_services
+    from tests.services.fakes import FakeProviders
+
+    with OtlpReceiver("hang") as receiver:
+        settings = make_settings(
+            receiver.base_url,
+            database_url=f"sqlite:///{tmp_path / 'bot.db'}",
+            default_model="openai:gpt-4o-mini",
+            openai_api_key="sk-openai-test",
+            shutdown_timeout=shutdown_timeout,
+        )
+        async with build_services(settings, providers=FakeProviders()) as services:
+            tracing = services.observer
+            assert isinstance(tracing, Tracing)
+            result = await services.conversation.handle("support", user_id=1, chat_id=1, text="hi")
+            assert result.success
+            await services.runner.wait_background()
+            started = time.perf_counter()
+        closing = time.perf_counter() - started
+        print(f"\nshutdown took {closing:.3f}s (SHUTDOWN_TIMEOUT {shutdown_timeout}s)")
+        assert not tracing.enabled  # closed
+        # Tracing's own default deadline is 5 s: a shutdown this quick used SHUTDOWN_TIMEOUT.
+        assert shutdown_timeout - 0.1 < closing < shutdown_timeout + 0.8

@@ -164,3 +164,28 @@ async def test_configured_chains_are_built_once() -> None:
     second: Any = await resolver.resolve("tutor", pipeline="learn")
     assert first.provider is second.provider
     assert providers.built == [(DEFAULT, None)]
+
+
+async def test_explain_agrees_with_resolve_when_the_users_choice_cannot_be_served() -> None:
+    # The user picked a provider the bot has no key for, and gave no key of their own.
+    cfg = settings(agent=True, pipeline=False)
+    registry = ProviderRegistry(cfg)
+    resolver = ModelResolver(cfg, registry)
+    user = UserModelChoice(parse_spec("xai:grok-4"))
+    try:
+        resolved = await resolver.resolve("strategist", pipeline="support", user=user)
+        model, source, note = await resolver.explain("strategist", pipeline="support", user=user)
+        assert (resolved.model, resolved.source) == (AGENT, "agent")
+        assert (model, source) == (resolved.model, resolved.source)
+        assert note is not None
+        assert "xai:grok-4" in note
+        assert "XAI_API_KEY" in note
+
+        # A choice that can be served is reported as the user's, like resolve does.
+        served = UserModelChoice(parse_spec(USER))
+        resolved = await resolver.resolve("coach", pipeline="support", user=served)
+        explained = await resolver.explain("coach", pipeline="support", user=served)
+        assert (resolved.model, resolved.source) == (USER, "user")
+        assert explained == (USER, "user", None)
+    finally:
+        await registry.close()

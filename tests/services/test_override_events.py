@@ -6,6 +6,8 @@ import asyncio
 import socket
 import uuid
 
+import pytest
+
 from bot.services.override_events import OverrideEvents
 
 
@@ -108,3 +110,18 @@ async def test_listener_reconnects_and_resyncs_after_redis_comes_back(redis_url:
         finally:
             await events.close()
             await publisher.close()
+
+
+async def test_a_cancelled_close_propagates_the_cancellation() -> None:
+    events = OverrideEvents(
+        f"redis://127.0.0.1:{_closed_port()}/0", lambda _: None, channel="unused", max_backoff=0.2
+    )
+    await events.start()
+    await asyncio.sleep(0.05)  # the listener is retrying the connection
+    closing = asyncio.create_task(events.close())
+    await asyncio.sleep(0)  # close() has cancelled the listener and waits for it to end
+    closing.cancel()  # shutdown itself is cancelled (e.g. a second Ctrl-C)
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert closing.cancelled()
+    await events.close()  # a later close still finishes the job
