@@ -15,19 +15,24 @@ from bot.app import build_services
 from bot.config import Settings
 from bot.console import ConsoleSession, run_console
 from bot.pipeline.observer import NullObserver
-from tests.fakes.llm_server import FakeLLMServer, RecordedRequest
+from tests.fakes.llm_server import FakeLLMServer, RecordedRequest, unused_port_url
 from tests.services.fakes import FakeProviders
 
 DEFAULT = "openai:gpt-4o-mini"
 
 
 def make_settings(tmp_path: Path, **extra: object) -> Settings:
+    """Every endpoint on loopback: where a test gives no server, nothing listens (so a stray
+    request, e.g. `/setmodel` asking OpenRouter's catalog, fails at once instead of leaving the
+    machine)."""
     values: dict[str, object] = {
         "_env_file": None,
         "database_url": f"sqlite:///{tmp_path / 'bot.db'}",
         "default_model": DEFAULT,
         "openai_api_key": "sk-openai-test",
         "openrouter_api_key": "sk-or-test",
+        "openai_base_url": unused_port_url(),
+        "openrouter_base_url": unused_port_url(),
         "shutdown_timeout": 5,
     }
     values.update(extra)
@@ -53,63 +58,68 @@ async def test_support_answers_and_setmodel_changes_only_the_strategist_on_the_n
     providers = FakeProviders()
     out: list[str] = []
     override = "openrouter:anthropic/claude-sonnet-4.5"
-    async with build_services(
-        make_settings(tmp_path), providers=providers, observer=NullObserver()
-    ) as services:
-        session = ConsoleSession(
-            services,
-            scripted_input(
-                [
-                    "I am learning Go and keep procrastinating",
-                    "/setmodel strategist anthropic/claude-sonnet-4.5",
-                    "any advice for today?",
-                    "/models",
-                    "/quit",
-                ]
-            ),
-            out.append,
-            user_id=42,
-            chat_id=42,
-        )
-        assert await session.run() == 0
-        await services.runner.wait_background()
+    async with FakeLLMServer() as catalog:  # OpenRouter's model list, on loopback
+        settings = make_settings(tmp_path, openrouter_base_url=catalog.openrouter_base_url)
+        async with build_services(
+            settings, providers=providers, observer=NullObserver()
+        ) as services:
+            session = ConsoleSession(
+                services,
+                scripted_input(
+                    [
+                        "I am learning Go and keep procrastinating",
+                        "/setmodel strategist anthropic/claude-sonnet-4.5",
+                        "any advice for today?",
+                        "/models",
+                        "/quit",
+                    ]
+                ),
+                out.append,
+                user_id=42,
+                chat_id=42,
+            )
+            assert await session.run() == 0
+            await services.runner.wait_background()
 
-        text = "".join(out)
-        assert "bot> Reply from gpt-4o-mini." in text
-        assert f"strategist now runs on {override}" in text
+            text = "".join(out)
+            assert "bot> Reply from gpt-4o-mini." in text
+            assert f"strategist now runs on {override}" in text
 
-        default_calls = schemas(providers.calls(DEFAULT))
-        override_calls = schemas(providers.calls(override))
-        # First message: everything on the default. Second: the strategist alone moved.
-        assert override_calls == ["ReplyPlan"]
-        assert default_calls.count("ReplyPlan") == 1
-        assert default_calls.count("ExtractedFacts") == 2
-        assert default_calls.count("stream") == 2
-        # The coach of the second message followed the plan written by the override model.
-        [coach_second] = [
-            msgs
-            for p in providers.made[DEFAULT]
-            for msgs, info in p.calls
-            if info.streaming and "any advice" in msgs[-1].content
-        ]
-        assert "plan by anthropic/claude-sonnet-4.5" in coach_second[0].content
+            default_calls = schemas(providers.calls(DEFAULT))
+            override_calls = schemas(providers.calls(override))
+            # First message: everything on the default. Second: the strategist alone moved.
+            assert override_calls == ["ReplyPlan"]
+            assert default_calls.count("ReplyPlan") == 1
+            assert default_calls.count("ExtractedFacts") == 2
+            assert default_calls.count("stream") == 2
+            # The coach of the second message followed the plan written by the override model.
+            [coach_second] = [
+                msgs
+                for p in providers.made[DEFAULT]
+                for msgs, info in p.calls
+                if info.streaming and "any advice" in msgs[-1].content
+            ]
+            assert "plan by anthropic/claude-sonnet-4.5" in coach_second[0].content
 
-        assert f"strategist  {override}  [override]" in text
-        assert f"coach       {DEFAULT}  [default]" in text
+            assert f"strategist  {override}  [override]" in text
+            assert f"coach       {DEFAULT}  [default]" in text
 
-        stored = await services.storage.messages.recent(42)
-        assert [(m.role, m.pipeline) for m in stored] == [
-            ("user", "support"),
-            ("assistant", "support"),
-        ] * 2
-        assert stored[1].text == "Reply from gpt-4o-mini."
-        assert [f.fact for f in await services.storage.facts.list(42)] == ["Is learning Go."]
-        summary = await services.storage.summaries.get(42)
-        assert summary is not None
-        assert summary.summary == "Summary by gpt-4o-mini."
-        history = await services.storage.model_history.list("strategist")
-        assert history[0].new_model_id == "anthropic/claude-sonnet-4.5"
-        assert history[0].changed_by == "console:42"
+            stored = await services.storage.messages.recent(42)
+            assert [(m.role, m.pipeline) for m in stored] == [
+                ("user", "support"),
+                ("assistant", "support"),
+            ] * 2
+            assert stored[1].text == "Reply from gpt-4o-mini."
+            assert [f.fact for f in await services.storage.facts.list(42)] == ["Is learning Go."]
+            summary = await services.storage.summaries.get(42)
+            assert summary is not None
+            assert summary.summary == "Summary by gpt-4o-mini."
+            history = await services.storage.model_history.list("strategist")
+            assert history[0].new_model_id == "anthropic/claude-sonnet-4.5"
+            assert history[0].changed_by == "console:42"
+            # The id was checked against the loopback catalog, not left unverified.
+            assert [r.api for r in catalog.requests] == ["models"]
+            assert "could not be fetched" not in text
     assert providers.closed
 
 
