@@ -5,6 +5,14 @@ so inside a fallback chain each attempt is its own generation; the chain publish
 this is in `bot.llm.fallback.CURRENT_ATTEMPT`, and a fallback attempt's generation says so and
 names the error that caused it.
 
+A structured call (`complete(..., schema=...)`) may be two model calls inside the leaf: when the
+first reply does not validate, `bot.llm.structured` sends one repair turn. The leaf's response
+lists every call it made in `attempts` (each with its own start, latency and usage), so a repaired
+call becomes two generations: the first, ended when its call ended, marked as a reply that did not
+validate; then the repair turn, with the final output. What the wrapper cannot see is the invalid
+reply's text and the exact repair messages (they stay inside the leaf): the first generation has
+no output and the repair generation shows the original messages as its input.
+
 This module knows nothing about Langfuse: it talks to a `GenerationRecorder`
 (`bot.observability.tracing.Tracing`), which turns calls into Langfuse generations. A recorder
 must never raise; the wrapper never changes what the wrapped provider returns or raises.
@@ -13,6 +21,7 @@ must never raise; the wrapper never changes what the wrapped provider returns or
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,7 +30,7 @@ from pydantic import BaseModel
 
 from bot.llm.fallback import CURRENT_ATTEMPT
 from bot.llm.protocol import LLMProvider
-from bot.llm.types import ChatMessage, LLMResponse, StreamChunk
+from bot.llm.types import Attempt, ChatMessage, LLMResponse, StreamChunk, Usage
 
 
 @dataclass(slots=True)
@@ -34,10 +43,16 @@ class GenerationCall:
     # 0 is the chosen model; >0 a fallback attempt, started because of `previous_error`.
     attempt: int = 0
     previous_error: str | None = None
+    # 0 is the call as asked; >0 a structured-output repair turn the provider made after it.
+    turn: int = 0
 
     @property
     def is_fallback(self) -> bool:
         return self.attempt > 0
+
+    @property
+    def is_repair(self) -> bool:
+        return self.turn > 0
 
 
 class GenerationHandle(Protocol):
@@ -49,9 +64,18 @@ class GenerationHandle(Protocol):
 
     def abandon(self, reason: str) -> None: ...
 
+    def superseded(self, call: Attempt, reason: str) -> None:
+        """The call (`call`: its timing and usage) was answered, but its reply was not used:
+        the provider made another call after it (a structured-output repair turn)."""
+        ...
+
 
 class GenerationRecorder(Protocol):
-    def start_generation(self, call: GenerationCall) -> GenerationHandle: ...
+    def start_generation(
+        self, call: GenerationCall, *, started_at: float | None = None
+    ) -> GenerationHandle:
+        """Start recording a call; `started_at` (time.time()) when it began earlier than now."""
+        ...
 
 
 def current_attempt() -> tuple[int, str | None]:
@@ -131,8 +155,32 @@ class TracedProvider:
         except BaseException:
             generation.abandon("cancelled")
             raise
-        generation.succeed(response)
+        turns = self._own_calls(response)
+        if schema is None or len(turns) < 2:
+            generation.succeed(response)
+            return response
+        # The provider sent repair turns after replies that did not validate: one generation
+        # per call, each with its own timing and usage; the last one has the answer.
+        call = self._call(messages, parameters, streaming=False)
+        *earlier, last = turns
+        for index, turn in enumerate(earlier):
+            generation.superseded(
+                turn,
+                f"the reply did not validate against {schema.__name__}; "
+                "the provider asked again (repair turn)",
+            )
+            generation = self._recorder.start_generation(
+                dataclasses.replace(call, turn=index + 1), started_at=turns[index + 1].started_at
+            )
+        generation.succeed(_one_call(response, last))
         return response
+
+    def _own_calls(self, response: LLMResponse) -> list[Attempt]:
+        """The model calls the wrapped leaf made for this response, oldest first."""
+        calls = response.attempts
+        if all(a.provider == self.inner.provider and a.model == self.inner.model for a in calls):
+            return list(calls)
+        return []  # not a leaf's own list (e.g. a wrapped chain): one generation, as before
 
     async def stream(
         self,
@@ -176,3 +224,10 @@ class TracedProvider:
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+def _one_call(response: LLMResponse, call: Attempt) -> LLMResponse:
+    """`response` as the last of its calls alone: that call's usage and latency."""
+    return dataclasses.replace(
+        response, usage=call.usage or Usage(), latency_ms=call.latency_ms, attempts=[call]
+    )

@@ -18,7 +18,8 @@ What lands in Langfuse:
      │   │                     output summary, or level ERROR and the error
      │   └─ generation <spec>  model, provider, parameters, messages, output, tokens, cost,
      │                         latency; a fallback attempt is its own generation, marked as such,
-     │                         with the error that caused it
+     │                         with the error that caused it; so is a structured-output repair
+     │                         turn ("<spec> (repair)", after the reply that did not validate)
      └─ ... background steps join the same trace after the reply has gone
 
 Never slower for the user: spans are handed to OpenTelemetry's batch processor, which exports
@@ -53,7 +54,7 @@ from pydantic import SecretStr
 import bot
 from bot.config import Settings
 from bot.llm.protocol import LLMProvider
-from bot.llm.types import LLMResponse
+from bot.llm.types import Attempt, LLMResponse
 from bot.observability.exporter import LangfuseSpanExporter
 from bot.observability.scrub import REDACTED, Scrubber, truncate
 from bot.observability.traced_provider import GenerationCall, GenerationHandle, TracedProvider
@@ -223,7 +224,9 @@ class Tracing:
                 if isinstance(value, str):
                     self.scrubber.add_secret(value)
 
-    def start_generation(self, call: GenerationCall) -> GenerationHandle:
+    def start_generation(
+        self, call: GenerationCall, *, started_at: float | None = None
+    ) -> GenerationHandle:
         client = self._client
         if client is None or self._closed:
             return _NULL_GENERATION
@@ -236,7 +239,10 @@ class Tracing:
                 "streaming": call.streaming,
                 "attempt": call.attempt,
                 "fallback": call.is_fallback,
+                "turn": call.turn,
             }
+            if call.is_repair:
+                metadata["repair"] = True
             if step is not None:
                 metadata["agent"] = step.agent
                 metadata["chosen_model"] = step.model
@@ -245,9 +251,12 @@ class Tracing:
             if call.previous_error is not None:
                 metadata["fallback_reason"] = self._error_text(call.previous_error)
             name = f"{spec} (fallback #{call.attempt})" if call.is_fallback else spec
-            observation = client.start_observation(
+            if call.is_repair:
+                name += " (repair)"
+            observation = _start_generation(
+                client,
+                started_at,
                 name=name,
-                as_type="generation",
                 model=self.scrubber.text(call.model),
                 model_parameters=self.scrubber.value(call.parameters),
                 input=self.scrubber.content(
@@ -663,9 +672,41 @@ class _Generation:
             _log_problem("could not record an abandoned generation", exc)
         self._end()
 
-    def _end(self) -> None:
+    def superseded(self, call: Attempt, reason: str) -> None:
+        if self._ended:
+            return
+        self._ended = True
         try:
-            self._observation.end()
+            usage = call.usage
+            self._observation.update(
+                level="WARNING",
+                status_message=reason,
+                usage_details=(
+                    {
+                        "input": usage.prompt_tokens,
+                        "output": usage.completion_tokens,
+                        "total": usage.total_tokens,
+                    }
+                    if usage is not None
+                    else None
+                ),
+                cost_details=(
+                    {"total": usage.cost} if usage is not None and usage.cost is not None else None
+                ),
+                metadata={"latency_ms": round(call.latency_ms, 1), "superseded": True},
+            )
+        except Exception as exc:
+            _log_problem("could not record a superseded generation", exc)
+        # It ended when its call did, not now (the next call has run since).
+        ended_at = call.started_at + call.latency_ms / 1000 if call.started_at else None
+        self._end(ended_at)
+
+    def _end(self, ended_at: float | None = None) -> None:
+        try:
+            if ended_at is None:
+                self._observation.end()
+            else:
+                self._observation.end(end_time=int(ended_at * 1e9))
         except Exception as exc:
             _log_problem("could not end a generation", exc)
 
@@ -683,8 +724,27 @@ class _NullGeneration:
     def abandon(self, reason: str) -> None:
         pass
 
+    def superseded(self, call: Attempt, reason: str) -> None:
+        pass
+
 
 _NULL_GENERATION = _NullGeneration()
+
+
+def _start_generation(client: Langfuse, started_at: float | None, **fields: Any) -> Any:
+    """`client.start_observation(as_type="generation", ...)`, begun at `started_at` (time.time())
+    when given. The SDK's public call always starts now; a call that is recorded after the fact
+    (a repair turn) needs its real start, which only the SDK's own two steps (start an
+    OpenTelemetry span, wrap it as a generation) can set. Should a new SDK drop them, the
+    generation starts now: its timing is off, nothing else."""
+    if started_at is not None:
+        tracer = getattr(client, "_otel_tracer", None)
+        wrap = getattr(client, "_create_observation_from_otel_span", None)
+        if tracer is not None and wrap is not None:
+            span = tracer.start_span(name=fields["name"], start_time=int(started_at * 1e9))
+            fields = {key: value for key, value in fields.items() if key != "name"}
+            return wrap(otel_span=span, as_type="generation", **fields)
+    return client.start_observation(as_type="generation", **fields)
 
 
 def _resource_attributes() -> dict[str, str]:
