@@ -14,7 +14,11 @@ The only module that imports `anthropic`. What differs from the OpenAI format:
   and a second span per call would double every generation in Langfuse.
 
 Errors are mapped at one boundary, `_map_error`, the same way as the OpenAI adapter (see
-`bot.llm.errors`); an `error` event in the middle of a stream is a `MalformedResponse`. Retries
+`bot.llm.errors`); an `error` event in the middle of a stream, or a stream that ends without its
+`message_stop` event (cut off mid-answer), is a `MalformedResponse`. The SDK hands on transport
+errors raised while a stream is read as they are (httpx2's), so those are mapped here too: a
+read timeout is a `ProviderTimeout`, a dropped or reset connection a `ProviderConnectionError`.
+Retries
 follow the same deliberate policy (see `bot.llm.openai_compat`): `max_retries` quick retries on
 the same model, never a long `Retry-After` sleep (anthropic 2.x would otherwise wait for any
 `Retry-After` the server names, without a cap).
@@ -167,7 +171,7 @@ class AnthropicProvider:
         parts: list[str] = []
         prompt_tokens = completion_tokens = 0
         finish: str | None = None
-        saw_start = False
+        saw_start = saw_stop = False
         sdk_stream = None
         try:
             async with asyncio.timeout_at(deadline):
@@ -207,6 +211,8 @@ class AnthropicProvider:
                     completion_tokens = int(out.output_tokens or completion_tokens)
                     if out.input_tokens is not None:
                         prompt_tokens = _prompt_tokens(out)
+                elif kind == "message_stop":
+                    saw_stop = True
         except TimeoutError:
             raise ProviderTimeout(
                 f"no reply within {self._deadline(per_attempt):g}s",
@@ -215,6 +221,16 @@ class AnthropicProvider:
             ) from None
         except AnthropicError as exc:
             raise self._map_error(exc) from exc
+        except httpx2.TimeoutException as exc:
+            raise ProviderTimeout(
+                "stream read timed out", provider=self.provider, model=self.model
+            ) from exc
+        except httpx2.TransportError as exc:
+            raise ProviderConnectionError(
+                f"connection failed mid-stream: {type(exc).__name__}",
+                provider=self.provider,
+                model=self.model,
+            ) from exc
         except (ValueError, AttributeError, TypeError) as exc:
             raise MalformedResponse(
                 f"unreadable stream: {type(exc).__name__}", provider=self.provider, model=self.model
@@ -225,6 +241,15 @@ class AnthropicProvider:
         if not saw_start:
             raise MalformedResponse(
                 "the stream ended without a message_start event",
+                provider=self.provider,
+                model=self.model,
+            )
+        if not saw_stop:
+            # The body ended before the answer did: what was streamed is a fragment. The text
+            # already shown stays shown; the fallback wrapper raises this rather than switching.
+            raise MalformedResponse(
+                f"the stream ended before the answer finished (no message_stop after "
+                f"{len(parts)} text chunks)",
                 provider=self.provider,
                 model=self.model,
             )

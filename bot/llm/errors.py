@@ -5,7 +5,7 @@
      │    ├── ProviderTimeout           retryable
      │    ├── ProviderConnectionError   retryable
      │    ├── RateLimited               retryable (429), may carry retry_after
-     │    ├── ProviderServerError       retryable (5xx, 408, 409)
+     │    ├── ProviderServerError       retryable (5xx, 408, 409; a local model that crashed)
      │    ├── MalformedResponse         retryable (HTML error page, broken JSON, mid-stream error)
      │    └── RequestRejected           not retryable: 4xx caused by the request itself
      ├── StructuredOutputError          the model's JSON did not validate, even after one repair

@@ -19,6 +19,10 @@ waits its turn, and its timeout counts the wait.
 
 `timeout` bounds the wait for the whole reply in `complete` and the wait for each next piece in
 `stream` (like an HTTP read timeout); loading the model on first use is not counted.
+
+Errors: a folder that is not a model is a configuration mistake (`ModelSpecError`, naming
+MLX_MODEL_PATH). A runner that crashes while loading or generating is the local equivalent of a
+5xx, `ProviderServerError`: retryable, so a fallback chain moves on to the next model.
 """
 
 from __future__ import annotations
@@ -28,13 +32,13 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 
 from pydantic import BaseModel
 
-from bot.llm.errors import LLMError, ProviderError, ProviderTimeout
+from bot.llm.errors import LLMError, ProviderError, ProviderServerError, ProviderTimeout
 from bot.llm.local_runners.base import GenerationStep, LocalModel, LocalRunner
 from bot.llm.local_runners.pool import ModelPool, PooledModel
 from bot.llm.specs import ModelSpecError
@@ -228,9 +232,15 @@ class LocalProvider:
             running = list(self._running.items())
         for _, cancel in running:
             cancel.set()
-        for future, _ in running:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.wrap_future(future), 30)
+        try:
+            await _ended(future for future, _ in running)
+        except asyncio.CancelledError:
+            # Our caller gave up (a cancelled shutdown): drop the reference without waiting for
+            # the model's thread, and stay cancelled.
+            entry, self._entry = self._entry, None
+            if entry is not None:
+                _POOL.release(entry)
+            raise
         entry, self._entry = self._entry, None
         if entry is not None:
             await _released(entry)
@@ -268,7 +278,7 @@ class LocalProvider:
             ) from exc
         except Exception as exc:
             await self._drop(entry)
-            raise ProviderError(
+            raise ProviderServerError(
                 f"loading {str(self.model_path)!r} failed: {type(exc).__name__}: {exc}",
                 provider=self.provider,
                 model=self.model,
@@ -350,7 +360,7 @@ class LocalProvider:
         if isinstance(exc, LLMError):
             return exc
         log.warning("local generation failed on %s: %s: %s", self.spec, type(exc).__name__, exc)
-        return ProviderError(
+        return ProviderServerError(
             f"local generation failed: {type(exc).__name__}: {exc}",
             provider=self.provider,
             model=self.model,
@@ -384,6 +394,21 @@ class LocalProvider:
                 )
             ],
         )
+
+
+async def _ended(futures: Iterable[Future[None]], limit: float = 30.0) -> None:
+    """Wait (up to `limit` seconds) for generation jobs to end, however they end.
+
+    A job's own failure or cancellation (a job still queued is cancelled) is not ours to raise;
+    the caller's cancellation is, so it propagates.
+    """
+    waiting = [asyncio.wrap_future(future) for future in futures]
+    if not waiting:
+        return
+    done, _ = await asyncio.wait(waiting, timeout=limit)
+    for job in done:
+        if not job.cancelled():
+            job.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 async def _released(entry: PooledModel) -> None:

@@ -13,7 +13,19 @@ the one boundary:
     HTML page instead of JSON (any status)  -> MalformedResponse
     other 4xx                               -> RequestRejected (never retried elsewhere)
     broken JSON, missing choices,
-    an error object in the middle of a stream -> MalformedResponse
+    an error object in the middle of a stream,
+    a stream that ends before a choice's
+      `finish_reason` (cut off mid-answer)  -> MalformedResponse
+
+Structured output, the way pydantic-ai's `NativeOutput` / `PromptedOutput` split it: a schema
+goes out as a JSON-schema `response_format` (the endpoint enforces it). Not every model or
+endpoint behind these specs offers that (older or small models, some vLLM and OpenRouter routes):
+when one answers 400/422 naming `response_format`, `json_schema` or structured outputs, the same
+call is retried once with the schema as instructions plus tolerant parsing, and the model is
+remembered for the rest of the process (per base URL and model), so later calls ask the right way
+at once. Any other 400 is the caller's mistake and is raised as it is. A model that accepts
+`response_format` but ignores it is caught by the repair turn, which restates the schema
+(`bot.llm.structured`).
 
 Retries, decided deliberately: the SDK retries the *same* model `settings.llm_max_retries` times
 (default 1) with its short backoff, which absorbs a dropped connection or a single 502 without
@@ -29,6 +41,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
@@ -62,11 +76,23 @@ from bot.llm.types import Attempt, ChatMessage, LLMResponse, StreamChunk, Usage
 
 __all__ = ["MAX_SAME_MODEL_WAIT", "OpenAICompatibleProvider", "make_openai_client"]
 
+log = logging.getLogger(__name__)
+
 # Longest Retry-After (seconds) worth waiting for on the same model before falling back.
 MAX_SAME_MODEL_WAIT = 5.0
 # The SDK insists on a key; a keyless vLLM server ignores whatever we send.
 _NO_KEY = "not-needed"
 _MESSAGE_LIMIT = 300
+# What an endpoint says when it cannot do JSON-schema output (OpenAI names the parameter in
+# `param`, vLLM and OpenRouter in the message).
+_RESPONSE_FORMAT_WORDS = re.compile(
+    r"response[_ ]format|json[_ ]schema|json[_ ]mode|structured[_ ]outputs?", re.IGNORECASE
+)
+_RESPONSE_FORMAT_STATUSES = frozenset({400, 422})
+# (base URL, model) pairs that rejected `response_format`, oldest first; bounded so that a stream
+# of made-up model names cannot grow it without end.
+_PROMPTED_ONLY: dict[tuple[str, str], None] = {}
+_PROMPTED_ONLY_LIMIT = 1024
 
 
 class _Client(AsyncOpenAI):
@@ -156,12 +182,25 @@ class OpenAICompatibleProvider:
     ) -> LLMResponse:
         if schema is None:
             return await self._complete(messages, temperature, max_tokens, timeout, None)
-        response_format = response_format_for(schema)
 
-        async def call(msgs: Sequence[ChatMessage]) -> LLMResponse:
-            return await self._complete(msgs, temperature, max_tokens, timeout, response_format)
+        async def prompted(msgs: Sequence[ChatMessage]) -> LLMResponse:
+            return await self._complete(msgs, temperature, max_tokens, timeout, None)
 
-        return await complete_structured(call, messages, schema, native=True, spec=self.spec)
+        if self._format_key() not in _PROMPTED_ONLY:
+            response_format = response_format_for(schema)
+
+            async def native(msgs: Sequence[ChatMessage]) -> LLMResponse:
+                return await self._complete(msgs, temperature, max_tokens, timeout, response_format)
+
+            try:
+                return await complete_structured(
+                    native, messages, schema, native=True, spec=self.spec
+                )
+            except RequestRejected as exc:
+                if not _rejects_response_format(exc):
+                    raise
+                self._remember_prompted_only(exc)
+        return await complete_structured(prompted, messages, schema, native=False, spec=self.spec)
 
     async def stream(
         self,
@@ -224,6 +263,12 @@ class OpenAICompatibleProvider:
             ) from None
         except OpenAIError as exc:
             raise self._map_error(exc) from exc
+        except httpx2.TimeoutException as exc:  # the SDK maps these; kept in case it does not
+            raise ProviderTimeout("stream read timed out", **self._where()) from exc
+        except httpx2.TransportError as exc:
+            raise ProviderConnectionError(
+                f"connection failed mid-stream: {type(exc).__name__}", **self._where()
+            ) from exc
         except (ValueError, AttributeError, TypeError) as exc:
             raise MalformedResponse(
                 f"unreadable stream: {type(exc).__name__}", provider=self.provider, model=self.model
@@ -236,6 +281,18 @@ class OpenAICompatibleProvider:
             raise MalformedResponse(
                 "the stream ended without a single chunk", provider=self.provider, model=self.model
             )
+        if finish is None:
+            # The body ended (a proxy or the provider closed it) before the answer did: what was
+            # streamed is a fragment, not a reply. The text already shown stays shown; the
+            # fallback wrapper does not switch models after that, it raises this.
+            raise MalformedResponse(
+                f"the stream ended before the answer finished (no finish_reason after "
+                f"{len(parts)} text chunks)",
+                **self._where(),
+            )
+        if finish == "error":
+            # OpenRouter's normalized finish reason for a generation that failed upstream.
+            raise MalformedResponse("the answer ended with finish_reason 'error'", **self._where())
         yield StreamChunk(
             response=self._response("".join(parts), usage, finish, started, wall, raw=None)
         )
@@ -291,6 +348,24 @@ class OpenAICompatibleProvider:
         return await self._client.post(
             "/chat/completions", cast_to=ChatCompletion, body=body, options={"timeout": per_attempt}
         )
+
+    def _format_key(self) -> tuple[str, str]:
+        return (str(self._client.base_url), self.model)
+
+    def _remember_prompted_only(self, exc: RequestRejected) -> None:
+        key = self._format_key()
+        if len(_PROMPTED_ONLY) >= _PROMPTED_ONLY_LIMIT:
+            del _PROMPTED_ONLY[next(iter(_PROMPTED_ONLY))]
+        _PROMPTED_ONLY[key] = None
+        log.warning(
+            "%s rejected the JSON-schema response_format (%s); structured output for this model "
+            "uses instructions from now on",
+            self.spec,
+            exc,
+        )
+
+    def _where(self) -> dict[str, Any]:
+        return {"provider": self.provider, "model": self.model}
 
     def _deadline(self, per_attempt: float) -> float:
         retries = self._max_retries
@@ -410,6 +485,16 @@ class OpenAICompatibleProvider:
             # An error object inside a 200 stream (OpenRouter: `data: {"error": {...}}`).
             return MalformedResponse(f"error in the response stream: {_api_message(exc)}", **where)
         return MalformedResponse(f"{type(exc).__name__}: {str(exc)[:_MESSAGE_LIMIT]}", **where)
+
+
+def _rejects_response_format(exc: RequestRejected) -> bool:
+    """Whether a rejection is about `response_format` rather than the rest of the request."""
+    if exc.status not in _RESPONSE_FORMAT_STATUSES:
+        return False
+    cause = exc.__cause__
+    body = cause.body if isinstance(cause, APIStatusError) else None
+    text = f"{exc} {json.dumps(body, default=str) if body is not None else ''}"
+    return _RESPONSE_FORMAT_WORDS.search(text) is not None
 
 
 def _to_openai(messages: Sequence[ChatMessage]) -> list[ChatCompletionMessageParam]:

@@ -8,8 +8,18 @@
 
 - Leaf providers are cached per (spec, key) and wrapped once by `wrap` (tracing), so every attempt
   inside a fallback chain is its own traced generation.
-- One SDK client per (provider, key, base URL), shared by every model of that provider: its
-  connection pool is reused, and closing the registry closes each client once.
+- On the shared keys: one SDK client per (provider, key, base URL), shared by every model of that
+  provider: its connection pool is reused, and closing the registry closes each client once.
+  These are bounded by configuration (a handful of providers), so they live as long as the
+  registry.
+- On users' own keys: one provider and its own SDK client per (spec, key), in a least recently
+  used cache of `user_key_limit` entries (default `USER_KEY_LIMIT`), since every user who brings
+  a key would otherwise hold a client and its connections for the life of the process. The
+  entry pushed out closes its client, but never under a running call: each call leases the
+  entry (a counter, no lock: everything runs on the event loop), and an evicted entry closes its
+  client when the last lease ends, or at once when there is none. A caller still holding an
+  evicted provider (a pipeline that resolved it a while ago) is not broken: its next call opens
+  a fresh client, which closes again when that call ends.
 - A spec whose key is missing raises `ModelSpecError` naming the variable to set; a typo in the
   provider gets parse_spec's "did you mean".
 - The key is a `SecretStr` until the moment the SDK client is built; cache keys hold a hash of
@@ -18,21 +28,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib
 import logging
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from bot.config import Settings
 from bot.llm.fallback import FallbackProvider
 from bot.llm.protocol import LLMProvider
 from bot.llm.specs import ModelSpec, ModelSpecError, parse_spec
+from bot.llm.types import ChatMessage, LLMResponse, StreamChunk
 
-__all__ = ["ProviderRegistry", "validate_settings"]
+__all__ = ["USER_KEY_LIMIT", "ProviderRegistry", "validate_settings"]
+
+# Providers (each with its own SDK client) kept for users' own keys; see the module docstring.
+USER_KEY_LIMIT = 256
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +65,157 @@ def validate_settings(settings: Settings) -> list[str]:
     return settings.missing_key_problems()
 
 
+def _given(api_key: str | SecretStr | None) -> bool:
+    if isinstance(api_key, SecretStr):
+        return bool(api_key.get_secret_value())
+    return bool(api_key)
+
+
 def _fingerprint(key: str | None) -> str:
     # Identifies a key in cache keys without holding it.
     return hashlib.sha256(key.encode()).hexdigest()[:16] if key else "-"
 
 
+class _UserKeyEntry:
+    """One provider on a user's own key, with the SDK client it alone owns, and its leases.
+
+    `build()` makes the leaf (it holds the key in its closure, so no repr shows it). Built at once,
+    so a bad spec fails in `get`; built again only if a call arrives after an eviction closed it.
+    """
+
+    def __init__(self, spec: str, build: Callable[[], LLMProvider]) -> None:
+        self.spec = spec
+        self._build = build
+        self.leaf: LLMProvider | None = build()
+        self.in_flight = 0
+        self.evicted = False
+
+    def __repr__(self) -> str:
+        state = "evicted" if self.evicted else "cached"
+        return f"_UserKeyEntry({self.spec!r}, {state}, in_flight={self.in_flight})"
+
+    def acquire(self) -> LLMProvider:
+        if self.leaf is None:
+            self.leaf = self._build()
+        self.in_flight += 1
+        return self.leaf
+
+    async def release(self) -> None:
+        self.in_flight -= 1
+        await self.close_if_idle()
+
+    async def close_if_idle(self) -> None:
+        """Close the client of an evicted entry, unless a call is using it (that call's release
+        closes it). Checked when it runs, not when scheduled: a call may start in between."""
+        if self.evicted and self.in_flight == 0:
+            await self.close()
+
+    async def close(self) -> None:
+        leaf, self.leaf = self.leaf, None
+        if leaf is None:
+            return
+        try:
+            await leaf.close()
+        except Exception:  # a failed close must not fail the call that triggered it
+            log.warning("closing the client of %s failed", self.spec, exc_info=True)
+
+
+class _LeasedProvider:
+    """The provider handed out for a user's key: each call leases its `_UserKeyEntry`."""
+
+    def __init__(self, entry: _UserKeyEntry, leaf: LLMProvider) -> None:
+        self._entry = entry
+        self.provider = leaf.provider
+        self.model = leaf.model
+        self._spec = leaf.spec
+
+    @property
+    def spec(self) -> str:
+        return self._spec
+
+    def __repr__(self) -> str:
+        return f"_LeasedProvider({self._spec!r})"
+
+    def __getattr__(self, name: str) -> Any:
+        # Whatever else a caller looks at is the current leaf's (as long as it has one).
+        leaf = self.__dict__["_entry"].leaf
+        if leaf is None:
+            raise AttributeError(name)
+        return getattr(leaf, name)
+
+    async def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        schema: type[BaseModel] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        timeout: float | None = None,
+    ) -> LLMResponse:
+        leaf = self._entry.acquire()
+        try:
+            return await leaf.complete(
+                messages,
+                schema=schema,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                timeout=timeout,
+            )
+        finally:
+            await self._entry.release()
+
+    async def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[StreamChunk]:
+        leaf = self._entry.acquire()
+        try:
+            inner = leaf.stream(
+                messages, temperature=temperature, max_tokens=max_tokens, timeout=timeout
+            )
+            try:
+                async for chunk in inner:
+                    yield chunk
+            finally:
+                aclose = getattr(inner, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        finally:
+            await self._entry.release()
+
+    async def close(self) -> None:
+        """Nothing: the registry owns the client (as with shared providers)."""
+
+
 class ProviderRegistry:
-    def __init__(self, settings: Settings, *, wrap: Wrap | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        wrap: Wrap | None = None,
+        user_key_limit: int = USER_KEY_LIMIT,
+    ) -> None:
+        if user_key_limit < 1:
+            raise ValueError("user_key_limit must be at least 1")
         self._settings = settings
         self._wrap = wrap
         self._providers: dict[tuple[str, str], LLMProvider] = {}
         self._clients: dict[tuple[str, str, str], Any] = {}
         self._leaves: list[LLMProvider] = []
         self._warned: set[str] = set()
+        # Users' own keys: (spec, key fingerprint) -> (entry, provider handed out), oldest first.
+        self._user_key_limit = user_key_limit
+        self._user_providers: OrderedDict[tuple[str, str], tuple[_UserKeyEntry, LLMProvider]] = (
+            OrderedDict()
+        )
+        # Evicted entries waiting to close: tasks on a running loop, else (no loop) a list that
+        # `close()` empties.
+        self._closing: set[asyncio.Task[None]] = set()
+        self._retired: list[_UserKeyEntry] = []
 
     # --- public surface ---
 
@@ -70,6 +224,8 @@ class ProviderRegistry:
         parsed = parse_spec(spec) if isinstance(spec, str) else spec
         key = self._key_for(parsed, api_key)
         cache_key = (str(parsed), _fingerprint(key))
+        if _given(api_key) and parsed.info.wire != "local":
+            return self._user_provider(parsed, key, cache_key)
         cached = self._providers.get(cache_key)
         if cached is not None:
             return cached
@@ -112,15 +268,56 @@ class ProviderRegistry:
         return FallbackProvider(providers)
 
     async def close(self) -> None:
-        """Close every SDK client (once) and every local provider; the registry is then empty."""
+        """Close every SDK client (once) and every local provider; the registry is then empty.
+
+        Users' clients are closed even under a running call: this is shutdown.
+        """
         leaves, clients = self._leaves, list(self._clients.values())
         self._leaves, self._clients, self._providers = [], {}, {}
+        users = [entry for entry, _ in self._user_providers.values()] + self._retired
+        self._user_providers, self._retired = OrderedDict(), []
+        closing, self._closing = list(self._closing), set()
         for leaf in leaves:
             await leaf.close()
         for client in clients:
             await client.close()
+        if closing:
+            await asyncio.gather(*closing, return_exceptions=True)
+        for entry in users:
+            entry.evicted = True
+            await entry.close()
 
     # --- internals ---
+
+    def _user_provider(
+        self, spec: ModelSpec, key: str | None, cache_key: tuple[str, str]
+    ) -> LLMProvider:
+        cached = self._user_providers.get(cache_key)
+        if cached is not None:
+            self._user_providers.move_to_end(cache_key)
+            return cached[1]
+        entry = _UserKeyEntry(str(spec), lambda: self._build(spec, key, own_client=True))
+        assert entry.leaf is not None
+        leased: LLMProvider = _LeasedProvider(entry, entry.leaf)
+        provider = self._wrap(leased) if self._wrap is not None else leased
+        self._user_providers[cache_key] = (entry, provider)
+        while len(self._user_providers) > self._user_key_limit:
+            _, (evicted, _) = self._user_providers.popitem(last=False)
+            self._evict(evicted)
+        return provider
+
+    def _evict(self, entry: _UserKeyEntry) -> None:
+        entry.evicted = True
+        if entry.in_flight:
+            return  # the last running call closes it (`_UserKeyEntry.release`)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._retired.append(entry)  # no loop to close it on now; `close()` will
+            return
+        task = loop.create_task(entry.close_if_idle())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def _key_for(self, spec: ModelSpec, api_key: str | SecretStr | None) -> str | None:
         if isinstance(api_key, SecretStr):
@@ -144,40 +341,44 @@ class ProviderRegistry:
     def _client(self, spec: ModelSpec, key: str | None, base_url: str) -> Any:
         cache_key = (spec.provider, _fingerprint(key), base_url)
         client = self._clients.get(cache_key)
-        if client is not None:
-            return client
+        if client is None:
+            client = self._clients[cache_key] = self._new_client(spec, key, base_url)
+        return client
+
+    def _new_client(self, spec: ModelSpec, key: str | None, base_url: str) -> Any:
         settings = self._settings
         if spec.info.wire == "anthropic":
             from bot.llm.anthropic_provider import make_anthropic_client
 
-            client = make_anthropic_client(
+            return make_anthropic_client(
                 base_url=base_url,
                 api_key=key or "",
                 timeout=settings.llm_timeout,
                 max_retries=settings.llm_max_retries,
             )
-        else:
-            from bot.llm.openai_compat import make_openai_client
+        from bot.llm.openai_compat import make_openai_client
 
-            client = make_openai_client(
-                provider=spec.provider,
-                base_url=base_url,
-                api_key=key,
-                timeout=settings.llm_timeout,
-                max_retries=settings.llm_max_retries,
-                app_url=settings.openrouter_app_url,
-                app_title=settings.openrouter_app_title,
-            )
-        self._clients[cache_key] = client
-        return client
+        return make_openai_client(
+            provider=spec.provider,
+            base_url=base_url,
+            api_key=key,
+            timeout=settings.llm_timeout,
+            max_retries=settings.llm_max_retries,
+            app_url=settings.openrouter_app_url,
+            app_title=settings.openrouter_app_title,
+        )
 
-    def _build(self, spec: ModelSpec, key: str | None) -> LLMProvider:
+    def _build(self, spec: ModelSpec, key: str | None, *, own_client: bool = False) -> LLMProvider:
+        """A leaf provider; with `own_client`, on a client of its own that it closes."""
         settings = self._settings
         wire = spec.info.wire
         if wire == "local":
             return self._build_local(spec)
         base_url = self._base_url(spec)
-        client = self._client(spec, key, base_url)
+        if own_client:
+            client = self._new_client(spec, key, base_url)
+        else:
+            client = self._client(spec, key, base_url)
         if wire == "anthropic":
             from bot.llm.anthropic_provider import AnthropicProvider
 
@@ -186,6 +387,7 @@ class ProviderRegistry:
                 client=client,
                 timeout=settings.llm_timeout,
                 max_retries=settings.llm_max_retries,
+                owns_client=own_client,
             )
         from bot.llm.openai_compat import OpenAICompatibleProvider
 
@@ -195,6 +397,7 @@ class ProviderRegistry:
             client=client,
             timeout=settings.llm_timeout,
             max_retries=settings.llm_max_retries,
+            owns_client=own_client,
         )
 
     def _build_local(self, spec: ModelSpec) -> LLMProvider:

@@ -6,11 +6,15 @@ Providers differ in what they can enforce, so each passes one flag:
   (OpenAI-compatible `response_format={"type": "json_schema", ...}`, see `response_format_for`);
   the messages go out unchanged.
 - `native=False`: the schema travels as instructions in a system message (Anthropic, local
-  models); the reply is parsed tolerantly (code fences and chatter around the object are removed).
+  models, an OpenAI-compatible endpoint that rejected `response_format`, see
+  `bot.llm.openai_compat`); the reply is parsed tolerantly (code fences and chatter around the
+  object are removed).
 
 Either way the reply is validated with pydantic. When it does not validate, the model gets one
-repair turn: its own reply and the validation error are sent back with a request to answer with
-the corrected JSON only. A second failure raises `StructuredOutputError`.
+repair turn: its own reply, the validation error and the schema itself are sent back with a
+request to answer with the corrected JSON only. The schema is restated because a model that
+silently ignored `response_format` has never seen it otherwise. A second failure raises
+`StructuredOutputError`.
 
 A provider uses it like this (the local provider does the same with `native=False`):
 
@@ -116,7 +120,8 @@ def with_instructions(
 def repair_messages(
     messages: Sequence[ChatMessage], reply: str, error: str, schema: type[BaseModel]
 ) -> list[ChatMessage]:
-    """The conversation for the one repair turn: the bad reply, then what was wrong with it."""
+    """The conversation for the one repair turn: the bad reply, what was wrong with it, and the
+    schema it must match."""
     return [
         *messages,
         ChatMessage("assistant", reply),
@@ -124,7 +129,9 @@ def repair_messages(
             "user",
             "Your reply was not valid JSON for the required schema "
             f"({_schema_name(schema)}): {error}\n"
-            "Answer again with only the corrected JSON object.",
+            "Answer again with only the corrected JSON object, no prose and no code fences. "
+            "It must validate against this JSON schema:\n"
+            + json.dumps(json_schema_of(schema), ensure_ascii=False),
         ),
     ]
 

@@ -30,6 +30,18 @@ Replies are scripted per model name with `server.script(model, ...)`; unknown mo
 `RecordedRequest`, e.g. to answer differently on a repair attempt. Every request (path, lower-cased
 headers including `authorization` / `x-api-key`, parsed JSON body) is appended to
 `server.requests` before any fault is applied, so assertions can count attempts.
+
+Fault injection beyond the named faults:
+
+    server.script("m", fault=Fault.STATUS, status=503)      # any status, API-shaped error body
+    server.script("m", reject_response_format=True)         # 400 naming `response_format`, as an
+                                                            # endpoint without JSON mode answers
+    server.script("m", "a b c", fault=Fault.CUT_STREAM)     # ends cleanly, no terminal event
+    server.script("m", "a b c", fault=Fault.DROP_MID_STREAM)  # socket aborted mid-answer
+    server.script("m", "a b c", fault=Fault.STALL_MID_STREAM)  # silence mid-answer
+
+`server.connections_opened` and `server.connections_closed` count TCP connections, so a test can
+tell a reused keep-alive connection from a new one and see a client hang up.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import http
 import itertools
 import json
 import re
@@ -68,6 +81,20 @@ class Fault(enum.Enum):
     BAD_REQUEST = "400"  # 400 invalid_request_error (must not be retried or fallen back from)
     MID_STREAM_ERROR = "midstream"  # stream `error_after_tokens` tokens, then an error object
     MALFORMED_JSON = "malformed"  # 200 with application/json content that is not JSON
+    STATUS = "status"  # `Script.status` with an error body in the API's own format
+    # Streams only: `error_after_tokens` tokens, then the body ends as if complete but without
+    # the terminal event (no finish_reason / `[DONE]`; no message_delta / message_stop).
+    CUT_STREAM = "cut"
+    # Streams only: `error_after_tokens` tokens, then the socket is aborted.
+    DROP_MID_STREAM = "dropmid"
+    # Streams only: `error_after_tokens` tokens, then silence (until the server closes).
+    STALL_MID_STREAM = "stallmid"
+
+
+# Faults that change a streamed answer part-way; a non-streamed request is answered normally.
+_STREAM_ONLY = frozenset(
+    {Fault.MID_STREAM_ERROR, Fault.CUT_STREAM, Fault.DROP_MID_STREAM, Fault.STALL_MID_STREAM}
+)
 
 
 @dataclass
@@ -126,7 +153,11 @@ class Script:
     fault: Fault | None = None
     fault_times: int | None = None
     retry_after: float = 1.0  # for RATE_LIMITED
-    error_after_tokens: int = 2  # for MID_STREAM_ERROR
+    error_after_tokens: int = 2  # for MID_STREAM_ERROR and the other mid-stream faults
+    status: int = 500  # for STATUS
+    # Answer a request that carries `response_format` with a 400 naming it (a model or endpoint
+    # without JSON-schema output); requests without it are answered normally.
+    reject_response_format: bool = False
     keepalive_comments: int = 1  # `: OPENROUTER PROCESSING` lines before the first SSE chunk
     cost: float | None = None  # OpenRouter's `usage.cost`, in USD
     finish_reason: str = "stop"
@@ -185,6 +216,8 @@ class FakeLLMServer:
         self._port = port
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self.connections_opened = 0
+        self.connections_closed = 0
         self._ids = itertools.count(1)
         self.scripts: dict[str, Script] = {}
         self.default = Script()
@@ -282,6 +315,7 @@ class FakeLLMServer:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        self.connections_opened += 1
         try:
             while True:
                 request = await self._read_request(reader)
@@ -296,6 +330,7 @@ class FakeLLMServer:
             pass
         finally:
             self._connections.discard(task)
+            self.connections_closed += 1
             with contextlib.suppress(Exception):
                 if not writer.is_closing():
                     writer.close()
@@ -342,8 +377,11 @@ class FakeLLMServer:
             script.fault_times is None or script.served <= script.fault_times
         )
         fault = script.fault if faulty else None
-        if fault is not None and fault is not Fault.MID_STREAM_ERROR:
+        if fault is not None and fault not in _STREAM_ONLY:
             return await self._send_fault(request, writer, fault, script)
+        if script.reject_response_format and "response_format" in request.body:
+            await _send_json(writer, 400, _response_format_rejection(request))
+            return True
 
         text = script.reply_for(request)
         if request.api == "openai":
@@ -416,6 +454,10 @@ class FakeLLMServer:
             await _send_json(writer, 400, body)
         elif fault is Fault.MALFORMED_JSON:
             await _send(writer, 200, b'{"id": "x", "choices": [', content_type="application/json")
+        elif fault is Fault.STATUS:
+            await _send_json(
+                writer, script.status, _status_error(script.status, anthropic=anthropic)
+            )
         return True
 
     # --- OpenAI format ---
@@ -476,6 +518,8 @@ class FakeLLMServer:
             await stream.comment("OPENROUTER PROCESSING")
         await stream.data(chunk({"role": "assistant", "content": ""}))
         for i, token in enumerate(split_tokens(text)):
+            if i == script.error_after_tokens and await stream.cut(fault):
+                return
             if fault is Fault.MID_STREAM_ERROR and i == script.error_after_tokens:
                 await stream.data(
                     {
@@ -553,6 +597,8 @@ class FakeLLMServer:
         )
         await stream.event("ping", {"type": "ping"})
         for i, token in enumerate(split_tokens(text)):
+            if i == script.error_after_tokens and await stream.cut(fault):
+                return
             if fault is Fault.MID_STREAM_ERROR and i == script.error_after_tokens:
                 await stream.event(
                     "error",
@@ -586,7 +632,46 @@ class FakeLLMServer:
         await stream.end()
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests"}
+def _status_error(status: int, *, anthropic: bool) -> dict[str, Any]:
+    """The error body each API sends with `status` (types as their documentation names them)."""
+    reason = _reason(status)
+    if anthropic:
+        kinds = {
+            400: "invalid_request_error",
+            401: "authentication_error",
+            403: "permission_error",
+            404: "not_found_error",
+            413: "request_too_large",
+            429: "rate_limit_error",
+            529: "overloaded_error",
+        }
+        kind = kinds.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        return {"type": "error", "error": {"type": kind, "message": f"{status} {reason}"}}
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    return {"error": {"message": f"{status} {reason}", "type": kind, "code": status}}
+
+
+def _response_format_rejection(request: RecordedRequest) -> dict[str, Any]:
+    """What OpenAI answers a model without JSON-schema output (its real wording)."""
+    kind = (request.body.get("response_format") or {}).get("type", "json_schema")
+    return {
+        "error": {
+            "message": (
+                f"Invalid parameter: 'response_format' of type '{kind}' is not supported with "
+                "this model."
+            ),
+            "type": "invalid_request_error",
+            "param": "response_format",
+            "code": None,
+        }
+    }
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 async def _send(
@@ -597,9 +682,8 @@ async def _send(
     content_type: str,
     headers: dict[str, str] | None = None,
 ) -> None:
-    reason = _REASONS.get(status, "Internal Server Error" if status == 500 else "Bad Gateway")
     lines = [
-        f"HTTP/1.1 {status} {reason}",
+        f"HTTP/1.1 {status} {_reason(status)}",
         f"content-type: {content_type}",
         f"content-length: {len(payload)}",
         "connection: keep-alive",
@@ -657,3 +741,15 @@ class _SSE:
     async def end(self) -> None:
         self._writer.write(b"0\r\n\r\n")
         await self._writer.drain()
+
+    async def cut(self, fault: Fault | None) -> bool:
+        """Apply a mid-stream fault (other than MID_STREAM_ERROR); whether the answer stops."""
+        if fault is Fault.STALL_MID_STREAM:
+            await asyncio.Event().wait()  # until the client gives up or the server closes
+        if fault is Fault.CUT_STREAM:
+            await self.end()
+            return True
+        if fault is Fault.DROP_MID_STREAM:
+            self._writer.transport.abort()
+            raise _Dropped
+        return False

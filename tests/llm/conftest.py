@@ -78,8 +78,8 @@ async def make_registry(
     made: list[ProviderRegistry] = []
 
     def make(**overrides: Any) -> ProviderRegistry:
-        wrap = overrides.pop("wrap", None)
-        registry = ProviderRegistry(settings_for(llm_server, **overrides), wrap=wrap)
+        options = {k: overrides.pop(k) for k in ("wrap", "user_key_limit") if k in overrides}
+        registry = ProviderRegistry(settings_for(llm_server, **overrides), **options)
         made.append(registry)
         return registry
 

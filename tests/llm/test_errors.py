@@ -30,6 +30,19 @@ FAULTS: list[tuple[Fault, type[ProviderError], int | None]] = [
     (Fault.MALFORMED_JSON, MalformedResponse, None),
     (Fault.BAD_REQUEST, RequestRejected, 400),
 ]
+STATUSES: list[tuple[int, type[ProviderError]]] = [
+    (401, RequestRejected),
+    (403, RequestRejected),
+    (404, RequestRejected),
+    (408, ProviderServerError),
+    (409, ProviderServerError),
+    (422, RequestRejected),
+    (429, RateLimited),
+    (500, ProviderServerError),
+    (503, ProviderServerError),
+    (504, ProviderServerError),
+    (529, ProviderServerError),  # Anthropic's "overloaded"
+]
 
 
 async def complete_error(provider_call: object) -> ProviderError:
@@ -79,6 +92,85 @@ async def test_stream_maps_fault(
 
     assert type(info.value) is expected
     assert info.value.status == status
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize(("status", "expected"), STATUSES, ids=[str(s) for s, _ in STATUSES])
+async def test_status_is_mapped_on_both_calls(
+    spec: str,
+    status: int,
+    expected: type[ProviderError],
+    llm_server: FakeLLMServer,
+    make_registry: Callable[..., ProviderRegistry],
+) -> None:
+    llm_server.script(spec.split(":", 1)[1], fault=Fault.STATUS, status=status, retry_after=0)
+    provider = make_registry().get(spec)
+
+    completed = await complete_error(provider.complete([user("hi")]))
+    with pytest.raises(ProviderError) as streamed:
+        await drain(provider.stream([user("hi")]))
+
+    for error in (completed, streamed.value):
+        assert type(error) is expected
+        assert error.status == status
+        assert error.retryable is (expected is not RequestRejected)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+async def test_stream_that_ends_without_its_terminal_event_is_malformed(
+    spec: str, llm_server: FakeLLMServer, make_registry: Callable[..., ProviderRegistry]
+) -> None:
+    """The body ends cleanly, but the answer never finished: not a reply to show as complete."""
+    llm_server.script(spec.split(":", 1)[1], "one two three four five", fault=Fault.CUT_STREAM)
+    provider = make_registry().get(spec)
+    deltas: list[str] = []
+
+    with pytest.raises(MalformedResponse, match="ended before") as info:
+        await drain(provider.stream([user("hi")]), deltas)
+
+    assert deltas == ["one ", "two "]
+    assert info.value.retryable
+
+
+async def test_stream_finishing_with_openrouters_error_reason_is_malformed(
+    llm_server: FakeLLMServer, make_registry: Callable[..., ProviderRegistry]
+) -> None:
+    """OpenRouter ends a generation that failed upstream with `finish_reason: "error"`."""
+    llm_server.script("vendor/model-x", "one two", finish_reason="error")
+    provider = make_registry().get("openrouter:vendor/model-x")
+
+    with pytest.raises(MalformedResponse, match="finish_reason 'error'"):
+        await drain(provider.stream([user("hi")]))
+
+
+@pytest.mark.parametrize("spec", SPECS)
+async def test_stream_whose_connection_drops_mid_answer_is_a_connection_error(
+    spec: str, llm_server: FakeLLMServer, make_registry: Callable[..., ProviderRegistry]
+) -> None:
+    llm_server.script(spec.split(":", 1)[1], "one two three four five", fault=Fault.DROP_MID_STREAM)
+    provider = make_registry().get(spec)
+    deltas: list[str] = []
+
+    with pytest.raises(ProviderConnectionError) as info:
+        await drain(provider.stream([user("hi")]), deltas)
+
+    assert deltas == ["one ", "two "]
+    assert (info.value.provider, info.value.model) == tuple(spec.split(":", 1))
+
+
+@pytest.mark.parametrize("spec", SPECS)
+async def test_stream_that_goes_silent_mid_answer_times_out(
+    spec: str, llm_server: FakeLLMServer, make_registry: Callable[..., ProviderRegistry]
+) -> None:
+    """After the first token only the read timeout guards the stream; it must map too."""
+    llm_server.script(spec.split(":", 1)[1], "one two three", fault=Fault.STALL_MID_STREAM)
+    provider = make_registry(llm_timeout=0.3).get(spec)
+    deltas: list[str] = []
+
+    with pytest.raises(ProviderTimeout):
+        await drain(provider.stream([user("hi")]), deltas)
+
+    assert deltas == ["one ", "two "]
 
 
 @pytest.mark.parametrize("spec", SPECS)

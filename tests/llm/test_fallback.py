@@ -9,7 +9,9 @@ from pydantic import BaseModel
 
 from bot.llm.errors import (
     AllModelsFailed,
+    LLMError,
     MalformedResponse,
+    ProviderConnectionError,
     ProviderServerError,
     ProviderTimeout,
     RequestRejected,
@@ -19,7 +21,7 @@ from bot.llm.function_provider import CallInfo, FunctionProvider
 from bot.llm.protocol import LLMProvider
 from bot.llm.registry import ProviderRegistry
 from bot.llm.types import ChatMessage, LLMResponse, StreamChunk, user
-from tests.fakes.llm_server import FakeLLMServer, Fault
+from tests.fakes.llm_server import FakeLLMServer, Fault, unused_port_url
 from tests.llm.conftest import drain
 
 RETRYABLE = [
@@ -30,8 +32,14 @@ RETRYABLE = [
     Fault.HTML_502,
     Fault.MALFORMED_JSON,
 ]
-STREAM_FAULTS = [*RETRYABLE, Fault.MID_STREAM_ERROR]
+# Faults that break a stream part-way: the answer never reaches its terminal event.
+BROKEN_STREAMS = [Fault.MID_STREAM_ERROR, Fault.CUT_STREAM, Fault.DROP_MID_STREAM]
+STREAM_FAULTS = [*RETRYABLE, *BROKEN_STREAMS]
 PRIMARIES = ["openrouter:primary/model", "anthropic:primary-claude"]
+# DESIGN.md: timeout, connection error, 408, 409, 429, 5xx fall back; a 4xx the request itself
+# caused does not.
+FALLBACK_STATUSES = [408, 409, 429, 500, 502, 503, 504]
+FINAL_STATUSES = [400, 401, 403, 404, 422]
 
 
 @pytest.mark.parametrize("primary", PRIMARIES)
@@ -85,19 +93,101 @@ async def test_stream_falls_back_before_the_first_delta(
     assert [(a.index, a.ok) for a in final.attempts] == [(0, False), (1, True)]
 
 
+@pytest.mark.parametrize("primary", PRIMARIES)
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        (Fault.MID_STREAM_ERROR, MalformedResponse),
+        (Fault.CUT_STREAM, MalformedResponse),
+        (Fault.DROP_MID_STREAM, ProviderConnectionError),
+    ],
+    ids=[f.name for f in BROKEN_STREAMS],
+)
 async def test_stream_does_not_fall_back_after_text_was_shown(
-    llm_server: FakeLLMServer, make_registry: Callable[..., ProviderRegistry]
+    primary: str,
+    fault: Fault,
+    expected: type[LLMError],
+    llm_server: FakeLLMServer,
+    make_registry: Callable[..., ProviderRegistry],
 ) -> None:
-    llm_server.script("primary", "one two three four", fault=Fault.MID_STREAM_ERROR)
-    chain = make_registry(fallback_models=["openai:backup-model"]).chain("openrouter:primary")
+    """A broken answer is an error the caller sees, never a silent success, and never spliced
+    together with another model's answer."""
+    llm_server.script(primary.split(":", 1)[1], "one two three four", fault=fault)
+    chain = make_registry(fallback_models=["openai:backup-model"]).chain(primary)
     deltas: list[str] = []
 
-    with pytest.raises(MalformedResponse) as info:
+    with pytest.raises(expected) as info:
         await drain(chain.stream([user("hi")]), deltas)
 
     assert deltas == ["one ", "two "]
     assert llm_server.requests_for("backup-model") == []
     assert any("streaming began" in note for note in info.value.__notes__)
+
+
+@pytest.mark.parametrize("primary", PRIMARIES)
+@pytest.mark.parametrize("status", FALLBACK_STATUSES)
+async def test_backup_answers_when_primary_answers_a_retryable_status(
+    primary: str,
+    status: int,
+    llm_server: FakeLLMServer,
+    make_registry: Callable[..., ProviderRegistry],
+) -> None:
+    llm_server.script(primary.split(":", 1)[1], fault=Fault.STATUS, status=status, retry_after=0)
+    llm_server.script("backup-model", "backup answer")
+    chain = make_registry(fallback_models=["openai:backup-model"]).chain(primary)
+
+    response = await chain.complete([user("hi")])
+    deltas: list[str] = []
+    await drain(chain.stream([user("hi")]), deltas)
+
+    assert response.text == "backup answer" == "".join(deltas)
+    assert [(a.index, a.ok) for a in response.attempts] == [(0, False), (1, True)]
+    assert f"[{status}]" in (response.attempts[0].error or "")
+    assert len(llm_server.requests_for(primary.split(":", 1)[1])) == 2
+    assert len(llm_server.requests_for("backup-model")) == 2
+
+
+@pytest.mark.parametrize("primary", PRIMARIES)
+@pytest.mark.parametrize("status", FINAL_STATUSES)
+async def test_primary_rejecting_the_request_does_not_fall_back(
+    primary: str,
+    status: int,
+    llm_server: FakeLLMServer,
+    make_registry: Callable[..., ProviderRegistry],
+) -> None:
+    llm_server.script(primary.split(":", 1)[1], fault=Fault.STATUS, status=status)
+    chain = make_registry(fallback_models=["openai:backup-model"]).chain(primary)
+
+    with pytest.raises(RequestRejected) as complete_info:
+        await chain.complete([user("hi")])
+    with pytest.raises(RequestRejected) as stream_info:
+        await drain(chain.stream([user("hi")]))
+
+    assert complete_info.value.status == stream_info.value.status == status
+    assert llm_server.requests_for("backup-model") == []
+
+
+@pytest.mark.parametrize("primary", ["openai:down", "anthropic:down"])
+async def test_backup_answers_when_the_primary_refuses_connections(
+    primary: str, llm_server: FakeLLMServer, make_registry: Callable[..., ProviderRegistry]
+) -> None:
+    refused = unused_port_url()
+    llm_server.script("backup-model", "backup answer")
+    registry = make_registry(
+        openai_base_url=f"{refused}/v1",
+        anthropic_base_url=refused,
+        fallback_models=["openrouter:backup-model"],
+    )
+    chain = registry.chain(primary)
+
+    response = await chain.complete([user("hi")])
+    deltas: list[str] = []
+    await drain(chain.stream([user("hi")]), deltas)
+
+    assert response.text == "backup answer" == "".join(deltas)
+    assert response.provider == "openrouter"
+    assert "ProviderConnectionError" in (response.attempts[0].error or "")
+    assert llm_server.requests_for("down") == []
 
 
 @pytest.mark.parametrize("primary", PRIMARIES)

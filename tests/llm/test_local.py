@@ -9,6 +9,7 @@ which also proves the registry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import uuid
@@ -21,6 +22,8 @@ from pydantic import BaseModel
 from tokenizers import Tokenizer
 
 from bot.llm.errors import ProviderError, ProviderTimeout, StructuredOutputError
+from bot.llm.fallback import FallbackProvider
+from bot.llm.function_provider import FunctionProvider
 from bot.llm.local import (
     GenerationStep,
     LocalModel,
@@ -472,16 +475,97 @@ async def test_structured_output_fails_clearly_after_the_repair(
         await provider.close()
 
 
-async def test_a_runner_failure_is_a_provider_error(tmp_path: Path, runner_name: str) -> None:
+async def test_a_runner_failure_is_a_retryable_provider_error(
+    tmp_path: Path, runner_name: str
+) -> None:
     provider, _ = scripted(runner_name, tmp_path, [RuntimeError("metal exploded"), "fine"])
     try:
         with pytest.raises(ProviderError, match="metal exploded") as info:
             await provider.complete(MESSAGES)
         assert info.value.provider == "mlx"
-        assert not info.value.retryable
+        # The local "server" failed, not the request: another model may well answer it.
+        assert info.value.retryable
         # The worker survives a failed generation.
         assert (await provider.complete(MESSAGES)).text == "fine"
     finally:
+        await provider.close()
+
+
+async def test_a_crashing_local_model_falls_back(tmp_path: Path, runner_name: str) -> None:
+    provider, _ = scripted(
+        runner_name, tmp_path, [RuntimeError("metal exploded"), RuntimeError("metal exploded")]
+    )
+    backup = FunctionProvider(lambda m, i: "the backup answers", provider="openai", model="b")
+    chain = FallbackProvider([provider, backup])
+    try:
+        response = await chain.complete(MESSAGES)
+        deltas, [final] = await collect(chain.stream(MESSAGES))
+
+        assert response.text == "the backup answers" == "".join(deltas)
+        assert final.response is not None
+        for attempts in (response.attempts, final.response.attempts):
+            assert [(a.provider, a.ok) for a in attempts] == [("mlx", False), ("openai", True)]
+            assert "metal exploded" in (attempts[0].error or "")
+    finally:
+        await provider.close()
+
+
+async def test_a_model_that_crashes_while_loading_falls_back(
+    tmp_path: Path, runner_name: str
+) -> None:
+    class Crashing:
+        def load(self, path: Path) -> LocalModel:
+            raise RuntimeError("out of unified memory")
+
+    register_runner(runner_name, Crashing)
+    provider = LocalProvider("crashing", tmp_path, runner=runner_name)
+    backup = FunctionProvider(lambda m, i: "the backup answers", model="b")
+    try:
+        with pytest.raises(ProviderError, match="out of unified memory") as info:
+            await provider.complete(MESSAGES)
+        assert info.value.retryable
+
+        response = await FallbackProvider([provider, backup]).complete(MESSAGES)
+        assert response.text == "the backup answers"
+    finally:
+        await provider.close()
+
+
+async def test_cancelling_close_is_not_swallowed(tmp_path: Path, runner_name: str) -> None:
+    """close() waits for running generations; a shutdown that gives up on it must stay cancelled."""
+    release = threading.Event()
+
+    class Stubborn(ScriptedModel):
+        def generate(
+            self,
+            messages: Sequence[ChatMessage],
+            *,
+            max_tokens: int,
+            temperature: float,
+            cancel: threading.Event,
+        ) -> Iterator[GenerationStep]:
+            release.wait(WAIT)  # ignores `cancel`, like a long native call
+            yield GenerationStep("done", completion_tokens=1, finish_reason="stop")
+
+    model = Stubborn([])
+    register_runner(runner_name, lambda: ScriptedRunner(model))
+    provider = LocalProvider("stubborn", tmp_path, runner=runner_name)
+    generation = asyncio.create_task(provider.complete(MESSAGES))
+    try:
+        await wait_until(lambda: provider.active_generations == 1, "the generation to start")
+        closing = asyncio.create_task(provider.close())
+        await asyncio.sleep(0.1)
+        assert not closing.done(), "close() should wait for the running generation"
+
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        assert closing.cancelled()
+    finally:
+        release.set()
+        generation.cancel()
+        with contextlib.suppress(BaseException):
+            await generation
         await provider.close()
 
 

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot.llm.fallback import FallbackProvider
 from bot.llm.protocol import LLMProvider
-from bot.llm.registry import ProviderRegistry, validate_settings
+from bot.llm.registry import USER_KEY_LIMIT, ProviderRegistry, validate_settings
 from bot.llm.specs import ModelSpecError, parse_spec
 from bot.llm.types import user
 from tests.fakes.llm_server import FakeLLMServer, Fault
-from tests.llm.conftest import SHARED_KEYS, key_sent, settings_for
+from tests.llm.conftest import SHARED_KEYS, drain, key_sent, settings_for
 
 USER_KEY = "sk-or-users-own-key-9999"
 
@@ -213,6 +216,153 @@ def test_key_never_in_repr_or_errors(make_registry: Callable[..., ProviderRegist
 
     assert USER_KEY not in repr(provider)
     assert USER_KEY not in repr(registry._providers)  # type: ignore[attr-defined]
+    assert USER_KEY not in repr(registry._user_providers)  # type: ignore[attr-defined]
+
+
+# --- clients on users' own keys: a bounded LRU ---------------------------------------------------
+
+
+def user_key(n: int) -> str:
+    return f"sk-or-user-{n:04d}"
+
+
+async def wait_until(predicate: Callable[[], bool], what: str, limit: float = 5.0) -> None:
+    deadline = time.monotonic() + limit
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def client_of(provider: LLMProvider) -> Any:
+    return provider._client  # type: ignore[attr-defined]
+
+
+def test_the_default_bound_is_256() -> None:
+    assert USER_KEY_LIMIT == 256
+
+
+async def test_users_clients_are_bounded_least_recently_used_first(
+    llm_server: FakeLLMServer, make_registry: Callable[..., ProviderRegistry]
+) -> None:
+    registry = make_registry(user_key_limit=3)
+    providers = [registry.get("openrouter:m", api_key=user_key(n)) for n in range(3)]
+    clients = [client_of(p) for p in providers]
+    for provider in providers:
+        await provider.complete([user("hi")])  # each client now holds a pooled connection
+    assert llm_server.connections_opened == 3
+
+    assert registry.get("openrouter:m", api_key=user_key(0)) is providers[0]  # used: now newest
+    fourth = registry.get("openrouter:m", api_key=user_key(3))
+
+    await wait_until(lambda: clients[1].is_closed(), "the evicted client to close")
+    await wait_until(lambda: llm_server.connections_closed == 1, "its connection to close")
+    assert not clients[0].is_closed()
+    assert not clients[2].is_closed()
+    assert registry.get("openrouter:m", api_key=user_key(0)) is providers[0]
+    assert registry.get("openrouter:m", api_key=user_key(2)) is providers[2]
+    assert registry.get("openrouter:m", api_key=user_key(1)) is not providers[1]
+    assert len(registry._user_providers) == 3  # type: ignore[attr-defined]
+    assert (await fourth.complete([user("hi")])).text
+
+
+async def test_the_bound_applies_with_the_default_limit(
+    make_registry: Callable[..., ProviderRegistry],
+) -> None:
+    registry = make_registry()
+    first = registry.get("openai:m", api_key=user_key(0))
+    first_client = client_of(first)
+    for n in range(1, USER_KEY_LIMIT + 1):
+        registry.get("openai:m", api_key=user_key(n))
+
+    await wait_until(first_client.is_closed, "the least recently used client to close")
+    assert len(registry._user_providers) == USER_KEY_LIMIT  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("spec", ["openrouter:slow", "anthropic:slow"])
+async def test_an_evicted_client_stays_open_until_its_stream_ends(
+    spec: str, llm_server: FakeLLMServer, make_registry: Callable[..., ProviderRegistry]
+) -> None:
+    llm_server.script("slow", "one two three four five six", token_delay=0.05)
+    registry = make_registry(user_key_limit=1)
+    mine = registry.get(spec, api_key=user_key(0))
+    client = client_of(mine)
+    stream = mine.stream([user("hi")])
+    deltas = [(await anext(stream)).delta]  # type: ignore[call-overload]
+
+    registry.get(spec, api_key=user_key(1))  # evicts the entry whose stream is running
+    await asyncio.sleep(0.1)
+    assert not client.is_closed(), "closed under a running call"
+    await drain(stream, deltas)  # type: ignore[arg-type]
+
+    assert "".join(deltas) == "one two three four five six"
+    await wait_until(client.is_closed, "the evicted client to close once idle")
+
+
+async def test_an_evicted_client_stays_open_until_its_call_ends(
+    llm_server: FakeLLMServer, make_registry: Callable[..., ProviderRegistry]
+) -> None:
+    llm_server.script("slow", "late but whole", latency=0.3)
+    registry = make_registry(user_key_limit=1)
+    mine = registry.get("openai:slow", api_key=user_key(0))
+    client = client_of(mine)
+    call = asyncio.create_task(mine.complete([user("hi")]))
+    await wait_until(lambda: llm_server.requests_for("slow") != [], "the request to arrive")
+
+    registry.get("openai:slow", api_key=user_key(1))
+    await asyncio.sleep(0.05)
+    assert not client.is_closed(), "closed under a running call"
+
+    assert (await call).text == "late but whole"
+    await wait_until(client.is_closed, "the evicted client to close once idle")
+
+
+async def test_a_provider_held_past_its_eviction_still_answers(
+    llm_server: FakeLLMServer, make_registry: Callable[..., ProviderRegistry]
+) -> None:
+    """A pipeline may hold its provider across many messages of other users; it must not break,
+    nor leak the connection it opens again."""
+    registry = make_registry(user_key_limit=1)
+    held = registry.get("openrouter:m", api_key=user_key(0))
+    await held.complete([user("hi")])
+    old_client = client_of(held)
+    registry.get("openrouter:m", api_key=user_key(1))
+    await wait_until(old_client.is_closed, "the evicted client to close")
+
+    response = await held.complete([user("again")])
+    deltas: list[str] = []
+    await drain(held.stream([user("and again")]), deltas)
+
+    assert response.text == "Hello from m." == "".join(deltas)
+    assert [key_sent(r) for r in llm_server.requests] == [user_key(0)] * 3
+    await wait_until(
+        lambda: llm_server.connections_closed == llm_server.connections_opened,
+        "every connection of the evicted key to close",
+    )
+
+
+async def test_shared_key_providers_are_not_evicted(
+    make_registry: Callable[..., ProviderRegistry],
+) -> None:
+    registry = make_registry(user_key_limit=1)
+    shared = [registry.get(f"openrouter:model-{n}") for n in range(3)]
+    registry.get("openrouter:x", api_key=user_key(0))
+    registry.get("openrouter:x", api_key=user_key(1))
+
+    assert [registry.get(f"openrouter:model-{n}") for n in range(3)] == shared
+    assert not client_of(shared[0]).is_closed()
+
+
+async def test_close_closes_users_clients_too(
+    make_registry: Callable[..., ProviderRegistry],
+) -> None:
+    registry = make_registry(user_key_limit=1)
+    evicted = client_of(registry.get("openai:m", api_key=user_key(0)))
+    kept = client_of(registry.get("anthropic:m", api_key=user_key(1)))
+
+    await registry.close()
+
+    assert evicted.is_closed()
+    assert kept.is_closed()
 
 
 async def test_mlx_spec_builds_the_local_provider(
