@@ -1,7 +1,11 @@
-"""A small support-shaped pipeline on in-process providers, and helpers to read a trace tree."""
+"""A small support-shaped pipeline on in-process providers, helpers to read a trace tree, and
+the secret search that every byte sent to Langfuse must pass."""
 
 from __future__ import annotations
 
+import base64
+import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -10,7 +14,7 @@ from bot.llm.specs import parse_spec
 from bot.llm.types import ChatMessage, system, user
 from bot.pipeline.context import AgentOutput, PipelineContext
 from bot.services.model_resolution import Resolution, Source, UserModelChoice
-from tests.fakes.otlp_receiver import ReceivedSpan
+from tests.fakes.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 
 @dataclass
@@ -70,3 +74,36 @@ def children(spans: Sequence[ReceivedSpan], parent: ReceivedSpan) -> list[Receiv
 
 def generations(spans: Sequence[ReceivedSpan]) -> list[ReceivedSpan]:
     return [span for span in spans if span.observation_type == "generation"]
+
+
+def configured_secrets() -> dict[str, str]:
+    tag = uuid.uuid4().hex
+    return {
+        "openrouter_api_key": f"sk-or-v1-{tag}",
+        "openai_api_key": f"sk-proj-{tag[:20]}",
+        "anthropic_api_key": f"sk-ant-api03-{tag[:24]}",
+        "groq_api_key": f"gsk_{tag[:24]}",
+        "telegram_bot_token": f"7123456789:AAH{tag[:32]}",
+        # shaped like nothing well known: only the exact-match scrubbing can catch it
+        "insforge_api_key": f"ifk.{tag[:10]}.{tag[10:22]}",
+        "bot_secret_key": f"bsk{tag[:18]}",
+        "langfuse_secret_key": f"sk-lf-{tag}",
+    }
+
+
+def search(receiver: OtlpReceiver, secrets: list[str]) -> list[str]:
+    """Every secret found anywhere in what reached 'Langfuse' (plain, JSON-escaped, base64)."""
+    found: list[str] = []
+    requests = receiver.requests()
+    for secret in secrets:
+        plain = secret.encode()
+        escaped = json.dumps(secret)[1:-1].encode()
+        b64 = base64.b64encode(plain)
+        for request in requests:
+            head = "\n".join(f"{k}: {v}" for k, v in request.headers.items()).encode()
+            in_head = plain in head
+            in_body = any(form in blob for blob in (request.raw, request.body)
+                          for form in (plain, escaped, b64))  # fmt: skip
+            if in_head or in_body:
+                found.append(f"{secret[:6]}... in {request.method} {request.path}")
+    return found

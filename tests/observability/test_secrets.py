@@ -7,8 +7,6 @@ a rating comment contains one. Then the redact option: no conversation content a
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,23 +24,13 @@ from bot.pipeline.runner import PipelineRunner
 from bot.pipeline.steps import Parallel, Pipeline, Step
 from tests.fakes.otlp_receiver import OtlpReceiver
 from tests.observability.conftest import TracingFactory, make_settings
-from tests.observability.kit import TableResolver, generations, one
-
-
-def configured_secrets() -> dict[str, str]:
-    tag = uuid.uuid4().hex
-    return {
-        "openrouter_api_key": f"sk-or-v1-{tag}",
-        "openai_api_key": f"sk-proj-{tag[:20]}",
-        "anthropic_api_key": f"sk-ant-api03-{tag[:24]}",
-        "groq_api_key": f"gsk_{tag[:24]}",
-        "telegram_bot_token": f"7123456789:AAH{tag[:32]}",
-        # shaped like nothing well known: only the exact-match scrubbing can catch it
-        "insforge_api_key": f"ifk.{tag[:10]}.{tag[10:22]}",
-        "bot_secret_key": f"bsk{tag[:18]}",
-        "langfuse_secret_key": f"sk-lf-{tag}",
-    }
-
+from tests.observability.kit import (
+    TableResolver,
+    configured_secrets,
+    generations,
+    one,
+    search,
+)
 
 USER_KEY = f"sk-user-{uuid.uuid4().hex}"  # a user's own OpenAI-style key
 ODD_USER_KEY = f"mykey~{uuid.uuid4().hex[:16]}"  # a user's own key of no known shape
@@ -71,24 +59,6 @@ class LeakyAgent:
             data={"api_key": USER_KEY, "note": f"stored {self.secrets['bot_secret_key']}"},
             text=response.text,
         )
-
-
-def search(receiver: OtlpReceiver, secrets: list[str]) -> list[str]:
-    """Every secret found anywhere in what reached 'Langfuse' (plain, JSON-escaped, base64)."""
-    found: list[str] = []
-    requests = receiver.requests()
-    for secret in secrets:
-        plain = secret.encode()
-        escaped = json.dumps(secret)[1:-1].encode()
-        b64 = base64.b64encode(plain)
-        for request in requests:
-            head = "\n".join(f"{k}: {v}" for k, v in request.headers.items()).encode()
-            in_head = plain in head
-            in_body = any(form in blob for blob in (request.raw, request.body)
-                          for form in (plain, escaped, b64))  # fmt: skip
-            if in_head or in_body:
-                found.append(f"{secret[:6]}... in {request.method} {request.path}")
-    return found
 
 
 async def run_leaky(

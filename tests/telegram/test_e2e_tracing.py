@@ -12,9 +12,12 @@ import pytest
 from bot.telegram.routers.common import trace_review
 from tests.fakes.agent_replies import agent_reply
 from tests.fakes.llm_server import FakeLLMServer
-from tests.fakes.otlp_receiver import OtlpReceiver
+from tests.fakes.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.fakes.telegram_server import FakeTelegramServer
-from tests.telegram.e2e_kit import ADMIN, USER, make_settings, running_bot
+from tests.observability.kit import children, generations, one
+from tests.telegram.e2e_kit import ADMIN, AGENT_MODELS, USER, make_settings, running_bot
+
+SUPPORT_AGENTS = ["coach", "extraction", "strategist", "summarizer"]
 
 
 @pytest.fixture
@@ -76,6 +79,7 @@ async def test_trace_link_and_rating_buttons(
         await tg.wait_for_call("editMessageReplyMarkup", chat_id=ADMIN, since=mark)
         assert tg.chat_messages(ADMIN)[0].reply_markup is None  # one rating per reply
 
+        await bot.services.runner.wait_background()  # the summarizer, after the reply
         await bot.services.observer.flush()  # type: ignore[attr-defined]
         assert await receiver.wait_until_async(lambda r: len(r.scores()) >= 1)
         (score,) = receiver.scores()
@@ -83,10 +87,34 @@ async def test_trace_link_and_rating_buttons(
         assert score["name"] == "user_rating"
         assert score["value"] == 0.0
         assert score["dataType"] == "BOOLEAN"
-        # The trace itself reached Langfuse, with one span per agent of the support pipeline.
-        assert await receiver.wait_until_async(
-            lambda r: any(s.trace_id == trace_id and s.name == "support" for s in r.spans())
-        )
+
+    # The trace itself reached Langfuse: the turn's root, one span per agent of the support
+    # pipeline, and in each the generation of its one model call.
+    def trace(r: OtlpReceiver) -> list[ReceivedSpan]:
+        return [span for span in r.spans() if span.trace_id == trace_id]
+
+    assert await receiver.wait_until_async(lambda r: len(trace(r)) >= 9)
+    spans = trace(receiver)
+    root = one(spans, "support")
+    assert root.parent_id is None
+    steps = children(spans, root)
+    assert sorted(step.name for step in steps) == SUPPORT_AGENTS
+    for step in steps:
+        assert step.observation_type == "agent"
+        assert step.metadata("success") is True
+        (generation,) = children(spans, step)
+        assert generation.observation_type == "generation"
+        assert generation.metadata("source") == "agent"
+        provider, model = AGENT_MODELS[step.name].split(":", 1)
+        assert generation.metadata("provider") == provider
+        assert generation.attributes["langfuse.observation.model.name"] == model
+    assert len(spans) == 1 + 4 + 4
+    # One generation per model call the LLM server saw, nothing more.
+    calls = [r.model for r in llm.requests if r.api in ("openai", "anthropic")]
+    assert sorted(calls) == sorted(
+        g.attributes["langfuse.observation.model.name"] for g in generations(spans)
+    )
+    assert {span.trace_id for span in receiver.spans()} == {trace_id}
 
 
 async def test_without_tracing_replies_have_no_buttons_and_trace_says_so(
