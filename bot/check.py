@@ -159,10 +159,22 @@ async def collect_checks(settings: Settings) -> list[CheckResult]:
     return list(await asyncio.gather(*(_timed(name, settings, p) for name, p in probes)))
 
 
+def _webhook_line(settings: Settings) -> str:
+    """How Telegram reaches the bot. A webhook without a valid WEBHOOK_SECRET, or on plain http
+    off loopback, never gets here: loading the settings refuses it, naming the variable."""
+    if not settings.webhook_url:
+        return f"ok   {'webhook':<22} off: long polling (WEBHOOK_URL not set)"
+    return (
+        f"ok   {'webhook':<22} {settings.webhook_url}, secret set; "
+        f"listening on {settings.webhook_host}:{settings.webhook_port}"
+    )
+
+
 async def run_check(settings: Settings) -> int:
     problems = settings.missing_key_problems()
     print(f"{'ok  ' if not problems else 'FAIL'} {'configuration':<22} ", end="")
     print("valid" if not problems else "; ".join(problems))
+    print(_scrub(_webhook_line(settings), settings))
     results = await collect_checks(settings)
     for result in results:
         print(result.line())

@@ -7,8 +7,10 @@ Secrets are `SecretStr` so that printing or logging the settings never shows the
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
@@ -59,6 +61,11 @@ def _split_pairs(value: Any) -> Any:
         return pairs
     return value
 
+
+# Telegram's rule for setWebhook's secret_token; anything else makes setWebhook fail at start.
+WEBHOOK_SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
+# Plain http is only for a webhook that never leaves the machine (tests, a local Bot API server).
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 CsvList = Annotated[list[str], NoDecode]
 CsvInts = Annotated[list[int], NoDecode]
@@ -197,6 +204,42 @@ class Settings(BaseSettings):
                 "for PostgreSQL set INSFORGE_URL and INSFORGE_API_KEY"
             )
         return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _https_webhook(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme == "https" and parts.hostname:
+            return value.strip()
+        if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
+            return value.strip()
+        raise ValueError(
+            "must be the public https:// address Telegram posts updates to, e.g. "
+            "https://bot.example.com/webhook (plain http only for localhost/127.0.0.1)"
+        )
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _telegram_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not WEBHOOK_SECRET_PATTERN.fullmatch(value.get_secret_value()):
+            raise ValueError(
+                "Telegram accepts 1-256 characters of A-Z, a-z, 0-9, _ and - "
+                "(e.g. the output of `openssl rand -hex 32`)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_needs_a_secret(self) -> Settings:
+        if self.webhook_url and self.webhook_secret is None:
+            # Without it the webhook would take any POST from anyone as an update from Telegram.
+            raise ValueError(
+                "WEBHOOK_SECRET is required when WEBHOOK_URL is set: Telegram sends it with every "
+                "update and the bot refuses requests without it (1-256 characters of A-Z, a-z, "
+                "0-9, _ and -, e.g. the output of `openssl rand -hex 32`)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_models(self) -> Settings:

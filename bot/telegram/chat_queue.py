@@ -9,7 +9,8 @@ removes itself. Telegram sends a chat's next update only after the previous one 
 so registration happens in update order.
 
 Failure handling: an entry whose replica died would block the chat, so a waiter that has seen the
-same head for `stale_after` seconds removes it (logged). When Redis cannot be reached, updates go
+same head for `stale_after` seconds removes it (logged); an update cancelled while it waits for its
+turn (a shutdown deadline) removes its own entry. When Redis cannot be reached, updates go
 on without cross-replica ordering (the in-process per-chat lock still holds): losing Redis never
 stops replies.
 """
@@ -99,15 +100,24 @@ class RedisChatQueue:
         """Wait until the update is the chat's oldest queued one; leave the queue afterwards."""
         key = self._key(chat_id)
         member = str(update_id)
-        queued = await self._wait_for_head(key, member)
+        try:
+            queued = await self._wait_for_head(key, member)
+        except BaseException:
+            # Cancelled before its turn (a shutdown deadline): leave the queue, or the chat's
+            # next updates on every replica would wait `stale_after` behind this one.
+            await self._leave(key, member)
+            raise
         try:
             yield
         finally:
             if queued:
-                try:
-                    await self._redis.zrem(key, member)
-                except (RedisError, OSError) as exc:
-                    self._redis_failed(exc)
+                await self._leave(key, member)
+
+    async def _leave(self, key: str, member: str) -> None:
+        try:
+            await self._redis.zrem(key, member)
+        except (RedisError, OSError) as exc:
+            self._redis_failed(exc)
 
     async def _wait_for_head(self, key: str, member: str) -> bool:
         head_seen: str | None = None

@@ -13,7 +13,15 @@ here, since a `sendMessage` that timed out may have been delivered.
 
 A "can't parse entities" 400 is not flood control: `ReplyStreamer` resends such text plain.
 
+Calls that must not be lost (the final delivery of a reply) run under `patient()`: there every
+429 is waited out, however many and however long, so flood control delays the reply but never
+drops it. The limits above are for what can be skipped (live drafts and edits). A shutdown bounds
+the patience: it cancels updates still running at its deadline.
+
     bot.session.middleware(FloodControlMiddleware(max_wait=30))
+
+    with patient():
+        await bot.send_message(chat_id, text)
 """
 
 from __future__ import annotations
@@ -21,6 +29,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from aiogram.client.session.middlewares.base import (
@@ -34,6 +45,19 @@ if TYPE_CHECKING:
     from aiogram import Bot
 
 log = logging.getLogger(__name__)
+
+# Set by `patient()` for the calls made inside it (in this task and the tasks it starts).
+_patient: ContextVar[bool] = ContextVar("telegram_flood_patient", default=False)
+
+
+@contextmanager
+def patient() -> Iterator[None]:
+    """Inside: Bot API calls wait out every 429, with no limit on retries or on the wait."""
+    token = _patient.set(True)
+    try:
+        yield
+    finally:
+        _patient.reset(token)
 
 
 class FloodControlMiddleware(BaseRequestMiddleware):
@@ -72,7 +96,8 @@ class FloodControlMiddleware(BaseRequestMiddleware):
                 return await make_request(bot, method)
             except TelegramRetryAfter as exc:
                 name = type(method).__name__
-                if floods >= self.max_retries or exc.retry_after > self.max_wait:
+                limited = floods >= self.max_retries or exc.retry_after > self.max_wait
+                if limited and not _patient.get():
                     log.warning(
                         "Telegram flood control on %s: giving up (retry_after=%ss, attempt %d)",
                         name,

@@ -1,13 +1,20 @@
 """Run the Telegram bot: long polling (default) or webhook, until SIGTERM/SIGINT; then stop cleanly.
 
-Shutdown, in this order, so nothing is half-written:
+Shutdown, in this order, so nothing is half-written, within ONE deadline (`SHUTDOWN_TIMEOUT`
+after the signal) that every waiting step below shares:
 1. `/healthz` answers 503 and no new update is taken (polling stops; the webhook answers 503, so
    Telegram re-delivers to another replica or to this one after its restart);
-2. updates in flight finish their pipelines (deadline `SHUTDOWN_TIMEOUT`);
+2. updates in flight finish their pipelines; those still running at the deadline are cancelled
+   (and logged), so none of them meets a closed database;
 3. in polling mode, the updates already handled are confirmed to Telegram (one `getUpdates` with
    the next offset) so a restart does not answer them twice;
-4. background steps (summaries, facts) drain, traces flush, clients and the database close
-   (`build_services` does this on exit, in reverse start order).
+4. background steps (summaries, facts) drain with what is left of the deadline, the rest is
+   cancelled; then the Telegram side closes (HTTP server, FSM storage, chat queue, bot session);
+5. traces flush, clients and the database close (`build_services` does this on exit, in reverse
+   start order; its own drain of background steps then finds nothing left).
+
+So a process manager that waits a little longer than SHUTDOWN_TIMEOUT (`docker run
+--stop-timeout`, Compose's `stop_grace_period`) never has to kill the bot.
 
 With `REDIS_URL`, chat state (FSM) lives in Redis and each chat's updates are serialized across
 replicas; without it both are in process.
@@ -35,7 +42,7 @@ from bot.telegram.dispatcher import BOT_COMMANDS, build_dispatcher, create_bot
 from bot.telegram.fsm_storage import ResilientStorage
 from bot.telegram.ordering import build_event_isolation
 from bot.telegram.warmup import freeze_startup_heap, pin_response_types
-from bot.telegram.webhook import WebServer, webhook_path
+from bot.telegram.webhook import WebServer, cancel_updates, webhook_path
 
 log = logging.getLogger(__name__)
 
@@ -177,10 +184,12 @@ class BotRuntime:
             log.warning("could not set the command menu: %s", type(exc).__name__)
 
     async def stop(self) -> None:
+        """Stop within SHUTDOWN_TIMEOUT in all, updates and background steps together (see the
+        module docstring); cancelled updates get a few more seconds to unwind."""
         deadline = time.monotonic() + self.settings.shutdown_timeout
         self.server.healthy = False
         if self.webhook_mode:
-            await self.server.stop_accepting(max(0.0, deadline - time.monotonic()))
+            await self.server.stop_accepting(_left(deadline))
             await self.dispatcher.emit_shutdown(bot=self.bot, **self.dispatcher.workflow_data)
         else:
             if self._polling is not None and not self._polling.done():
@@ -188,9 +197,12 @@ class BotRuntime:
                     await self.dispatcher.stop_polling()
             await self._wait_updates(deadline)
             await self._confirm_offset()
+        # The same deadline, not a new one: `build_services` would otherwise give the background
+        # steps another full SHUTDOWN_TIMEOUT after the updates had used theirs.
+        cancelled = await self.services.runner.drain(_left(deadline))
+        if cancelled:
+            log.warning("%d background step(s) cancelled at the shutdown deadline", cancelled)
         await self.server.close()
-        # Background steps drain when build_services exits; the bot session must outlive them
-        # only if they talk to Telegram, which they do not.
         await self.fsm_storage.close()
         if self.chat_queue is not None:
             await self.chat_queue.close()
@@ -201,9 +213,8 @@ class BotRuntime:
         if not tasks:
             return
         log.info("waiting for %d update(s) in flight", len(tasks))
-        _, pending = await asyncio.wait(tasks, timeout=max(0.1, deadline - time.monotonic()))
-        if pending:
-            log.warning("%d update(s) did not finish before the shutdown deadline", len(pending))
+        _, pending = await asyncio.wait(tasks, timeout=max(0.1, _left(deadline)))
+        await cancel_updates(pending)
 
     async def _confirm_offset(self) -> None:
         if self.tracker.last_update_id is None:
@@ -214,6 +225,10 @@ class BotRuntime:
             )
         except Exception as exc:
             log.warning("could not confirm handled updates to Telegram: %s", type(exc).__name__)
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
 
 
 def _install_signal_handlers(runtime: BotRuntime) -> None:

@@ -6,16 +6,19 @@
   every `draft_interval` seconds, then the real `sendMessage`(s) at the end: a draft is not a
   message and expires, so the final send is what persists;
 - groups (drafts work in private chats only), or when drafts fail: a placeholder message edited
-  at most every `edit_interval` seconds (Telegram throttles edits per chat), and extra messages
-  once the reply outgrows one.
+  at most every `edit_interval` seconds, and extra messages once the reply outgrows one. Telegram
+  allows about one message a second per chat and 20 a minute per group, edits included, so the
+  default is 3 s in groups and 1.2 s in private chats; the final edit waits one second at least.
 
 The final text is rendered to Telegram HTML (`formatting.markdown_to_html`) and split into
 balanced chunks of at most 4096 visible characters (`splitting.split_html`). Nothing is lost:
 a chunk Telegram refuses to parse is sent again as the plain text it would have shown; a chunk it
 calls too long is split smaller and sent plain; an edit of a message that has gone is sent as a
-new message; "message is not modified" counts as done. Live updates are best effort (a failed
-draft or edit is logged and the next one tries again); the final delivery raises only when
-Telegram refuses plain text too, or the network fails after the flood middleware's retries.
+new message that replaces it (and every later message of the reply, so the order holds; the old
+ones are deleted, so no text shows twice); "message is not modified" counts as done. Live updates
+are best effort (a failed draft or edit is logged and the next one tries again, and flood control
+gives them only a few short waits); the final delivery waits out every 429 (`flood.patient`) and
+raises only when Telegram refuses plain text too, or the network fails.
 
     async with ReplyStreamer(bot, chat_id, reply_to_message_id=msg.message_id) as streamer:
         async for delta in llm.stream(...):
@@ -46,12 +49,20 @@ from aiogram.exceptions import (
 )
 from aiogram.types import ReplyParameters
 
+from bot.telegram.flood import patient
 from bot.telegram.formatting import escape, html_to_text, markdown_to_html
 from bot.telegram.splitting import TELEGRAM_LIMIT, split_html, split_text
 
 log = logging.getLogger(__name__)
 
 HTML = "HTML"
+
+# Seconds between live edits. Telegram: ~1 message/s per chat, ~20 messages/min per group.
+PRIVATE_EDIT_INTERVAL = 1.2
+GROUP_EDIT_INTERVAL = 3.0
+# The final edit after a live one: Telegram's per-chat second (the group's minute budget is kept
+# by the live pace; one final edit per reply does not break it).
+FINAL_EDIT_GAP = 1.0
 
 
 def is_parse_error(exc: TelegramAPIError) -> bool:
@@ -90,8 +101,9 @@ class ReplyStreamer:
     """Stream one reply into one chat; see the module docstring.
 
     `private`: use drafts (default: `chat_id > 0`, Telegram's private chats); `use_drafts=False`
-    forces the edit mode there too. `render` turns the accumulated text into Telegram HTML.
-    After `finish`, `message_ids` are the messages that carry the reply, in order.
+    forces the edit mode there too. `edit_interval` defaults to `GROUP_EDIT_INTERVAL` in groups
+    and `PRIVATE_EDIT_INTERVAL` in private chats. `render` turns the accumulated text into
+    Telegram HTML. After `finish`, `message_ids` are the messages that carry the reply, in order.
     """
 
     def __init__(
@@ -106,12 +118,14 @@ class ReplyStreamer:
         render: Callable[[str], str] = markdown_to_html,
         limit: int = TELEGRAM_LIMIT,
         draft_interval: float = 0.4,
-        edit_interval: float = 1.2,
+        edit_interval: float | None = None,
         placeholder: str = "…",
     ) -> None:
         self.bot = bot
         self.chat_id = chat_id
         is_private = chat_id > 0 if private is None else private
+        if edit_interval is None:
+            edit_interval = PRIVATE_EDIT_INTERVAL if is_private else GROUP_EDIT_INTERVAL
         self.mode = "draft" if is_private and use_drafts else "edit"
         self.message_thread_id = message_thread_id
         self.reply_to_message_id = reply_to_message_id
@@ -126,6 +140,8 @@ class ReplyStreamer:
         self.live_updates = 0  # drafts/edits that reached Telegram (for tests and metrics)
 
         self._shown: list[_Shown] = []
+        # Messages replaced by new ones, deleted once their replacements are out.
+        self._stale: list[int] = []
         self._wake = asyncio.Event()  # set by push() and by stopping
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -186,7 +202,10 @@ class ReplyStreamer:
         return await self.finish()
 
     async def finish(self, final_text: str | None = None) -> list[int]:
-        """Deliver the whole reply (`final_text`, else what was pushed); the message ids."""
+        """Deliver the whole reply (`final_text`, else what was pushed); the message ids.
+
+        Flood control delays this delivery but never drops it: every 429 is waited out.
+        """
         if self._finished:
             return self.message_ids
         await self._stop_flusher()
@@ -194,19 +213,18 @@ class ReplyStreamer:
         if final_text is not None:
             self.text = final_text
         chunks = [c for c in split_html(self.render(self.text), self.limit) if _has_text(c)]
-        if self.mode == "edit" and self._shown:
-            # Telegram limits edits per chat; a final edit right after a live one would 429.
-            pause = self._last_update + self.edit_interval - time.monotonic()
-            if pause > 0 and chunks:
-                await asyncio.sleep(pause)
+        with patient():
+            if self.mode == "edit" and self._shown and chunks:
+                # Telegram limits messages per chat; a final edit right after a live one would 429.
+                gap = min(self.edit_interval, FINAL_EDIT_GAP)
+                pause = self._last_update + gap - time.monotonic()
+                if pause > 0:
+                    await asyncio.sleep(pause)
             await self._sync(chunks)
             for extra in self._shown[len(chunks) :]:
-                for message_id in extra.message_ids:
-                    await self._delete(message_id)
+                self._stale.extend(extra.message_ids)
             del self._shown[len(chunks) :]
-        else:
-            for index, chunk in enumerate(chunks):
-                self._shown.append(await self._send(chunk, first=index == 0))
+            await self._delete_stale()
         self.message_ids = [mid for shown in self._shown for mid in shown.message_ids]
         return self.message_ids
 
@@ -299,13 +317,29 @@ class ReplyStreamer:
     # ------------------------------------------------------------------ delivery
 
     async def _sync(self, chunks: list[str]) -> None:
-        """Make the shown messages read `chunks`: edit changed ones, send the missing ones."""
+        """Make the shown messages read `chunks`: edit changed ones, send the missing ones.
+
+        A chunk that cannot be edited in place (its message is gone or can't be edited, Telegram
+        calls the edit too long, or it went out in several plain pieces) is sent again, with
+        every chunk after it so the order holds; the messages it replaces are deleted after.
+        """
         for index, chunk in enumerate(chunks):
             if index < len(self._shown):
-                if self._shown[index].html != chunk:
-                    self._shown[index] = await self._edit(self._shown[index], chunk, index)
-            else:
-                self._shown.append(await self._send(chunk, first=index == 0))
+                shown = self._shown[index]
+                if shown.html == chunk:
+                    continue
+                if len(shown.message_ids) == 1 and await self._edit(shown.message_ids[0], chunk):
+                    self._shown[index] = _Shown(shown.message_ids, chunk)
+                    continue
+                for replaced in self._shown[index:]:
+                    self._stale.extend(replaced.message_ids)
+                del self._shown[index:]
+            self._shown.append(await self._send(chunk, first=index == 0))
+        await self._delete_stale()
+
+    async def _delete_stale(self) -> None:
+        while self._stale:
+            await self._delete(self._stale.pop(0))
 
     async def _send(self, chunk: str, *, first: bool) -> _Shown:
         """Send one chunk (HTML, else plain, else plain in smaller pieces)."""
@@ -346,33 +380,32 @@ class ReplyStreamer:
             ids.append(message.message_id)
         return _Shown(ids, chunk)
 
-    async def _edit(self, shown: _Shown, chunk: str, index: int) -> _Shown:
-        """Set a shown chunk to `chunk`; returns what is shown afterwards."""
-        message_id = shown.message_ids[0]
+    async def _edit(self, message_id: int, chunk: str) -> bool:
+        """Set a message to `chunk` (HTML, else plain); False when it cannot be edited."""
         try:
             await self.bot.edit_message_text(
                 chat_id=self.chat_id, message_id=message_id, text=chunk, parse_mode=HTML
             )
         except TelegramBadRequest as exc:
             if is_not_modified(exc):
-                pass
-            elif is_parse_error(exc):
-                try:
-                    await self.bot.edit_message_text(
-                        chat_id=self.chat_id,
-                        message_id=message_id,
-                        text=html_to_text(chunk),
-                        parse_mode=None,
-                    )
-                except TelegramBadRequest as again:
-                    if not is_not_modified(again):
-                        raise
-            elif is_message_gone(exc) or is_too_long(exc):
-                # Deleted by someone, or refused: the text goes out as new message(s) instead.
-                return await self._send(chunk, first=index == 0)
-            else:
+                return True
+            if is_message_gone(exc) or is_too_long(exc):
+                return False
+            if not is_parse_error(exc):
                 raise
-        return _Shown(shown.message_ids, chunk)
+            try:
+                await self.bot.edit_message_text(
+                    chat_id=self.chat_id,
+                    message_id=message_id,
+                    text=html_to_text(chunk),
+                    parse_mode=None,
+                )
+            except TelegramBadRequest as again:
+                if is_message_gone(again) or is_too_long(again):
+                    return False
+                if not is_not_modified(again):
+                    raise
+        return True
 
     async def _delete(self, message_id: int) -> None:
         try:

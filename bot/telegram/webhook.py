@@ -32,6 +32,24 @@ def webhook_path(webhook_url: str) -> str:
     return path if path and path != "/" else "/webhook"
 
 
+async def cancel_updates(pending: set[asyncio.Task[Any]], *, grace: float = 5.0) -> int:
+    """Cancel updates still running at the shutdown deadline and wait (briefly) until they have
+    unwound, so none of them touches storage after it closed. Returns how many were cancelled."""
+    if not pending:
+        return 0
+    log.warning(
+        "%d update(s) still running at the shutdown deadline: cancelled, their chats get no "
+        "reply to them",
+        len(pending),
+    )
+    for task in pending:
+        task.cancel()
+    _, stuck = await asyncio.wait(pending, timeout=grace)
+    if stuck:
+        log.error("%d cancelled update(s) did not unwind within %.0f s", len(stuck), grace)
+    return len(pending)
+
+
 class TrackedRequestHandler(SimpleRequestHandler):
     """aiogram's handler, with the update tasks it starts visible and drainable.
 
@@ -89,17 +107,17 @@ class TrackedRequestHandler(SimpleRequestHandler):
         return await super().handle(request)
 
     async def drain(self, timeout: float) -> bool:
-        """Stop accepting and wait for updates in flight; False when the deadline passed."""
+        """Stop accepting, wait up to `timeout` s for updates in flight, cancel the rest.
+
+        True when every update finished; False when some had to be cancelled (Telegram had
+        its 200 for them already, so they are not re-delivered: the log says how many).
+        """
         self.accepting = False
         tasks = set(self._background_feed_update_tasks)
         if not tasks:
             return True
         _, pending = await asyncio.wait(tasks, timeout=timeout)
-        if pending:
-            log.warning(
-                "%d update(s) still running after %.0f s of shutdown", len(pending), timeout
-            )
-        return not pending
+        return not await cancel_updates(pending)
 
     async def close(self) -> None:
         # The bot session is closed by the app, which owns it.

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import shutil
 import socket
 import subprocess
@@ -25,7 +27,7 @@ import pytest
 from bot.storage.insforge_client import InsForgeClient
 from bot.storage.migrate import apply_insforge_migrations
 from bot.storage.sqlite import SQLiteStorage
-from tests.fakes.agent_replies import agent_reply
+from tests.fakes.agent_replies import agent_reply, schema_title
 from tests.fakes.bot_process import REPO, BotProcess, clean_env
 from tests.fakes.insforge_server import FakeInsForge, create_database, drop_database, dsn_for
 from tests.fakes.llm_server import FakeLLMServer, RecordedRequest
@@ -80,9 +82,16 @@ class Deployment:
 
 @asynccontextmanager
 async def deployment(
-    tmp_path: Path, postgres_dsn: str, redis_url: str, *, replicas: int = 2, ttl: float = 60.0
+    tmp_path: Path,
+    postgres_dsn: str,
+    redis_url: str,
+    *,
+    replicas: int = 2,
+    ttl: float = 60.0,
+    llm_server: FakeLLMServer | None = None,
 ) -> AsyncIterator[Deployment]:
-    async with FakeTelegramServer() as tg, FakeLLMServer() as llm:
+    llm = llm_server or FakeLLMServer()
+    async with FakeTelegramServer() as tg, llm:
         llm.default.text = agent_reply
         llm.catalog.append({"id": OVERRIDE, "name": "Claude Sonnet 4.5"})
         database = await create_database(postgres_dsn)
@@ -203,6 +212,31 @@ async def test_with_redis_down_the_change_arrives_within_the_ttl_and_replies_go_
             await proxy.restore()
 
 
+class PacedLLM(FakeLLMServer):
+    """Answers each user message's model calls after that message's own delay, and records, as
+    they arrive, which message each call of the foreground agents (extraction, strategist, coach)
+    serves. Background calls (the summarizer) are neither delayed nor recorded."""
+
+    def __init__(self, delays: dict[int, float]) -> None:
+        super().__init__()
+        self.delays = delays
+        self.arrivals: list[int] = []
+
+    async def _dispatch(self, request: RecordedRequest, writer: asyncio.StreamWriter) -> bool:
+        number = _message_number(request)
+        if number is not None:
+            self.arrivals.append(number)
+            await asyncio.sleep(self.delays.get(number, 0.0))
+        return await super()._dispatch(request, writer)
+
+
+def _message_number(request: RecordedRequest) -> int | None:
+    foreground = request.stream or schema_title(request) in {"ExtractedFacts", "ReplyPlan"}
+    # The new message is the last one the prompt quotes (the history comes before it).
+    numbers = re.findall(r"message (\d+)", request.last_user_text)
+    return int(numbers[-1]) if foreground and numbers else None
+
+
 async def test_one_chats_updates_alternating_between_replicas_are_answered_in_order(
     tmp_path: Path, postgres_dsn: str, redis_url: str
 ) -> None:
@@ -211,9 +245,11 @@ async def test_one_chats_updates_alternating_between_replicas_are_answered_in_or
             return f"reply to {request.last_user_text}"
         return agent_reply(request)
 
-    async with deployment(tmp_path, postgres_dsn, redis_url) as dep:
+    # Replica A gets the slow messages 1 and 3, replica B the fast 2 and 4: without ordering
+    # across replicas, B would answer 2 while A is still on 1 (and A's own 3 could overtake B's 2).
+    llm = PacedLLM({1: 0.8, 3: 0.8})
+    async with deployment(tmp_path, postgres_dsn, redis_url, llm_server=llm) as dep:
         dep.llm.default.text = reply
-        dep.llm.default.latency = 0.15
         user = new_user()
         for n, replica in enumerate((0, 1, 0, 1), start=1):
             await dep.send(replica, f"message {n}", user=user)
@@ -224,16 +260,26 @@ async def test_one_chats_updates_alternating_between_replicas_are_answered_in_or
             "message 3",
             "message 4",
         ]
+        # Not only the replies: each message's pipeline ran whole before the next one started.
+        assert llm.arrivals == sorted(llm.arrivals), llm.arrivals
+        assert [llm.arrivals.count(n) for n in (1, 2, 3, 4)] == [3, 3, 3, 3], llm.arrivals
 
 
+@pytest.mark.parametrize("mode", ["polling", "webhook"])
 async def test_sigterm_during_a_pipeline_finishes_the_reply_and_the_summary(
-    tmp_path: Path,
+    tmp_path: Path, mode: str
 ) -> None:
     async with FakeTelegramServer() as tg, FakeLLMServer() as llm:
         llm.default.text = agent_reply
         llm.script("coach-model", agent_reply, latency=1.0)
         llm.script("summary-model", agent_reply, latency=0.8)
         database = tmp_path / "bot.db"
+        port = free_port()
+        webhook = (
+            {"WEBHOOK_URL": f"http://127.0.0.1:{port}/webhook", "WEBHOOK_SECRET": SECRET}
+            if mode == "webhook"
+            else {}
+        )
         env = clean_env(
             TELEGRAM_BOT_TOKEN=tg.token,
             TELEGRAM_API_BASE=tg.url,
@@ -243,14 +289,20 @@ async def test_sigterm_during_a_pipeline_finishes_the_reply_and_the_summary(
             OPENAI_BASE_URL=llm.openai_base_url,
             DATABASE_URL=f"sqlite:///{database}",
             WEBHOOK_HOST="127.0.0.1",
-            WEBHOOK_PORT=str(free_port()),
+            WEBHOOK_PORT=str(port),
             SHUTDOWN_TIMEOUT="20",
+            SUMMARY_EVERY="1",
             LOG_LEVEL="INFO",
+            **webhook,
         )
         proc = BotProcess(env, tmp_path / "bot.log")
         await proc.start()
         try:
             await proc.wait_healthy()
+            if mode == "webhook":
+                # From here on the fake posts each update to the bot, with the secret.
+                (registered,) = await tg.wait_for_call("setWebhook", timeout=30)
+                assert registered.params["secret_token"] == SECRET
             user = new_user()
             tg.user_message("I sleep badly", user_id=user)
             loop = asyncio.get_running_loop()
@@ -264,6 +316,8 @@ async def test_sigterm_during_a_pipeline_finishes_the_reply_and_the_summary(
             print(proc.tail())
             raise
         assert code == 0, proc.tail()
+        if mode == "webhook":
+            assert tg.webhook_deliveries[0][1] == 200  # it was taken through the webhook
 
         replies = tg.calls_of("sendMessage", chat_id=user, ok=True)
         assert any("wind-down" in str(c.text) for c in replies), proc.tail()
@@ -281,23 +335,66 @@ async def test_sigterm_during_a_pipeline_finishes_the_reply_and_the_summary(
         assert [m.role for m in messages] == ["user", "assistant"]
 
 
-def _docker_daemon() -> bool:
+def docker_unavailable(timeout: float = 20.0) -> str | None:
+    """Why the image cannot be built here, or None when a Docker daemon answers.
+
+    Asked when the test runs, not when the file is collected: a daemon that hangs costs this
+    one test `timeout` seconds, never the collection of the other tests.
+    """
     if shutil.which("docker") is None:
-        return False
-    result = subprocess.run(["docker", "info"], capture_output=True, timeout=20, check=False)
-    return result.returncode == 0
+        return "no docker command here; the image is built where Docker runs"
+    try:
+        result = subprocess.run(
+            ["docker", "info"], capture_output=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return f"`docker info` did not answer within {timeout:g} s; the daemon hangs"
+    if result.returncode != 0:
+        return "no Docker daemon here (only the client); the image is built where one runs"
+    return None
 
 
-@pytest.mark.skipif(
-    not _docker_daemon(),
-    reason="no Docker daemon here (only the client); the image is built where one runs",
-)
-def test_the_image_builds() -> None:
-    result = subprocess.run(
-        ["docker", "build", "-t", "coach-bot:test", str(REPO)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
+def test_a_hanging_docker_daemon_skips_the_image_test_quickly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = tmp_path / "docker"
+    fake.write_text("#!/bin/sh\nexec sleep 30\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    reason = docker_unavailable(timeout=0.3)
+    assert reason is not None
+    assert "did not answer" in reason
+
+
+def _docker(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_the_image_builds_and_keeps_its_database_on_the_volume(tmp_path: Path) -> None:
+    """As the Dockerfile says to run it: the example .env, a named volume, a non-root user."""
+    reason = docker_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    built = _docker("build", "-t", "coach-bot:test", str(REPO), timeout=900)
+    assert built.returncode == 0, built.stderr[-3000:]
+
+    env_file = tmp_path / ".env"
+    env_file.write_text((REPO / ".env.example").read_text())
+    volume = f"coach-bot-test-{uuid.uuid4().hex[:12]}"
+    try:
+        migrated = _docker(
+            "run", "--rm", "--env-file", str(env_file), "-v", f"{volume}:/app/data",
+            "coach-bot:test", "python", "-m", "bot", "migrate",
+        )  # fmt: skip
+        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+        # A new container on the same volume finds the database: it persisted.
+        found = _docker(
+            "run", "--rm", "-v", f"{volume}:/app/data", "coach-bot:test",
+            "python", "-c", "import os; print(os.path.getsize('/app/data/bot.db'))",
+        )  # fmt: skip
+        assert found.returncode == 0, found.stderr
+        assert int(found.stdout.strip()) > 0
+    finally:
+        _docker("volume", "rm", "-f", volume)

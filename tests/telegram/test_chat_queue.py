@@ -108,3 +108,47 @@ def test_chat_of_messages_and_callbacks() -> None:
     assert update_chat_id({"update_id": 1, "message": {"chat": {"id": -100}}}) == -100
     assert update_chat_id({"callback_query": {"message": {"chat": {"id": 9}}}}) == 9
     assert update_chat_id({"update_id": 1, "inline_query": {"id": "x"}}) is None
+
+
+async def test_an_update_cancelled_while_waiting_for_its_turn_leaves_the_queue(
+    redis_url: str,
+) -> None:
+    """At a shutdown deadline an update may be cancelled before its turn came: it must not stay
+    queued, or the chat's next updates on every replica would wait `stale_after` behind it."""
+    prefix = f"test-queue-{uuid.uuid4().hex}"
+    queue = _queue(redis_url, prefix, stale_after=60)
+    holding = asyncio.Event()
+    release = asyncio.Event()
+
+    async def first() -> None:
+        async with queue.turn(9, 1):
+            holding.set()
+            await release.wait()
+
+    async def second() -> None:
+        async with queue.turn(9, 2):
+            raise AssertionError("cancelled before its turn")
+
+    try:
+        assert await queue.register(9, 1)
+        assert await queue.register(9, 2)
+        holder = asyncio.create_task(first())
+        await asyncio.wait_for(holding.wait(), 5)
+        waiter = asyncio.create_task(second())
+        await asyncio.sleep(0.1)
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+        release.set()
+        await holder
+
+        assert await queue.register(9, 3)
+        entered = asyncio.Event()
+
+        async def third() -> None:
+            async with queue.turn(9, 3):
+                entered.set()
+
+        await asyncio.wait_for(third(), 2)  # not 60 s behind the cancelled update
+        assert entered.is_set()
+    finally:
+        await queue.close()

@@ -11,9 +11,11 @@ import pytest
 from aiogram import Bot
 
 from bot.telegram import streaming
+from bot.telegram.flood import FloodControlMiddleware
 from bot.telegram.formatting import markdown_to_plain
 from bot.telegram.streaming import ReplyStreamer
 from tests.fakes.telegram_server import FakeTelegramServer, utf16_len
+from tests.telegram.conftest import eventually
 
 
 def _squash(text: str) -> str:
@@ -233,3 +235,114 @@ async def test_a_reply_complete_within_the_draft_interval_needs_no_text_draft(
     (message,) = tg.chat_messages(504)
     assert ids == [message.message_id]
     assert message.text == "Short and quick."
+
+
+async def test_group_replies_are_edited_at_most_every_three_seconds_by_default(
+    tg: FakeTelegramServer, bot: Bot
+) -> None:
+    """Telegram allows a group about 20 messages a minute, and edits count: one per 3 s."""
+    streamer = ReplyStreamer(bot, -720)
+    await streamer.start()
+    for i in range(34):
+        await streamer.push(f"part {i}. ")
+        await asyncio.sleep(0.1)
+    await streamer.finish()
+
+    (placeholder,) = tg.calls_of("sendMessage", chat_id=-720)
+    edits = tg.calls_of("editMessageText", chat_id=-720, ok=True)
+    assert len(edits) == 2  # one live edit in 3.4 s of writing, then the final one
+    live_gap = edits[0].at - placeholder.at
+    assert live_gap >= 2.9
+    # The final edit waits for Telegram's per-chat second only, not a whole interval.
+    assert 0.9 <= edits[1].at - edits[0].at < 2.5
+    (message,) = tg.chat_messages(-720)
+    assert message.text == "".join(f"part {i}. " for i in range(34)).strip()
+
+
+async def test_private_chats_keep_the_quicker_edit_pace(tg: FakeTelegramServer, bot: Bot) -> None:
+    streamer = ReplyStreamer(bot, 721, use_drafts=False)
+    assert streamer.interval < 2.0
+    assert ReplyStreamer(bot, -721).interval >= 3.0
+
+
+async def test_the_final_reply_outlasts_flood_control_that_would_give_up(
+    tg: FakeTelegramServer,
+) -> None:
+    """The flood middleware gives a call a few short waits; the reply itself gets every wait."""
+    impatient = tg.make_bot()
+    impatient.session.middleware(FloodControlMiddleware(max_wait=0.5, max_retries=1))
+    try:
+        tg.flood_next("sendMessage", retry_after=1, times=3)
+        ids = await asyncio.wait_for(
+            ReplyStreamer(impatient, 730).stream(_deltas(["never lost"])), 15
+        )
+    finally:
+        await impatient.session.close()
+    attempts = tg.calls_of("sendMessage", chat_id=730)
+    assert [c.status for c in attempts] == [429, 429, 429, 200]
+    assert attempts[-1].at - attempts[0].at >= 3.0  # every retry_after was honoured
+    (message,) = tg.chat_messages(730)
+    assert ids == [message.message_id]
+    assert message.text == "never lost"
+
+
+async def test_live_updates_stay_best_effort_under_flood_control(tg: FakeTelegramServer) -> None:
+    impatient = tg.make_bot()
+    impatient.session.middleware(FloodControlMiddleware(max_wait=0.5, max_retries=1))
+    try:
+        streamer = ReplyStreamer(impatient, -731, edit_interval=0.05)
+        await streamer.start()
+        tg.flood_next("editMessageText", retry_after=30)  # a live edit is not worth 30 s
+        await streamer.push("first words ")
+        await eventually(lambda: bool(tg.calls_of("editMessageText", chat_id=-731)))
+        await streamer.push("and the rest")
+        await asyncio.wait_for(streamer.finish(), 10)
+    finally:
+        await impatient.session.close()
+    live_edit = tg.calls_of("editMessageText", chat_id=-731)[0]
+    assert live_edit.status == 429  # given up on at once, not waited for
+    (message,) = tg.chat_messages(-731)
+    assert message.text == "first words and the rest"
+
+
+@pytest.mark.parametrize("refusal", ["message can't be edited", "message is too long"])
+async def test_a_message_that_cannot_be_edited_is_replaced_not_duplicated(
+    tg: FakeTelegramServer, bot: Bot, refusal: str
+) -> None:
+    first = "First paragraph is right here, ok."
+    second = "Second paragraph is right here, ok."
+    streamer = ReplyStreamer(bot, -742, limit=60, edit_interval=0.05)
+    await streamer.start()
+    await streamer.push(f"{first}\n\n{second}")
+    await eventually(lambda: [m.text for m in tg.chat_messages(-742)] == [first, second])
+
+    tg.fail_next("editMessageText", status=400, description=f"Bad Request: {refusal}")
+    revised = "First paragraph, revised here."
+    ids = await streamer.finish(f"{revised}\n\n{second}")
+
+    shown = tg.chat_messages(-742)
+    # The chat reads the reply once, in order: the old messages were replaced, not left behind.
+    assert [m.text for m in shown] == [revised, second]
+    assert ids == [m.message_id for m in shown]
+
+
+async def test_a_chunk_sent_in_pieces_is_updated_whole(tg: FakeTelegramServer, bot: Bot) -> None:
+    """A chunk Telegram refused went out plain in pieces; a later edit must update all of them."""
+    tg.fail_next(
+        "sendMessage",
+        status=400,
+        description="Bad Request: message is too long",
+        formatted_only=True,
+    )
+    draft = "Alpha beta gamma delta epsilon zeta."
+    streamer = ReplyStreamer(bot, -743, limit=40, edit_interval=0.05)
+    await streamer.push(draft)
+    await eventually(lambda: len(tg.chat_messages(-743)) == 2)  # plain, in two pieces
+    assert _squash("".join(m.text for m in tg.chat_messages(-743))) == _squash(draft)
+
+    final = "Alpha beta gamma delta epsilon zeta eta!"
+    ids = await streamer.finish(final)
+
+    shown = tg.chat_messages(-743)
+    assert _squash("".join(m.text for m in shown)) == _squash(final)  # no piece left twice
+    assert ids == [m.message_id for m in shown]
