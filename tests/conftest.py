@@ -14,8 +14,13 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
-# No test may inherit the developer's keys or endpoints (the opt-in live InsForge test reads its
-# own LIVE_INSFORGE_URL / LIVE_INSFORGE_API_KEY instead).
+# The opt-in live InsForge test (`pytest -m live_insforge`, tests/storage) is the one place that
+# may use INSFORGE_URL / INSFORGE_API_KEY; they are kept here, out of every other test's reach.
+LIVE_INSFORGE = {
+    name: os.environ[name] for name in ("INSFORGE_URL", "INSFORGE_API_KEY") if os.environ.get(name)
+}
+
+# No test may inherit the developer's keys or endpoints.
 for _name in list(os.environ):
     if _name.endswith(("_API_KEY", "_BASE_URL")) or _name in {
         "TELEGRAM_BOT_TOKEN",

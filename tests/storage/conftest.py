@@ -16,7 +16,6 @@ It never changes the instance's schema: when migrations are missing it fails and
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import secrets
 import sqlite3
@@ -31,6 +30,7 @@ from bot.storage.insforge_client import InsForgeClient
 from bot.storage.migrate import apply_insforge_migrations, missing_insforge_migrations
 from bot.storage.repositories import Storage
 from bot.storage.sqlite import SQLiteStorage
+from tests.conftest import LIVE_INSFORGE
 from tests.fakes.insforge_server import (
     FakeInsForge,
     create_database,
@@ -46,22 +46,9 @@ def _started_with(names: tuple[str, ...]) -> dict[str, str]:
     """These variables as the test process was started with.
 
     tests/conftest.py removes INSFORGE_URL and every *_API_KEY from os.environ on import, so that
-    no test reaches a real service by accident. The live test is the one place that must see
-    them, and only when selected: the process's initial environment (Linux /proc) still holds
-    them. os.environ is asked first, so this keeps working if that scrubbing ever keeps them.
+    no test reaches a real service by accident, and keeps the two live ones in `LIVE_INSFORGE`.
     """
-    found = {name: os.environ[name] for name in names if os.environ.get(name)}
-    if len(found) == len(names):
-        return found
-    try:
-        raw = Path("/proc/self/environ").read_bytes()
-    except OSError:
-        return found
-    for entry in raw.split(b"\0"):
-        name, sep, value = entry.decode(errors="replace").partition("=")
-        if sep and name in names and value and name not in found:
-            found[name] = value
-    return found
+    return {name: LIVE_INSFORGE[name] for name in names if LIVE_INSFORGE.get(name)}
 
 
 @pytest.fixture(scope="session")
