@@ -152,8 +152,13 @@ def injectors(fault: str) -> tuple[Injector, Injector]:
     raise ValueError(fault)
 
 
-async def steady_load(load: Load, chats: int, rate: float, seconds: float, seq: list[int]) -> None:
-    """Open loop at `rate` msg/s for `seconds`, chats taking turns; `seq` carries the round."""
+async def steady_load(load: Load, chats: int, rate: float, seconds: float, sent: list[int]) -> None:
+    """Open loop at `rate` msg/s for `seconds`, chats taking turns.
+
+    `sent[0]` counts this fault's messages across its phases (before, during, after), so a phase
+    that ends mid-round is continued by the next one: message n goes to chat n % chats as that
+    chat's message n // chats, and no chat ever sends the same message twice.
+    """
     loop = asyncio.get_running_loop()
     started = loop.time()
     n = 0
@@ -164,25 +169,24 @@ async def steady_load(load: Load, chats: int, rate: float, seconds: float, seq: 
         delay = due - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        index = n % chats
-        load.send(load.first_chat + index, seq[0])
+        seq, index = divmod(sent[0], chats)
+        load.send(load.first_chat + index, seq)
+        sent[0] += 1
         n += 1
-        if index == chats - 1:
-            seq[0] += 1
 
 
 async def run_fault(r: Rig, fault: str, options: Options, first_chat: int) -> Outcome:
     load = Load(r.tg, first_chat=first_chat)
-    seq = [0]
+    sent = [0]  # messages of this fault so far, across its phases
     outcome = Outcome(fault)
     if fault == "database-down" and r.storage.insforge is None:
         outcome.note = "skipped: needs --insforge (SQLite cannot be taken away)"
         return outcome
-    await steady_load(load, options.chats, options.rate, options.before, seq)
+    await steady_load(load, options.chats, options.rate, options.before, sent)
     if fault == "sigterm":
         # SIGTERM with messages in flight, keep sending while the bot is away, start it again.
         sender = asyncio.create_task(
-            steady_load(load, options.chats, options.rate, options.duration, seq)
+            steady_load(load, options.chats, options.rate, options.duration, sent)
         )
         cleared_at = time.monotonic()
         code = await r.bot.restart()
@@ -192,10 +196,10 @@ async def run_fault(r: Rig, fault: str, options: Options, first_chat: int) -> Ou
     else:
         inject, clear = injectors(fault)
         await inject(r)
-        await steady_load(load, options.chats, options.rate, options.duration, seq)
+        await steady_load(load, options.chats, options.rate, options.duration, sent)
         await clear(r)
         cleared_at = time.monotonic()
-    await steady_load(load, options.chats, options.rate, options.after, seq)
+    await steady_load(load, options.chats, options.rate, options.after, sent)
     await load.settle(timeout=90)
     await asyncio.sleep(0.5)  # replies are stored before they are sent; be generous anyway
     stored = await r.storage.stored()

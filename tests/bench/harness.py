@@ -193,6 +193,10 @@ class TrackingTelegramServer(FakeTelegramServer):
 
     def send_user_message(self, chat: int, seq: int, text: str | None = None) -> Message:
         tag = tag_for(chat, seq)
+        if tag in self.messages:
+            # Replies are matched to messages by tag: a second message with it would hide the
+            # first one's outcome (and count it as lost).
+            raise ValueError(f"message {tag} was already sent")
         update = self.user_message(
             text or f"I sleep badly after night shifts, what should I do? ({tag})", user_id=chat
         )

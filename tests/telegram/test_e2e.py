@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -371,3 +372,56 @@ async def test_storage_outage_while_storing_gets_a_kind_message(
     assert any("storage failed during support" in r.getMessage() for r in caplog.records)
     (reply,) = await harness.say("hello again")
     assert reply == "Try a fixed wind-down routine (m-coach)."
+
+
+async def test_a_reply_cut_off_mid_stream_keeps_its_text_and_says_why(harness: Harness) -> None:
+    harness.llm.script(
+        "m-coach", text=agent_reply, fault=Fault.CUT_STREAM, error_after_tokens=3, token_delay=0
+    )
+    (reply,) = await harness.say("hello?")
+    partial, _, notice = reply.partition("\n\n")
+    assert partial
+    assert "Try a fixed wind-down routine (m-coach).".startswith(partial)
+    assert partial != "Try a fixed wind-down routine (m-coach)."  # it really was cut off
+    assert notice.startswith("(Sorry")
+    assert notice.endswith("try again.)") or notice.endswith("in a minute.)")
+    # The broken exchange is not stored as the bot's answer; the next message works.
+    stored = await harness.services.storage.messages.recent(USER, 10)
+    assert [m.role for m in stored] == ["user"]
+    harness.llm.scripts.pop("m-coach")
+    (reply,) = await harness.say("hello again")
+    assert reply == "Try a fixed wind-down routine (m-coach)."
+
+
+async def test_a_reply_that_could_not_be_saved_is_sent_with_a_note_on_that_message(
+    harness: Harness,
+) -> None:
+    storage = harness.services.storage
+    assert isinstance(storage, SQLiteStorage)
+    from bot.storage.repositories import StorageUnavailable
+
+    original = storage.messages.add
+
+    async def reply_not_saved(message: Any) -> Any:
+        if message.role == "assistant":
+            raise StorageUnavailable("database is locked")
+        return await original(message)
+
+    storage.messages.add = reply_not_saved  # type: ignore[method-assign]
+    try:
+        mark = len(harness.tg.calls)
+        update = harness.tg.user_message("hello", user_id=USER)
+        calls = await harness.tg.wait_for_call(
+            "sendMessage", chat_id=USER, count=2, since=mark, timeout=15
+        )
+    finally:
+        storage.messages.add = original  # type: ignore[method-assign]
+    reply, note = (c.text for c in calls)
+    assert reply == "Try a fixed wind-down routine (m-coach)."
+    assert note is not None
+    assert note.startswith("(I couldn't save this conversation")
+    # It answers the very message whose exchange was not saved.
+    replied_to = calls[1].params["reply_parameters"]["message_id"]
+    assert replied_to == update["message"]["message_id"]
+    asked = [m for m in await storage.messages.recent(USER, 10) if m.role == "user"]
+    assert [m.text for m in asked] == ["hello"]

@@ -18,7 +18,7 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Filter
 from aiogram.filters.callback_data import CallbackData
-from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, Message
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters
 
 from bot.app import Services
 from bot.pipeline.runner import RunResult
@@ -161,7 +161,8 @@ async def answer_with_pipeline(
             log.error("storage failed during %s in chat %s: %s", pipeline, chat.id, exc)
             if streamer.text.strip():
                 await streamer.finish()
-                await _send_plain(bot, chat.id, STORAGE_NOTE, thread)
+                # A reply to the user's message, so it is clear which exchange was not saved.
+                await _send_plain(bot, chat.id, STORAGE_NOTE, thread, reply_to=message.message_id)
             else:
                 await streamer.finish(SORRY_STORAGE)
             return None
@@ -171,6 +172,10 @@ async def answer_with_pipeline(
             return None
         if result.success:
             final = result.reply if result.reply.strip() else (streamer.text or "…")
+        elif streamer.text.strip():
+            # The reply broke off after the user had seen part of it (the model stopped
+            # mid-stream): keep what they read, and say why it ends there.
+            final = f"{streamer.text.rstrip()}\n\n({result.error_message or SORRY_GENERIC})"
         else:
             final = result.error_message or SORRY_GENERIC
         message_ids = await streamer.finish(final)
@@ -186,9 +191,18 @@ async def answer_with_pipeline(
     return result
 
 
-async def _send_plain(bot: Bot, chat_id: int, text: str, thread: int | None) -> None:
+async def _send_plain(
+    bot: Bot, chat_id: int, text: str, thread: int | None, *, reply_to: int | None = None
+) -> None:
+    reply = (
+        ReplyParameters(message_id=reply_to, allow_sending_without_reply=True)
+        if reply_to is not None
+        else None
+    )
     try:
-        await bot.send_message(chat_id=chat_id, text=text, message_thread_id=thread)
+        await bot.send_message(
+            chat_id=chat_id, text=text, message_thread_id=thread, reply_parameters=reply
+        )
     except TelegramAPIError as exc:
         log.warning("could not send a note to chat %s: %s", chat_id, exc)
 
