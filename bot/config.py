@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     telegram_bot_token: SecretStr | None = None
     telegram_api_base: str | None = None
     admin_ids: CsvInts = Field(default_factory=list)
+    # Live drafts/edits per second for the whole bot; final replies are never held back.
+    live_updates_per_second: float = Field(default=25.0, gt=0)
 
     # --- Models ---
     default_model: str = "openrouter:openai/gpt-4o-mini"

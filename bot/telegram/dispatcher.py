@@ -32,6 +32,7 @@ from bot.config import ConfigError, Settings
 from bot.services.admin_commands import AdminCommands
 from bot.services.user_settings import UserSettingsService
 from bot.telegram.flood import FloodControlMiddleware
+from bot.telegram.live_budget import LiveUpdateBudget
 from bot.telegram.middlewares import UserLoaderMiddleware
 from bot.telegram.ordering import ChatEventIsolation
 from bot.telegram.routers import admin, chat, errors, feedback, learn, settings, start, train
@@ -79,6 +80,7 @@ def build_dispatcher(
         admin=AdminCommands.from_services(services),
         users=UserSettingsService.from_services(services),
         max_input_chars=MAX_INPUT_CHARS,
+        live_budget=LiveUpdateBudget(services.settings.live_updates_per_second),
     )
     # After the Dispatcher's own FSM middleware: runs inside the chat's isolation lock.
     dp.update.outer_middleware(

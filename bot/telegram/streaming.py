@@ -51,6 +51,7 @@ from aiogram.types import ReplyParameters
 
 from bot.telegram.flood import patient
 from bot.telegram.formatting import escape, html_to_text, markdown_to_html
+from bot.telegram.live_budget import LiveUpdateBudget
 from bot.telegram.splitting import TELEGRAM_LIMIT, split_html, split_text
 
 log = logging.getLogger(__name__)
@@ -120,8 +121,11 @@ class ReplyStreamer:
         draft_interval: float = 0.4,
         edit_interval: float | None = None,
         placeholder: str = "…",
+        budget: LiveUpdateBudget | None = None,
     ) -> None:
         self.bot = bot
+        # Live updates of the whole bot share it; without one, every live update goes out.
+        self.budget = budget
         self.chat_id = chat_id
         is_private = chat_id > 0 if private is None else private
         if edit_interval is None:
@@ -162,7 +166,13 @@ class ReplyStreamer:
         await self.aclose()
 
     async def start(self) -> None:
-        """Show at once that a reply is coming ("Thinking…" draft, or the placeholder)."""
+        """Show at once that a reply is coming ("Thinking…" draft, or the placeholder).
+
+        Skipped when the live-update budget is spent (the typing action still shows).
+        """
+        if not self._may_update():
+            self._last_update = time.monotonic()
+            return
         if self.mode == "draft":
             try:
                 await self._draft("")
@@ -258,6 +268,10 @@ class ReplyStreamer:
                 if self._stop.is_set():
                     return  # finishing: the final delivery supersedes this update
             self._wake.clear()
+            if not self._may_update():
+                # Over the bot's budget: skip this one, try again at the next interval.
+                self._last_update = time.monotonic()
+                continue
             try:
                 await self._live_update()
                 self.live_updates += 1
@@ -266,6 +280,9 @@ class ReplyStreamer:
             except Exception:
                 log.exception("Live update in chat %s failed", self.chat_id)
             self._last_update = time.monotonic()
+
+    def _may_update(self) -> bool:
+        return self.budget is None or self.budget.try_take()
 
     async def _live_update(self) -> None:
         chunks = [c for c in split_html(self.render(self.text), self.limit) if _has_text(c)]

@@ -16,6 +16,7 @@ from bot.app import Services, build_services
 from bot.config import Settings
 from bot.pipeline.observer import NullObserver
 from bot.telegram.dispatcher import BOT_COMMANDS, build_dispatcher
+from bot.telegram.live_budget import LiveUpdateBudget
 from bot.telegram.routers.admin import ADMIN_COMMANDS, REFUSAL
 from tests.fakes.telegram_server import FakeTelegramServer
 from tests.services.fakes import FakeProviders
@@ -95,6 +96,18 @@ async def test_every_router_is_included_and_commands_are_listed(dp: Dispatcher) 
     ]
     assert dp.resolve_used_update_types() == ["callback_query", "message"]
     assert {c.command for c in BOT_COMMANDS} >= {"start", "help", "learn", "train", "model"}
+
+
+async def test_chat_learn_and_train_replies_draw_on_the_bots_live_update_budget(
+    feed: Feed, dp: Dispatcher, services: Services
+) -> None:
+    budget = dp["live_budget"]
+    assert isinstance(budget, LiveUpdateBudget)
+    assert budget.per_second == services.settings.live_updates_per_second
+    for text in ("hello", "/learn sleep", "/train sleep"):
+        before = budget.granted + budget.refused
+        await feed.text(text)
+        assert budget.granted + budget.refused > before, text  # at least the "Thinking…" draft
 
 
 async def test_two_dispatchers_can_be_built_from_the_same_services(services: Services) -> None:

@@ -10,6 +10,7 @@ from aiogram.types import Message
 
 from bot.app import Services
 from bot.telegram.filters import Magic
+from bot.telegram.live_budget import LiveUpdateBudget
 from bot.telegram.routers.common import (
     AddressedToBot,
     answer_with_pipeline,
@@ -30,7 +31,12 @@ async def on_unknown_command(message: Message, bot: Bot) -> None:
 
 
 async def on_text(
-    message: Message, prompt: str, bot: Bot, services: Services, max_input_chars: int
+    message: Message,
+    prompt: str,
+    bot: Bot,
+    services: Services,
+    max_input_chars: int,
+    live_budget: LiveUpdateBudget | None = None,
 ) -> None:
     if not prompt:
         await message.answer("Yes? Tell me what's on your mind.")
@@ -38,7 +44,9 @@ async def on_text(
     if input_too_long(prompt, max_input_chars):
         await message.answer(too_long_text(max_input_chars))
         return
-    await answer_with_pipeline(message, bot, services, "support", text=prompt)
+    await answer_with_pipeline(
+        message, bot, services, "support", text=prompt, live_budget=live_budget
+    )
 
 
 async def on_other(message: Message) -> None:

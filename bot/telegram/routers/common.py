@@ -23,6 +23,7 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, Message, R
 from bot.app import Services
 from bot.pipeline.runner import RunResult
 from bot.storage.repositories import StorageError
+from bot.telegram.live_budget import LiveUpdateBudget
 from bot.telegram.middlewares import typing_action
 from bot.telegram.streaming import ReplyStreamer
 
@@ -132,8 +133,12 @@ async def answer_with_pipeline(
     *,
     text: str,
     topic: str | None = None,
+    live_budget: LiveUpdateBudget | None = None,
 ) -> RunResult | None:
-    """Run `pipeline` for this message and deliver its reply; None when it could not run."""
+    """Run `pipeline` for this message and deliver its reply; None when it could not run.
+
+    `live_budget`: the bot-wide budget of live drafts/edits (`dp["live_budget"]`).
+    """
     chat = message.chat
     private = chat.type == "private"
     thread = thread_of(message)
@@ -143,6 +148,7 @@ async def answer_with_pipeline(
         private=private,
         message_thread_id=thread,
         reply_to_message_id=None if private else message.message_id,
+        budget=live_budget,
     )
     user_id = message.from_user.id if message.from_user else None
     async with typing_action(bot, chat.id, message_thread_id=thread):

@@ -7,13 +7,19 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
 from bot.app import Services
+from bot.telegram.live_budget import LiveUpdateBudget
 from bot.telegram.routers.common import answer_with_pipeline, input_too_long, too_long_text
 
 USAGE = "Usage: /learn <topic>, e.g. /learn spaced repetition"
 
 
 async def on_learn(
-    message: Message, command: CommandObject, bot: Bot, services: Services, max_input_chars: int
+    message: Message,
+    command: CommandObject,
+    bot: Bot,
+    services: Services,
+    max_input_chars: int,
+    live_budget: LiveUpdateBudget | None = None,
 ) -> None:
     topic = " ".join((command.args or "").split())
     if not topic:
@@ -22,7 +28,9 @@ async def on_learn(
     if input_too_long(topic, max_input_chars):
         await message.answer(too_long_text(max_input_chars))
         return
-    await answer_with_pipeline(message, bot, services, "learn", text=topic, topic=topic)
+    await answer_with_pipeline(
+        message, bot, services, "learn", text=topic, topic=topic, live_budget=live_budget
+    )
 
 
 def create_router() -> Router:

@@ -15,6 +15,7 @@ from aiogram.types import Message
 from bot.agents.trainer import DEFAULT_TOPIC
 from bot.app import Services
 from bot.telegram.filters import Magic
+from bot.telegram.live_budget import LiveUpdateBudget
 from bot.telegram.routers.common import (
     AddressedToBot,
     answer_with_pipeline,
@@ -34,6 +35,7 @@ async def on_train(
     services: Services,
     state: FSMContext,
     max_input_chars: int,
+    live_budget: LiveUpdateBudget | None = None,
 ) -> None:
     topic = " ".join((command.args or "").split())
     if input_too_long(topic, max_input_chars):
@@ -43,7 +45,13 @@ async def on_train(
         data = await state.get_data()
         topic = str(data.get("topic") or DEFAULT_TOPIC)
     result = await answer_with_pipeline(
-        message, bot, services, "train", text=f"/train {topic}", topic=topic
+        message,
+        bot,
+        services,
+        "train",
+        text=f"/train {topic}",
+        topic=topic,
+        live_budget=live_budget,
     )
     if result is not None and result.success:
         await state.set_state(TrainFlow.answering)
@@ -51,13 +59,20 @@ async def on_train(
 
 
 async def on_answer(
-    message: Message, prompt: str, bot: Bot, services: Services, max_input_chars: int
+    message: Message,
+    prompt: str,
+    bot: Bot,
+    services: Services,
+    max_input_chars: int,
+    live_budget: LiveUpdateBudget | None = None,
 ) -> None:
     if input_too_long(prompt, max_input_chars):
         await message.answer(too_long_text(max_input_chars))
         return
     # The state stays: a failed grading leaves the exercise open, a good one sets the next.
-    await answer_with_pipeline(message, bot, services, "train", text=prompt)
+    await answer_with_pipeline(
+        message, bot, services, "train", text=prompt, live_budget=live_budget
+    )
 
 
 async def on_stop(message: Message, state: FSMContext) -> None:
