@@ -236,5 +236,16 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--loop", choices=("uvloop", "asyncio"), default="uvloop", help="the bot runs on uvloop"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.latency, args.runs, args.concurrency, args.rounds))
+    print(f"event loop: {args.loop}")
+    coro = main(args.latency, args.runs, args.concurrency, args.rounds)
+    if args.loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(coro)
+    else:
+        asyncio.run(coro)
