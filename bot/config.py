@@ -72,6 +72,10 @@ CsvInts = Annotated[list[int], NoDecode]
 Pairs = Annotated[dict[str, str], NoDecode]
 
 
+# Whose key picks DEFAULT_MODEL when it is not set (the first one present wins).
+STARTER_ORDER = ("openrouter", "openai", "anthropic", "groq", "xai")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -89,7 +93,8 @@ class Settings(BaseSettings):
     live_updates_per_second: float = Field(default=25.0, gt=0)
 
     # --- Models ---
-    default_model: str = "openrouter:openai/gpt-4o-mini"
+    # Empty: a small model of the first provider whose key is set (see STARTER_ORDER).
+    default_model: str = ""
     fallback_models: CsvList = Field(default_factory=list)
     agent_models: Pairs = Field(default_factory=dict)
     pipeline_models: Pairs = Field(default_factory=dict)
@@ -241,6 +246,19 @@ class Settings(BaseSettings):
                 "update and the bot refuses requests without it (1-256 characters of A-Z, a-z, "
                 "0-9, _ and -, e.g. the output of `openssl rand -hex 32`)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _default_model_follows_the_key(self) -> Settings:
+        # A bot token and one model key are enough to start: without DEFAULT_MODEL, the default is
+        # a small model of the first provider (in STARTER_ORDER) whose key is set.
+        self.default_model = self.default_model.strip()
+        if self.default_model:
+            return self
+        with_key = [p for p in STARTER_ORDER if self.api_key_for(p) is not None]
+        # No key at all: OpenRouter's, so that the start-up error names OPENROUTER_API_KEY.
+        provider = with_key[0] if with_key else STARTER_ORDER[0]
+        self.default_model = f"{provider}:{PROVIDERS[provider].starter_model}"
         return self
 
     @model_validator(mode="after")

@@ -30,6 +30,8 @@ class ProviderInfo:
     default_base_url: str | None
     # vLLM and local models run without a key.
     needs_key: bool = True
+    # A small, cheap chat model of this provider: DEFAULT_MODEL when only this key is given.
+    starter_model: str | None = None
 
 
 PROVIDERS: dict[str, ProviderInfo] = {
@@ -41,9 +43,15 @@ PROVIDERS: dict[str, ProviderInfo] = {
             "OPENROUTER_API_KEY",
             "OPENROUTER_BASE_URL",
             "https://openrouter.ai/api/v1",
+            starter_model="openai/gpt-4o-mini",
         ),
         ProviderInfo(
-            "openai", "openai", "OPENAI_API_KEY", "OPENAI_BASE_URL", "https://api.openai.com/v1"
+            "openai",
+            "openai",
+            "OPENAI_API_KEY",
+            "OPENAI_BASE_URL",
+            "https://api.openai.com/v1",
+            starter_model="gpt-4o-mini",
         ),
         ProviderInfo(
             "anthropic",
@@ -51,11 +59,24 @@ PROVIDERS: dict[str, ProviderInfo] = {
             "ANTHROPIC_API_KEY",
             "ANTHROPIC_BASE_URL",
             "https://api.anthropic.com",
+            starter_model="claude-haiku-4-5",
         ),
         ProviderInfo(
-            "groq", "openai", "GROQ_API_KEY", "GROQ_BASE_URL", "https://api.groq.com/openai/v1"
+            "groq",
+            "openai",
+            "GROQ_API_KEY",
+            "GROQ_BASE_URL",
+            "https://api.groq.com/openai/v1",
+            starter_model="llama-3.3-70b-versatile",
         ),
-        ProviderInfo("xai", "openai", "XAI_API_KEY", "XAI_BASE_URL", "https://api.x.ai/v1"),
+        ProviderInfo(
+            "xai",
+            "openai",
+            "XAI_API_KEY",
+            "XAI_BASE_URL",
+            "https://api.x.ai/v1",
+            starter_model="grok-3-mini",
+        ),
         ProviderInfo(
             "vllm",
             "openai",

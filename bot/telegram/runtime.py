@@ -31,12 +31,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiogram import Bot, Dispatcher
+from aiogram.exceptions import (
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
 from aiogram.fsm.storage.base import BaseEventIsolation, BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.types import TelegramObject, Update
 
 from bot.app import Services, build_services
-from bot.config import Settings
+from bot.config import ConfigError, Settings
 from bot.telegram.chat_queue import RedisChatQueue
 from bot.telegram.dispatcher import BOT_COMMANDS, build_dispatcher, create_bot
 from bot.telegram.fsm_storage import ResilientStorage
@@ -45,6 +51,14 @@ from bot.telegram.warmup import freeze_startup_heap, pin_response_types
 from bot.telegram.webhook import WebServer, cancel_updates, webhook_path
 
 log = logging.getLogger(__name__)
+
+# How long start-up keeps trying to reach the Bot API (network down, Telegram 5xx) before the
+# process exits with a message; a supervisor (Docker's restart policy) takes it from there.
+STARTUP_WAIT = 60.0
+
+
+class TelegramUnreachable(RuntimeError):
+    """The Bot API did not answer at start-up within STARTUP_WAIT."""
 
 
 class UpdateTracker:
@@ -89,8 +103,15 @@ def build_fsm(
 class BotRuntime:
     """One running bot process: the dispatcher, its update source and its shutdown."""
 
-    def __init__(self, services: Services, bot: Bot | None = None) -> None:
+    def __init__(
+        self,
+        services: Services,
+        bot: Bot | None = None,
+        *,
+        startup_wait: float = STARTUP_WAIT,
+    ) -> None:
         self.services = services
+        self.startup_wait = startup_wait
         self.settings = services.settings
         self.bot = bot or create_bot(self.settings)
         # Across replicas (webhook + Redis), a chat's updates wait for each other in update order.
@@ -129,6 +150,7 @@ class BotRuntime:
             self.stopping.set()
 
     async def start(self) -> None:
+        await self._reach_telegram()
         allowed = self.dispatcher.resolve_used_update_types()
         if self.webhook_mode:
             assert self.settings.webhook_url is not None
@@ -172,6 +194,34 @@ class BotRuntime:
             )
             self._polling.add_done_callback(self._polling_ended)
 
+    async def _reach_telegram(self) -> None:
+        """`getMe` before anything else (see STARTUP_WAIT): a rejected token is a configuration
+        error, an unreachable Bot API is retried with backoff, then `TelegramUnreachable`."""
+        base = self.settings.telegram_api_base or "https://api.telegram.org"
+        deadline = time.monotonic() + self.startup_wait
+        delay = 0.5
+        while True:
+            try:
+                me = await self.bot.get_me()
+            except TelegramUnauthorizedError as exc:
+                raise ConfigError(
+                    "TELEGRAM_BOT_TOKEN was rejected by Telegram (401 Unauthorized): copy the "
+                    "token from @BotFather again"
+                ) from exc
+            except (TelegramNetworkError, TelegramServerError, TelegramRetryAfter) as exc:
+                if self.stopping.is_set() or time.monotonic() + delay > deadline:
+                    raise TelegramUnreachable(
+                        f"cannot reach the Telegram Bot API at {base} ({exc}); check the network "
+                        "or TELEGRAM_API_BASE"
+                    ) from exc
+                log.warning("cannot reach Telegram at %s (%s); retrying in %.1fs", base, exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), delay)
+                delay = min(delay * 2, 10.0)
+            else:
+                log.info("connected to Telegram as @%s", me.username)
+                return
+
     def _polling_ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("polling stopped with an error: %r", task.exception())
@@ -193,8 +243,15 @@ class BotRuntime:
             await self.dispatcher.emit_shutdown(bot=self.bot, **self.dispatcher.workflow_data)
         else:
             if self._polling is not None and not self._polling.done():
-                with contextlib.suppress(RuntimeError):
+                try:
                     await self.dispatcher.stop_polling()
+                except RuntimeError:
+                    # Stopped before polling had begun (aiogram: "Polling is not started"): it
+                    # has taken nothing yet, so it is simply cancelled.
+                    self._polling.cancel()
+                # Polling must not outlive the session closed below: a getUpdates still running
+                # would open a new session, never closed.
+                await asyncio.wait([self._polling], timeout=_left(deadline))
             await self._wait_updates(deadline)
             await self._confirm_offset()
         # The same deadline, not a new one: `build_services` would otherwise give the background
@@ -243,7 +300,11 @@ async def run_bot(settings: Settings) -> int:
         runtime = BotRuntime(services)
         _install_signal_handlers(runtime)
         try:
-            await runtime.start()
+            try:
+                await runtime.start()
+            except TelegramUnreachable as exc:
+                log.error("%s", exc)
+                return 1
             # Start-up is done: stop paying per message for what it left behind (see warmup).
             pin_response_types()
             freeze_startup_heap()
