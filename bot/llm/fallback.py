@@ -20,6 +20,11 @@ Streaming falls back only until the first delta has been yielded: after that the
 text to the user, and switching models would splice two different answers together, so the error
 is raised as is.
 
+With a `ModelHealth` (`bot.llm.health`, shared by the registry's chains), a model whose breaker is
+open (it failed several times in a row just now) is skipped and the next one asked at once; the
+skip is recorded as an attempt. A chain whose every model is cooling down still tries them all, in
+order, rather than fail untried.
+
 Around each inner call `CURRENT_ATTEMPT` holds the attempt's index and the previous model's error,
 so a tracing wrapper around a leaf provider can mark a generation as a fallback and say why.
 """
@@ -36,6 +41,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from bot.llm.errors import AllModelsFailed, LLMError, ProviderError, StructuredOutputError
+from bot.llm.health import ModelHealth
 from bot.llm.protocol import LLMProvider
 from bot.llm.types import Attempt, ChatMessage, LLMResponse, StreamChunk
 
@@ -83,10 +89,13 @@ class FallbackProvider:
     `provider`, `model` and `spec` name the primary; the response names the model that answered.
     """
 
-    def __init__(self, providers: Sequence[LLMProvider]) -> None:
+    def __init__(
+        self, providers: Sequence[LLMProvider], *, health: ModelHealth | None = None
+    ) -> None:
         if not providers:
             raise ValueError("FallbackProvider needs at least one provider")
         self.providers: tuple[LLMProvider, ...] = tuple(providers)
+        self.health = health
         self.provider = self.providers[0].provider
         self.model = self.providers[0].model
 
@@ -108,11 +117,11 @@ class FallbackProvider:
     ) -> LLMResponse:
         attempts: list[Attempt] = []
         errors: list[BaseException] = []
-        previous: str | None = None
-        for index, provider in enumerate(self.providers):
+        previous: list[str | None] = [None]
+        for index, provider in self._candidates(attempts, previous):
             started, wall = time.perf_counter(), time.time()
             try:
-                with _attempt_scope(index, previous):
+                with _attempt_scope(index, previous[0]):
                     response = await provider.complete(
                         messages,
                         schema=schema,
@@ -121,15 +130,20 @@ class FallbackProvider:
                         timeout=timeout,
                     )
             except LLMError as exc:
+                self._failed(provider, exc)
                 attempts.append(_failed(provider, index, exc, started, wall))
                 errors.append(exc)
-                previous = _describe(exc)
+                previous[0] = _describe(exc)
                 self._check(exc, attempts, index)
                 continue
+            except BaseException:
+                self._released(provider)
+                raise
+            self._succeeded(provider)
             attempts.append(_succeeded(provider, index, response, started, wall))
             response.attempts = attempts
             return response
-        raise AllModelsFailed(attempts, errors)
+        raise AllModelsFailed(_tried(attempts), errors)
 
     async def stream(
         self,
@@ -141,8 +155,8 @@ class FallbackProvider:
     ) -> AsyncIterator[StreamChunk]:
         attempts: list[Attempt] = []
         errors: list[BaseException] = []
-        previous: str | None = None
-        for index, provider in enumerate(self.providers):
+        previous: list[str | None] = [None]
+        for index, provider in self._candidates(attempts, previous):
             started, wall = time.perf_counter(), time.time()
             yielded = False
             inner = provider.stream(
@@ -151,36 +165,71 @@ class FallbackProvider:
             try:
                 while True:
                     # Set only while the inner provider runs, not while our caller holds a chunk.
-                    with _attempt_scope(index, previous):
+                    with _attempt_scope(index, previous[0]):
                         try:
                             chunk = await anext(inner)
                         except StopAsyncIteration:
                             break
                     if chunk.response is not None:
+                        self._succeeded(provider)
                         attempts.append(_succeeded(provider, index, chunk.response, started, wall))
                         chunk.response.attempts = attempts
                     else:
                         yielded = yielded or bool(chunk.delta)
                     yield chunk
             except LLMError as exc:
+                self._failed(provider, exc)
                 attempts.append(_failed(provider, index, exc, started, wall))
                 errors.append(exc)
-                previous = _describe(exc)
+                previous[0] = _describe(exc)
                 if yielded:
                     exc.add_note(f"failed after streaming began; attempts: {_summary(attempts)}")
                     raise
                 self._check(exc, attempts, index)
                 continue
+            except BaseException:
+                self._released(provider)
+                raise
             finally:
                 aclose = getattr(inner, "aclose", None)
                 if aclose is not None:
                     await aclose()
+            # Frees the probe slot if the stream ended without a verdict on the model.
+            self._released(provider)
             return
-        raise AllModelsFailed(attempts, errors)
+        raise AllModelsFailed(_tried(attempts), errors)
 
     async def close(self) -> None:
         for provider in self.providers:
             await provider.close()
+
+    def _candidates(
+        self, attempts: list[Attempt], previous: list[str | None]
+    ) -> Iterator[tuple[int, LLMProvider]]:
+        """The models to try, in order: cooling-down ones skipped (and recorded as attempts),
+        then, if the others all failed, the skipped ones after all."""
+        skipped: list[tuple[int, LLMProvider]] = []
+        for index, provider in enumerate(self.providers):
+            if self.health is not None and not self.health.admit(provider):
+                reason = f"skipped: {self.health.skipped_because(provider)}"
+                attempts.append(_skip(provider, index, reason))
+                skipped.append((index, provider))
+                previous[0] = reason
+                continue
+            yield index, provider
+        yield from skipped
+
+    def _succeeded(self, provider: LLMProvider) -> None:
+        if self.health is not None:
+            self.health.succeeded(provider)
+
+    def _failed(self, provider: LLMProvider, exc: BaseException) -> None:
+        if self.health is not None:
+            self.health.failed(provider, exc)
+
+    def _released(self, provider: LLMProvider) -> None:
+        if self.health is not None:
+            self.health.released(provider)
 
     def _check(self, exc: LLMError, attempts: list[Attempt], index: int) -> None:
         """Re-raise `exc` unless the next model should be tried."""
@@ -188,13 +237,9 @@ class FallbackProvider:
             if len(attempts) > 1:
                 exc.add_note(f"attempts: {_summary(attempts)}")
             raise exc
-        if index + 1 < len(self.providers):
-            log.warning(
-                "model %s failed (%s); falling back to %s",
-                self.providers[index].spec,
-                _describe(exc),
-                self.providers[index + 1].spec,
-            )
+        log.warning(
+            "model %s failed (%s); trying the next one", self.providers[index].spec, _describe(exc)
+        )
 
 
 def _describe(exc: BaseException) -> str:
@@ -204,6 +249,23 @@ def _describe(exc: BaseException) -> str:
 def _summary(attempts: Sequence[Attempt]) -> str:
     return "; ".join(
         f"#{a.index} {a.provider}:{a.model} {'ok' if a.ok else a.error}" for a in attempts
+    )
+
+
+def _tried(attempts: Sequence[Attempt]) -> list[Attempt]:
+    """The attempts that called a model (not the skips of cooling-down ones)."""
+    return [a for a in attempts if not (a.error or "").startswith("skipped:")]
+
+
+def _skip(provider: LLMProvider, index: int, reason: str) -> Attempt:
+    return Attempt(
+        provider.provider,
+        provider.model,
+        ok=False,
+        latency_ms=0.0,
+        error=reason,
+        index=index,
+        started_at=time.time(),
     )
 
 

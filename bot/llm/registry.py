@@ -41,6 +41,7 @@ from pydantic import BaseModel, SecretStr
 
 from bot.config import Settings
 from bot.llm.fallback import FallbackProvider
+from bot.llm.health import ModelHealth
 from bot.llm.protocol import LLMProvider
 from bot.llm.specs import ModelSpec, ModelSpecError, parse_spec
 from bot.llm.types import ChatMessage, LLMResponse, StreamChunk
@@ -198,10 +199,13 @@ class ProviderRegistry:
         *,
         wrap: Wrap | None = None,
         user_key_limit: int = USER_KEY_LIMIT,
+        health: ModelHealth | None = None,
     ) -> None:
         if user_key_limit < 1:
             raise ValueError("user_key_limit must be at least 1")
         self._settings = settings
+        # One circuit breaker per model and key, shared by every chain built here.
+        self.health = health if health is not None else ModelHealth()
         self._wrap = wrap
         self._providers: dict[tuple[str, str], LLMProvider] = {}
         self._clients: dict[tuple[str, str, str], Any] = {}
@@ -265,7 +269,7 @@ class ProviderRegistry:
                     log.warning("fallback model %s skipped: %s", spec, exc)
         if len(providers) == 1:
             return providers[0]
-        return FallbackProvider(providers)
+        return FallbackProvider(providers, health=self.health)
 
     async def close(self) -> None:
         """Close every SDK client (once) and every local provider; the registry is then empty.

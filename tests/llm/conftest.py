@@ -78,7 +78,9 @@ async def make_registry(
     made: list[ProviderRegistry] = []
 
     def make(**overrides: Any) -> ProviderRegistry:
-        options = {k: overrides.pop(k) for k in ("wrap", "user_key_limit") if k in overrides}
+        options = {
+            k: overrides.pop(k) for k in ("wrap", "user_key_limit", "health") if k in overrides
+        }
         registry = ProviderRegistry(settings_for(llm_server, **overrides), **options)
         made.append(registry)
         return registry
