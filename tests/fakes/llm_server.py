@@ -81,6 +81,7 @@ class Fault(enum.Enum):
     BAD_REQUEST = "400"  # 400 invalid_request_error (must not be retried or fallen back from)
     MID_STREAM_ERROR = "midstream"  # stream `error_after_tokens` tokens, then an error object
     MALFORMED_JSON = "malformed"  # 200 with application/json content that is not JSON
+    WRONG_SHAPE = "shape"  # 200 with valid JSON that is not a completion (no choices/content)
     STATUS = "status"  # `Script.status` with an error body in the API's own format
     # Streams only: `error_after_tokens` tokens, then the body ends as if complete but without
     # the terminal event (no finish_reason / `[DONE]`; no message_delta / message_stop).
@@ -454,6 +455,9 @@ class FakeLLMServer:
             await _send_json(writer, 400, body)
         elif fault is Fault.MALFORMED_JSON:
             await _send(writer, 200, b'{"id": "x", "choices": [', content_type="application/json")
+        elif fault is Fault.WRONG_SHAPE:
+            shape = {"type": "message", "content": None} if anthropic else {"choices": []}
+            await _send_json(writer, 200, {"id": "x", **shape})
         elif fault is Fault.STATUS:
             await _send_json(
                 writer, script.status, _status_error(script.status, anthropic=anthropic)

@@ -28,6 +28,7 @@ FAULTS: list[tuple[Fault, type[ProviderError], int | None]] = [
     (Fault.DROP_CONNECTION, ProviderConnectionError, None),
     (Fault.HTML_502, MalformedResponse, 502),
     (Fault.MALFORMED_JSON, MalformedResponse, None),
+    (Fault.WRONG_SHAPE, MalformedResponse, None),
     (Fault.BAD_REQUEST, RequestRejected, 400),
 ]
 STATUSES: list[tuple[int, type[ProviderError]]] = [
