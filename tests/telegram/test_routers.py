@@ -110,6 +110,33 @@ async def test_chat_learn_and_train_replies_draw_on_the_bots_live_update_budget(
         assert budget.granted + budget.refused > before, text  # at least the "Thinking…" draft
 
 
+def test_no_filter_or_handler_runs_in_a_worker_thread(dp: Dispatcher) -> None:
+    # aiogram runs a synchronous filter or handler through asyncio.to_thread: a thread hand-off
+    # per update. A bare magic filter (F.text) or FSM State is one; wrap them (Magic, StateFilter).
+    sync: list[str] = []
+
+    def visit(router: Any) -> None:
+        for observer in router.observers.values():
+            for handler in observer.handlers:
+                if not handler.awaitable:
+                    sync.append(f"{router.name}: handler {handler.callback!r}")
+                sync.extend(
+                    f"{router.name}: filter {f.callback!r} of {handler.callback.__name__}"
+                    for f in handler.filters or ()
+                    if not f.awaitable
+                )
+            sync.extend(
+                f"{router.name}: router filter {f.callback!r}"
+                for f in observer._handler.filters or ()
+                if not f.awaitable
+            )
+        for child in router.sub_routers:
+            visit(child)
+
+    visit(dp)
+    assert sync == []
+
+
 async def test_two_dispatchers_can_be_built_from_the_same_services(services: Services) -> None:
     # Routers are made per dispatcher (a restart or a test builds another one).
     build_dispatcher(services)

@@ -7,7 +7,7 @@ answer (by replying to the bot or mentioning it); `/stop` ends the drill.
 from __future__ import annotations
 
 from aiogram import Bot, F, Router
-from aiogram.filters import Command, CommandObject
+from aiogram.filters import Command, CommandObject, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import Message
@@ -89,7 +89,9 @@ def create_router() -> Router:
     router.message.register(on_stop, Command("stop"))
     router.message.register(
         on_answer,
-        TrainFlow.answering,
+        # StateFilter, not the bare State: aiogram runs a State (a synchronous callable) in a
+        # worker thread, for every text message of every chat (see bot/telegram/filters.py).
+        StateFilter(TrainFlow.answering),
         Magic(F.text),
         Magic(~F.text.startswith("/")),
         AddressedToBot(),
