@@ -47,7 +47,7 @@ from aiogram.exceptions import (
     TelegramForbiddenError,
     TelegramNotFound,
 )
-from aiogram.types import ReplyParameters
+from aiogram.types import InlineKeyboardMarkup, ReplyParameters
 
 from bot.telegram.flood import patient
 from bot.telegram.formatting import escape, html_to_text, markdown_to_html
@@ -151,6 +151,7 @@ class ReplyStreamer:
         self._task: asyncio.Task[None] | None = None
         self._last_update = 0.0
         self._finished = False
+        self._markup_attached = False
 
     # ------------------------------------------------------------------ public API
 
@@ -211,10 +212,14 @@ class ReplyStreamer:
             raise
         return await self.finish()
 
-    async def finish(self, final_text: str | None = None) -> list[int]:
+    async def finish(
+        self, final_text: str | None = None, *, reply_markup: InlineKeyboardMarkup | None = None
+    ) -> list[int]:
         """Deliver the whole reply (`final_text`, else what was pushed); the message ids.
 
-        Flood control delays this delivery but never drops it: every 429 is waited out.
+        `reply_markup` (e.g. rating buttons) goes on the reply's last message, with the message
+        itself when it is sent or edited then, else by one more call. Flood control delays this
+        delivery but never drops it: every 429 is waited out.
         """
         if self._finished:
             return self.message_ids
@@ -230,12 +235,20 @@ class ReplyStreamer:
                 pause = self._last_update + gap - time.monotonic()
                 if pause > 0:
                     await asyncio.sleep(pause)
-            await self._sync(chunks)
+            await self._sync(chunks, markup=reply_markup)
             for extra in self._shown[len(chunks) :]:
                 self._stale.extend(extra.message_ids)
             del self._shown[len(chunks) :]
             await self._delete_stale()
         self.message_ids = [mid for shown in self._shown for mid in shown.message_ids]
+        if reply_markup is not None and self.message_ids and not self._markup_attached:
+            # The last message was already right and needed no edit: attach the buttons alone.
+            try:
+                await self.bot.edit_message_reply_markup(
+                    chat_id=self.chat_id, message_id=self.message_ids[-1], reply_markup=reply_markup
+                )
+            except TelegramAPIError as exc:
+                log.info("Could not attach buttons in chat %s: %s", self.chat_id, exc)
         return self.message_ids
 
     async def aclose(self) -> None:
@@ -333,33 +346,42 @@ class ReplyStreamer:
 
     # ------------------------------------------------------------------ delivery
 
-    async def _sync(self, chunks: list[str]) -> None:
-        """Make the shown messages read `chunks`: edit changed ones, send the missing ones.
+    async def _sync(self, chunks: list[str], *, markup: InlineKeyboardMarkup | None = None) -> None:
+        """Make the shown messages read `chunks`: edit changed ones, send the missing ones;
+        `markup` goes on the last chunk's message when it is sent or edited.
 
         A chunk that cannot be edited in place (its message is gone or can't be edited, Telegram
         calls the edit too long, or it went out in several plain pieces) is sent again, with
         every chunk after it so the order holds; the messages it replaces are deleted after.
         """
+        last = len(chunks) - 1
         for index, chunk in enumerate(chunks):
+            buttons = markup if index == last else None
             if index < len(self._shown):
                 shown = self._shown[index]
                 if shown.html == chunk:
                     continue
-                if len(shown.message_ids) == 1 and await self._edit(shown.message_ids[0], chunk):
+                if len(shown.message_ids) == 1 and await self._edit(
+                    shown.message_ids[0], chunk, buttons
+                ):
                     self._shown[index] = _Shown(shown.message_ids, chunk)
+                    self._markup_attached = buttons is not None
                     continue
                 for replaced in self._shown[index:]:
                     self._stale.extend(replaced.message_ids)
                 del self._shown[index:]
-            self._shown.append(await self._send(chunk, first=index == 0))
+            self._shown.append(await self._send(chunk, first=index == 0, markup=buttons))
+            self._markup_attached = buttons is not None
         await self._delete_stale()
 
     async def _delete_stale(self) -> None:
         while self._stale:
             await self._delete(self._stale.pop(0))
 
-    async def _send(self, chunk: str, *, first: bool) -> _Shown:
-        """Send one chunk (HTML, else plain, else plain in smaller pieces)."""
+    async def _send(
+        self, chunk: str, *, first: bool, markup: InlineKeyboardMarkup | None = None
+    ) -> _Shown:
+        """Send one chunk (HTML, else plain, else plain in smaller pieces; `markup` on the last)."""
         reply = None
         if first and self.reply_to_message_id is not None:
             reply = ReplyParameters(
@@ -372,6 +394,7 @@ class ReplyStreamer:
                 parse_mode=HTML,
                 message_thread_id=self.message_thread_id,
                 reply_parameters=reply,
+                reply_markup=markup,
             )
             return _Shown([message.message_id], chunk)
         except TelegramBadRequest as exc:
@@ -384,27 +407,39 @@ class ReplyStreamer:
             )
             limit = self.limit if is_parse_error(exc) else max(2, self.limit // 2)
         ids: list[int] = []
-        for piece in split_text(html_to_text(chunk), limit):
-            if not piece.strip():
-                continue
+        pieces = [p for p in split_text(html_to_text(chunk), limit) if p.strip()]
+        for number, piece in enumerate(pieces):
             message = await self.bot.send_message(
                 chat_id=self.chat_id,
                 text=piece,
                 parse_mode=None,
                 message_thread_id=self.message_thread_id,
                 reply_parameters=reply if not ids else None,
+                reply_markup=markup if number == len(pieces) - 1 else None,
             )
             ids.append(message.message_id)
         return _Shown(ids, chunk)
 
-    async def _edit(self, message_id: int, chunk: str) -> bool:
-        """Set a message to `chunk` (HTML, else plain); False when it cannot be edited."""
+    async def _edit(
+        self, message_id: int, chunk: str, markup: InlineKeyboardMarkup | None = None
+    ) -> bool:
+        """Set a message to `chunk` (HTML, else plain) and `markup`; False when it cannot be
+        edited."""
         try:
             await self.bot.edit_message_text(
-                chat_id=self.chat_id, message_id=message_id, text=chunk, parse_mode=HTML
+                chat_id=self.chat_id,
+                message_id=message_id,
+                text=chunk,
+                parse_mode=HTML,
+                reply_markup=markup,
             )
         except TelegramBadRequest as exc:
             if is_not_modified(exc):
+                if markup is not None:  # the text was right already; the buttons still go on
+                    with contextlib.suppress(TelegramAPIError):
+                        await self.bot.edit_message_reply_markup(
+                            chat_id=self.chat_id, message_id=message_id, reply_markup=markup
+                        )
                 return True
             if is_message_gone(exc) or is_too_long(exc):
                 return False
@@ -416,6 +451,7 @@ class ReplyStreamer:
                     message_id=message_id,
                     text=html_to_text(chunk),
                     parse_mode=None,
+                    reply_markup=markup,
                 )
             except TelegramBadRequest as again:
                 if is_message_gone(again) or is_too_long(again):

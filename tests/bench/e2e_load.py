@@ -104,7 +104,10 @@ async def run(options: Options) -> dict[str, Any]:
             metrics_after = await r.bot.metrics()
             peak_mb = r.bot.peak_rss_mb()
             model_time = r.llm.critical_model_time()
-        stored = await r.storage.stored()
+            # Read back what the bot stored once it has stopped (everything it wrote is in),
+            # while the database still exists (the rig drops a PostgreSQL one on exit).
+            await r.bot.stop()
+            stored = await r.storage.stored()
         kept_log = _keep_log_if_failed(workdir / "bot.log", load.sent)
 
     sent = load.sent

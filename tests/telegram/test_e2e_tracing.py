@@ -50,13 +50,16 @@ async def test_trace_link_and_rating_buttons(
 
         (reply,) = await bot.say("I sleep badly", user_id=ADMIN)
         assert reply == "Try a fixed wind-down routine (m-coach)."
-        markup_call = (await tg.wait_for_call("editMessageReplyMarkup", chat_id=ADMIN))[0]
+        # The buttons come with the reply itself: no edit afterwards.
+        (sent,) = tg.calls_of("sendMessage", chat_id=ADMIN)
+        assert sent.params.get("reply_markup")
+        assert tg.calls_of("editMessageReplyMarkup", chat_id=ADMIN) == []
         stored = await bot.services.storage.messages.recent(ADMIN, 2)
         trace_id = stored[-1].trace_id
         assert trace_id is not None
         assert stored[0].trace_id == trace_id  # the question and the answer: one trace
         (message,) = tg.chat_messages(ADMIN)
-        assert markup_call.params["message_id"] == message.message_id
+        assert sent.result["message_id"] == message.message_id
         buttons = message.reply_markup["inline_keyboard"][0]
         assert [b["text"] for b in buttons] == ["👍", "👎"]
         assert [b["callback_data"] for b in buttons] == [

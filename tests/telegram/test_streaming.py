@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiogram import Bot
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.telegram import streaming
 from bot.telegram.flood import FloodControlMiddleware
@@ -346,3 +347,38 @@ async def test_a_chunk_sent_in_pieces_is_updated_whole(tg: FakeTelegramServer, b
     shown = tg.chat_messages(-743)
     assert _squash("".join(m.text for m in shown)) == _squash(final)  # no piece left twice
     assert ids == [m.message_id for m in shown]
+
+
+BUTTONS = InlineKeyboardMarkup(
+    inline_keyboard=[[InlineKeyboardButton(text="👍", callback_data="rate:up:t")]]
+)
+
+
+async def test_buttons_ride_on_the_last_message_of_a_long_reply(
+    tg: FakeTelegramServer, bot: Bot
+) -> None:
+    reply = "\n\n".join(f"Paragraph {i}: " + "words and more words. " * 40 for i in range(8))
+    streamer = ReplyStreamer(bot, 506)
+    await streamer.push(reply)
+    ids = await streamer.finish(reply_markup=BUTTONS)
+
+    sent = tg.calls_of("sendMessage", chat_id=506)
+    assert len(sent) == len(ids) > 1
+    assert [bool(c.params.get("reply_markup")) for c in sent] == [False] * (len(ids) - 1) + [True]
+    assert tg.calls_of("editMessageReplyMarkup", chat_id=506) == []
+
+
+async def test_buttons_are_attached_alone_when_the_last_message_needs_no_edit(
+    tg: FakeTelegramServer, bot: Bot
+) -> None:
+    streamer = ReplyStreamer(bot, -507, edit_interval=0.05)
+    await streamer.start()
+    await streamer.push("Already shown in full.")
+    await asyncio.sleep(0.2)  # the live edit shows the whole text
+    ids = await streamer.finish(reply_markup=BUTTONS)
+
+    (message,) = tg.chat_messages(-507)
+    assert ids == [message.message_id]
+    assert message.text == "Already shown in full."
+    assert message.reply_markup is not None
+    assert message.reply_markup["inline_keyboard"][0][0]["callback_data"] == "rate:up:t"

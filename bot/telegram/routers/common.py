@@ -184,16 +184,13 @@ async def answer_with_pipeline(
             final = f"{streamer.text.rstrip()}\n\n({result.error_message or SORRY_GENERIC})"
         else:
             final = result.error_message or SORRY_GENERIC
-        message_ids = await streamer.finish(final)
-    if result.success and result.trace_id and message_ids and trace_review(services) is not None:
-        try:
-            await bot.edit_message_reply_markup(
-                chat_id=chat.id,
-                message_id=message_ids[-1],
-                reply_markup=rating_keyboard(result.trace_id),
-            )
-        except TelegramAPIError as exc:
-            log.info("could not attach rating buttons in chat %s: %s", chat.id, exc)
+        # Rating buttons ride on the reply's last message (not a separate edit afterwards).
+        buttons = (
+            rating_keyboard(result.trace_id)
+            if result.success and result.trace_id and trace_review(services) is not None
+            else None
+        )
+        await streamer.finish(final, reply_markup=buttons)
     return result
 
 
