@@ -6,7 +6,7 @@
     await bot.set_my_commands(BOT_COMMANDS)
 
 Handlers get by name: `services` (the whole `Services`), `admin` (`AdminCommands`), `users`
-(`UserSettingsService`), `max_input_chars`, plus `db_user`, `user_settings` and `storage_ok`
+(`UserSettingsService`), `max_input_chars`, `live_budget`, plus `db_user` and `storage_ok`
 from the user loader. Chat state is per chat (`FSMStrategy.CHAT`: a `/train` in a group waits
 for the group's next answer) and so is update order (one chat's updates one at a time, in the
 order sent; different chats concurrently).
@@ -83,9 +83,9 @@ def build_dispatcher(
         live_budget=LiveUpdateBudget(services.settings.live_updates_per_second),
     )
     # After the Dispatcher's own FSM middleware: runs inside the chat's isolation lock.
-    dp.update.outer_middleware(
-        UserLoaderMiddleware(services.storage.users, services.storage.settings)
-    )
+    # Without the settings repository: the conversation loads the settings it needs, and
+    # /model loads them itself (one read per message instead of two).
+    dp.update.outer_middleware(UserLoaderMiddleware(services.storage.users))
     dp.include_routers(
         errors.create_router(),
         start.create_router(),

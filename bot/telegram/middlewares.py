@@ -24,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -38,6 +40,11 @@ from bot.storage.repositories import UserRepo, UserSettingsRepo
 log = logging.getLogger(__name__)
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+
+# Seconds between writes of one user's row while their names stay the same.
+TOUCH_EVERY = 300.0
+# Users whose last write is remembered (the least recently seen are forgotten first).
+REMEMBERED_USERS = 10_000
 
 
 def user_from_telegram(tg_user: TelegramUser) -> User:
@@ -55,24 +62,56 @@ def user_from_telegram(tg_user: TelegramUser) -> User:
 
 
 class UserLoaderMiddleware(BaseMiddleware):
-    """Put `db_user`, `user_settings` and `storage_ok` into handler data, once per update."""
+    """Put `db_user`, `user_settings` and `storage_ok` into handler data, once per update.
 
-    def __init__(self, users: UserRepo, settings: UserSettingsRepo | None = None) -> None:
+    The user row is written (first/last seen, names) at most every `touch_every` seconds per user
+    while the names stay the same: `last_seen` to the minute needs no write per message, and
+    that write was one database round trip (an HTTP request on InsForge) on every message.
+    `user_settings` is only loaded when `settings` is given (the bot's conversation reads the
+    settings it needs itself, so the dispatcher does not pass it).
+    """
+
+    def __init__(
+        self,
+        users: UserRepo,
+        settings: UserSettingsRepo | None = None,
+        *,
+        touch_every: float = TOUCH_EVERY,
+        remember: int = REMEMBERED_USERS,
+    ) -> None:
         self.users = users
         self.settings = settings
+        self.touch_every = touch_every
+        self._remember = remember
+        # user id -> (when the row was last written, the names written, the stored row)
+        self._touched: OrderedDict[int, tuple[float, tuple[Any, ...], User]] = OrderedDict()
+
+    async def _touch(self, tg_user: TelegramUser) -> User:
+        transient = user_from_telegram(tg_user)
+        names = (tg_user.username, tg_user.first_name, tg_user.last_name, tg_user.language_code)
+        now = time.monotonic()
+        known = self._touched.get(tg_user.id)
+        if known is not None and known[1] == names and now - known[0] < self.touch_every:
+            self._touched.move_to_end(tg_user.id)
+            return known[2].model_copy(update={"last_seen": transient.last_seen})
+        db_user = await self.users.touch(transient)
+        self._touched[tg_user.id] = (now, names, db_user)
+        self._touched.move_to_end(tg_user.id)
+        while len(self._touched) > self._remember:
+            self._touched.popitem(last=False)
+        return db_user
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         tg_user: TelegramUser | None = data.get("event_from_user")
         if tg_user is None or tg_user.is_bot:
             return await handler(event, data)
-        transient = user_from_telegram(tg_user)
         storage_ok = True
         try:
-            db_user = await self.users.touch(transient)
+            db_user = await self._touch(tg_user)
         except Exception:
             # A storage outage must not cost the user their reply.
             log.exception("Could not store user %s; continuing with a transient user", tg_user.id)
-            db_user, storage_ok = transient, False
+            db_user, storage_ok = user_from_telegram(tg_user), False
         user_settings: UserSettings | None = None
         if self.settings is not None and storage_ok:
             try:

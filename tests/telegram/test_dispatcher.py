@@ -250,3 +250,45 @@ async def test_closing_the_isolation_with_updates_in_flight_lets_them_finish_cle
 
     assert await task == "done"
     assert isolation.active_chats == 0
+
+
+class _CountingUsers:
+    def __init__(self) -> None:
+        self.touched: list[tuple[int, str | None]] = []
+
+    async def touch(self, user: User) -> User:
+        self.touched.append((user.id, user.first_name))
+        return user
+
+    async def get(self, user_id: int) -> User | None:
+        return None
+
+
+async def test_a_user_is_written_once_per_interval_unless_their_names_change(
+    tg: FakeTelegramServer, bot: Bot
+) -> None:
+    users = _CountingUsers()
+    loader = UserLoaderMiddleware(users, touch_every=60)  # type: ignore[arg-type]
+    seen: list[tuple[int, str | None]] = []
+    router = Router(name="loader")
+
+    @router.message()
+    async def handle(message: Message, db_user: User) -> None:
+        seen.append((db_user.id, db_user.first_name))
+        await message.answer("ok")
+
+    dp = Dispatcher(events_isolation=ChatEventIsolation())
+    dp.update.outer_middleware(loader)
+    dp.include_router(router)
+    async with polling(dp, bot):
+        for name in ("Ada", "Ada", "Ada", "Ada L."):
+            mark = len(tg.calls)
+            tg.user_message("hi", user_id=58, first_name=name)
+            await tg.wait_for_call("sendMessage", chat_id=58, since=mark)
+        loader.touch_every = 0  # the interval has passed
+        mark = len(tg.calls)
+        tg.user_message("hi", user_id=58, first_name="Ada L.")
+        await tg.wait_for_call("sendMessage", chat_id=58, since=mark)
+
+    assert users.touched == [(58, "Ada"), (58, "Ada L."), (58, "Ada L.")]
+    assert seen == [(58, "Ada")] * 3 + [(58, "Ada L.")] * 2  # handlers always get the user

@@ -137,6 +137,22 @@ def test_no_filter_or_handler_runs_in_a_worker_thread(dp: Dispatcher) -> None:
     assert sync == []
 
 
+async def test_a_chat_message_reads_the_users_settings_once(
+    feed: Feed, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[int] = []
+    original = services.storage.settings.get
+
+    async def counted(user_id: int) -> Any:
+        reads.append(user_id)
+        return await original(user_id)
+
+    monkeypatch.setattr(services.storage.settings, "get", counted)
+    await feed.text("hello")
+    assert reads == [USER]
+    assert len(feed.sent(USER)) == 1
+
+
 async def test_two_dispatchers_can_be_built_from_the_same_services(services: Services) -> None:
     # Routers are made per dispatcher (a restart or a test builds another one).
     build_dispatcher(services)

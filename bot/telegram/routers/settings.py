@@ -17,7 +17,6 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 
 from bot.app import Services
 from bot.services.user_settings import KeyOutcome, UserSettingsService, key_providers
-from bot.storage.models import UserSettings
 from bot.storage.repositories import StorageError
 from bot.telegram.middlewares import typing_action
 
@@ -70,13 +69,17 @@ async def on_model(
     message: Message,
     services: Services,
     users: UserSettingsService,
-    user_settings: UserSettings,
     storage_ok: bool,
 ) -> None:
-    if not storage_ok:
+    if not storage_ok or message.from_user is None:
         await message.answer(NO_STORAGE)
         return
-    current = user_settings.default_model
+    try:
+        current = (await users.load(message.from_user.id)).default_model
+    except StorageError as exc:
+        log.error("could not load the settings of user %s: %s", message.from_user.id, exc)
+        await message.answer(NO_STORAGE)
+        return
     await message.answer(
         model_text(services, current),
         reply_markup=model_keyboard(users.allowed_models(), current),
