@@ -69,6 +69,8 @@ class Services:
     conversation: ConversationService
     # OpenRouter's model list, checked by the admin `/setmodel` (Telegram and console).
     catalog: ModelCatalog | None = None
+    # The one SHUTDOWN_TIMEOUT of a stop, shared by the Telegram side and the services' own close.
+    shutdown: ShutdownDeadline | None = None
 
 
 def _key_decrypter(settings: Settings, scrub: list[object]) -> KeyDecrypter | None:
@@ -106,10 +108,14 @@ class ShutdownDeadline:
         if self._deadline is None:
             self._deadline = self._clock() + self.timeout
 
-    def remaining(self) -> float:
+    def at(self) -> float:
+        """The deadline itself (on `clock`), starting the countdown if nothing has yet."""
         self.start()
         assert self._deadline is not None
-        return max(self._deadline - self._clock(), min(self.FLOOR, self.timeout))
+        return self._deadline
+
+    def remaining(self) -> float:
+        return max(self.at() - self._clock(), min(self.FLOOR, self.timeout))
 
 
 @asynccontextmanager
@@ -185,6 +191,7 @@ async def build_services(
             pipelines=pipelines,
             conversation=conversation,
             catalog=catalog,
+            shutdown=shutdown,
         )
 
 

@@ -1,11 +1,12 @@
 """Middlewares every update passes through, and the typing indicator for long work.
 
 `UserLoaderMiddleware` (register as an *outer* middleware on `dp.update`, after the Dispatcher's
-own, so it runs inside the per-chat isolation lock) upserts the Telegram user once per update and
-hands handlers `db_user` (a `bot.storage.models.User`) and `user_settings` (the stored
-`UserSettings`, or defaults for a user who has none). When storage fails the update still goes on:
-the failure is logged and handlers get a transient `User` built from the Telegram data, default
-settings, and `storage_ok=False` so that a handler which must write can say so.
+own, so it runs inside the per-chat isolation lock) records the Telegram user (at most every few
+minutes per user, see the class) and hands handlers `db_user` (a `bot.storage.models.User`) and,
+when given the settings repository, `user_settings` (the stored `UserSettings`, or defaults for a
+user who has none). When storage fails the update still goes on: the failure is logged and
+handlers get a transient `User` built from the Telegram data and `storage_ok=False`, so that a
+handler which must write can say so.
 
     dp.update.outer_middleware(UserLoaderMiddleware(storage.users, storage.settings))
 
@@ -112,15 +113,17 @@ class UserLoaderMiddleware(BaseMiddleware):
             # A storage outage must not cost the user their reply.
             log.exception("Could not store user %s; continuing with a transient user", tg_user.id)
             db_user, storage_ok = user_from_telegram(tg_user), False
-        user_settings: UserSettings | None = None
-        if self.settings is not None and storage_ok:
-            try:
-                user_settings = await self.settings.get(tg_user.id)
-            except Exception:
-                log.exception("Could not load settings of user %s; using defaults", tg_user.id)
-                storage_ok = False
+        if self.settings is not None:
+            # Only when asked for: defaults standing in for settings nobody loaded would be wrong.
+            user_settings: UserSettings | None = None
+            if storage_ok:
+                try:
+                    user_settings = await self.settings.get(tg_user.id)
+                except Exception:
+                    log.exception("Could not load settings of user %s; using defaults", tg_user.id)
+                    storage_ok = False
+            data["user_settings"] = user_settings or UserSettings(user_id=tg_user.id)
         data["db_user"] = db_user
-        data["user_settings"] = user_settings or UserSettings(user_id=tg_user.id)
         data["storage_ok"] = storage_ok
         return await handler(event, data)
 

@@ -11,7 +11,8 @@ after the signal) that every waiting step below shares:
 4. background steps (summaries, facts) drain with what is left of the deadline, the rest is
    cancelled; then the Telegram side closes (HTTP server, FSM storage, chat queue, bot session);
 5. traces flush, clients and the database close (`build_services` does this on exit, in reverse
-   start order; its own drain of background steps then finds nothing left).
+   start order, on the same deadline (`Services.shutdown`): its own drain of background steps
+   finds nothing left, and the flush gets what remains, at least a second).
 
 So a process manager that waits a little longer than SHUTDOWN_TIMEOUT (`docker run
 --stop-timeout`, Compose's `stop_grace_period`) never has to kill the bot.
@@ -236,7 +237,14 @@ class BotRuntime:
     async def stop(self) -> None:
         """Stop within SHUTDOWN_TIMEOUT in all, updates and background steps together (see the
         module docstring); cancelled updates get a few more seconds to unwind."""
-        deadline = time.monotonic() + self.settings.shutdown_timeout
+        # The services' own deadline, started here: the drain and the trace flush that follow
+        # when `build_services` exits get what is left of it, not a SHUTDOWN_TIMEOUT of their own.
+        shutdown = self.services.shutdown
+        deadline = (
+            shutdown.at()
+            if shutdown is not None
+            else time.monotonic() + self.settings.shutdown_timeout
+        )
         self.server.healthy = False
         if self.webhook_mode:
             await self.server.stop_accepting(_left(deadline))

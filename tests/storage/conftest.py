@@ -226,3 +226,18 @@ def uid() -> Callable[[], int]:
 def agent() -> str:
     """A unique agent name, so override tests are safe on a shared (live) database."""
     return "agent_" + secrets.token_hex(4)
+
+
+class Sleeps:
+    """Records the waits of the InsForge client's retry loop instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+@pytest.fixture
+async def sleeps() -> Sleeps:
+    return Sleeps()

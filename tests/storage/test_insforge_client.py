@@ -17,21 +17,7 @@ from bot.storage.repositories import (
     StorageUnavailable,
 )
 from tests.fakes.insforge_server import FakeInsForge
-
-
-class Sleeps:
-    """Records the waits of the retry loop instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-
-
-@pytest.fixture
-async def sleeps() -> Sleeps:
-    return Sleeps()
+from tests.storage.conftest import Sleeps
 
 
 @pytest.fixture

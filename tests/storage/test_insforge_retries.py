@@ -13,22 +13,10 @@ from bot.storage.insforge import InsForgeStorage
 from bot.storage.insforge_client import InsForgeClient, eq
 from bot.storage.models import ModelConfigChange, StoredMessage, UserSettings
 from tests.fakes.insforge_server import FakeInsForge
+from tests.storage.conftest import Sleeps
 
 # Statuses after which InsForge may or may not have run the request.
 MAYBE_RAN = [408, 500, 502, 503, 504]
-
-
-class Sleeps:
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-
-
-@pytest.fixture
-async def sleeps() -> Sleeps:
-    return Sleeps()
 
 
 @pytest.fixture

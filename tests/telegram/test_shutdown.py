@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import build_services
+from bot.app import ShutdownDeadline, build_services
 from bot.pipeline.observer import NullObserver
 from bot.telegram.runtime import BotRuntime
 from tests.fakes.agent_replies import agent_reply
@@ -79,6 +79,10 @@ async def test_updates_and_background_steps_share_one_deadline_then_are_cancelle
                     updates = set(runtime.server.webhook._background_feed_update_tasks)
                 assert all(task.done() for task in updates)
                 assert services.runner.background_jobs() == []
+                # The services' own close runs on the same deadline, now spent: what follows
+                # (the trace flush) gets the floor, not another SHUTDOWN_TIMEOUT.
+                assert services.shutdown is not None
+                assert services.shutdown.remaining() <= ShutdownDeadline.FLOOR
         closed = loop.time()
 
     # The lesson had the whole budget, then was cancelled; nothing was left for the background
