@@ -3,7 +3,10 @@ a file that is gone."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from bot.storage.insforge import InsForgeStorage
 from bot.storage.models import StoredMessage
 from bot.storage.repositories import StorageConfigError, StorageUnavailable
 from bot.storage.sqlite import LATEST_VERSION, STEPS, SQLiteDatabase, SQLiteStorage
+from bot.storage.sqlite import database as sqlite_database
 
 
 async def test_default_storage_is_a_sqlite_file_in_wal_mode(tmp_path: Path) -> None:
@@ -148,3 +152,122 @@ async def test_a_removed_database_file_fails_writes_instead_of_losing_them(
             await storage.ping()
     finally:
         await storage.close()
+
+
+class _Ticker:
+    """Counts how often the event loop got to run a 5 ms timer while something else waited."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(0.005)
+            self.ticks += 1
+
+    def __enter__(self) -> _Ticker:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+def _hold_write_lock(path: str, seconds: float) -> threading.Thread:
+    """Another connection (as another process would) holds the write lock for `seconds`."""
+    locked = threading.Event()
+
+    def hold() -> None:
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        locked.set()
+        time.sleep(seconds)
+        conn.execute("ROLLBACK")
+        conn.close()
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert locked.wait(5)
+    return thread
+
+
+async def test_a_write_waits_for_another_process_lock_without_blocking_the_loop(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "bot.db")
+    storage = SQLiteStorage(path, busy_timeout=5.0)
+    await storage.connect()
+    try:
+        holder = _hold_write_lock(path, 0.4)
+        started = time.monotonic()
+        with _Ticker() as ticker:
+            stored = await storage.messages.add(StoredMessage(chat_id=7, role="user", text="hi"))
+        waited = time.monotonic() - started
+        holder.join()
+        # The write ran once the lock was released (it waited for it, rather than failing) ...
+        assert waited >= 0.3
+        assert [m.id for m in await storage.messages.recent(7)] == [stored.id]
+        # ... and the loop went on running meanwhile: ~80 ticks in 0.4 s; a loop blocked in
+        # sqlite3's busy handler would have ticked at most once or twice.
+        assert ticker.ticks >= 20
+        # Reads are not held up by another writer's lock at all (WAL).
+        holder = _hold_write_lock(path, 0.4)
+        started = time.monotonic()
+        assert len(await storage.messages.recent(7)) == 1
+        assert time.monotonic() - started < 0.2
+        holder.join()
+    finally:
+        await storage.close()
+
+
+async def test_a_lock_held_past_busy_timeout_is_an_outage_and_the_loop_stays_free(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "bot.db")
+    storage = SQLiteStorage(path, busy_timeout=0.3)
+    await storage.connect()
+    try:
+        holder = _hold_write_lock(path, 1.0)
+        with _Ticker() as ticker, pytest.raises(StorageUnavailable, match="locked"):
+            await storage.messages.add(StoredMessage(chat_id=7, role="user", text="hi"))
+        assert ticker.ticks >= 15
+        holder.join()
+        # Once the lock is gone, writes go through again, on the loop.
+        await storage.messages.add(StoredMessage(chat_id=7, role="user", text="again"))
+        assert [m.text for m in await storage.messages.recent(7)] == ["again"]
+    finally:
+        await storage.close()
+
+
+def _wal_size(path: str) -> int:
+    wal = Path(path + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+async def _wal_after_writes(path: str, writes: int) -> int:
+    storage = SQLiteStorage(path)
+    await storage.connect()
+    try:
+        for n in range(writes):
+            await storage.messages.add(StoredMessage(chat_id=n % 5, role="user", text="x" * 200))
+            await asyncio.sleep(0)  # let a checkpoint started by the writes finish in the worker
+            if n % 50 == 49:
+                await asyncio.sleep(0.02)
+        return _wal_size(path)
+    finally:
+        await storage.close()
+
+
+async def test_the_wal_is_checkpointed_in_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without the worker's checkpoints the loop's connection (wal_autocheckpoint=0) would let the
+    # WAL grow with every write.
+    monkeypatch.setattr(sqlite_database, "CHECKPOINT_EVERY", 10**9)
+    unchecked = await _wal_after_writes(str(tmp_path / "a.db"), 600)
+    monkeypatch.setattr(sqlite_database, "CHECKPOINT_EVERY", 50)
+    checked = await _wal_after_writes(str(tmp_path / "b.db"), 600)
+    assert unchecked > 0
+    assert checked < unchecked / 3, (checked, unchecked)

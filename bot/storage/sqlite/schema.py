@@ -9,9 +9,8 @@ ISO 8601 UTC text, booleans 0/1, lists JSON text).
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
-
-import aiosqlite
 
 from bot.storage.repositories import StorageConfigError
 
@@ -134,19 +133,22 @@ STEPS: tuple[SchemaStep, ...] = (
 LATEST_VERSION = STEPS[-1].version
 
 
-async def current_version(conn: aiosqlite.Connection) -> int:
-    await conn.execute(
+def current_version(conn: sqlite3.Connection) -> int:
+    conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_version ("
         "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
     )
-    rows = list(await conn.execute_fetchall("SELECT MAX(version) FROM schema_version"))
+    rows = conn.execute("SELECT MAX(version) FROM schema_version").fetchall()
     value = rows[0][0] if rows else None
     return int(value) if value is not None else 0
 
 
-async def migrate(conn: aiosqlite.Connection, *, target: int | None = None) -> list[SchemaStep]:
-    """Apply the steps after the database's version (up to `target`); returns those applied."""
-    version = await current_version(conn)
+def migrate(conn: sqlite3.Connection, *, target: int | None = None) -> list[SchemaStep]:
+    """Apply the steps after the database's version (up to `target`); returns those applied.
+
+    Blocking: the caller runs it off the event loop (start-up may wait on another process's lock).
+    """
+    version = current_version(conn)
     if version > LATEST_VERSION:
         raise StorageConfigError(
             f"the SQLite database (DATABASE_URL) is at schema version {version}, newer than this "
@@ -159,7 +161,7 @@ async def migrate(conn: aiosqlite.Connection, *, target: int | None = None) -> l
         # One transaction per step: a failed step leaves the previous version intact.
         name = step.name.replace("'", "''")
         try:
-            await conn.executescript(
+            conn.executescript(
                 "BEGIN IMMEDIATE;\n"
                 + step.sql
                 + f"\nINSERT INTO schema_version (version, name, applied_at) VALUES "
@@ -167,7 +169,7 @@ async def migrate(conn: aiosqlite.Connection, *, target: int | None = None) -> l
             )
         except BaseException:
             if conn.in_transaction:
-                await conn.rollback()
+                conn.rollback()
             raise
         applied.append(step)
     return applied
