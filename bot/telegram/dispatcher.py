@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.fsm.storage.base import BaseEventIsolation, BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
@@ -37,6 +36,7 @@ from bot.telegram.middlewares import UserLoaderMiddleware
 from bot.telegram.ordering import ChatEventIsolation
 from bot.telegram.routers import admin, chat, errors, feedback, learn, settings, start, train
 from bot.telegram.routers.common import MAX_INPUT_CHARS
+from bot.telegram.session import JsonAiohttpSession
 
 BOT_COMMANDS: list[BotCommand] = [
     BotCommand(command="start", description="What I can do"),
@@ -60,7 +60,7 @@ def create_bot(settings: Settings) -> Bot:
         if settings.telegram_api_base
         else None
     )
-    session = AiohttpSession(api=api) if api is not None else AiohttpSession()
+    session = JsonAiohttpSession(api=api) if api is not None else JsonAiohttpSession()
     session.middleware(FloodControlMiddleware())
     # parse_mode None: the streamer renders replies to HTML itself and falls back to plain text.
     return Bot(token.get_secret_value(), session=session, default=DefaultBotProperties())

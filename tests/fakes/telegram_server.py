@@ -230,6 +230,7 @@ class Call:
     status: int = 200
     result: Any = None
     description: str | None = None  # the error description when status != 200
+    content_type: str = ""  # of the request body: "application/json", "multipart/form-data", ...
     index: int = 0  # position in `FakeTelegramServer.calls`
 
     @property
@@ -377,12 +378,14 @@ class FakeTelegramServer:
         return f"http://127.0.0.1:{self.port}"
 
     def make_bot(self, **bot_kwargs: Any) -> Any:
-        """A real aiogram `Bot` (`AiohttpSession`) talking to this server; close its session."""
+        """A real aiogram `Bot` talking to this server, on the session the bot uses (aiogram's
+        aiohttp session, sending JSON bodies); close its session."""
         from aiogram import Bot
-        from aiogram.client.session.aiohttp import AiohttpSession
         from aiogram.client.telegram import TelegramAPIServer
 
-        session = AiohttpSession(api=TelegramAPIServer.from_base(self.url))
+        from bot.telegram.session import JsonAiohttpSession
+
+        session = JsonAiohttpSession(api=TelegramAPIServer.from_base(self.url))
         return Bot(self.token, session=session, **bot_kwargs)
 
     # ------------------------------------------------------------------ updates in
@@ -668,7 +671,13 @@ class FakeTelegramServer:
         raw_method = request.match_info["method"]
         method = self._methods.get(raw_method.lower(), raw_method)
         params = await _read_params(request)
-        call = Call(method=method, params=params, at=at, index=len(self.calls))
+        call = Call(
+            method=method,
+            params=params,
+            at=at,
+            index=len(self.calls),
+            content_type=request.content_type,
+        )
         try:
             if method in self._latency:
                 await asyncio.sleep(self._latency[method])

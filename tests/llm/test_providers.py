@@ -120,6 +120,25 @@ async def test_other_providers_get_no_openrouter_extras(
     assert key_sent(request) == SHARED_KEYS["openai"]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_requests_carry_no_sdk_platform_telemetry(
+    stream: bool, llm_server: FakeLLMServer, make_registry: Callable[..., ProviderRegistry]
+) -> None:
+    provider = make_registry().get("openrouter:openai/gpt-4o-mini")
+    if stream:
+        await collect(provider)
+    else:
+        await provider.complete(MESSAGES)
+
+    [request] = llm_server.requests
+    # The SDK's OS / CPU / runtime headers and per-request retry and timeout headers are left
+    # out; the SDK still names itself (not our subclass) in the User-Agent.
+    telemetry = sorted(name for name in request.headers if name.startswith("x-stainless"))
+    assert telemetry == ["x-stainless-async"]
+    assert request.headers["user-agent"].startswith("AsyncOpenAI/Python ")
+    assert request.headers["content-type"] == "application/json"
+
+
 async def test_groq_uses_its_own_base_path(
     llm_server: FakeLLMServer, make_registry: Callable[..., ProviderRegistry]
 ) -> None:
