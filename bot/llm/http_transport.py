@@ -33,7 +33,6 @@ the wait for a free connection.
 from __future__ import annotations
 
 import contextlib
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -41,22 +40,14 @@ import aiohttp
 import httpx2
 from multidict import CIMultiDict
 
+from bot.proxy_env import proxy_configured
+
 __all__ = ["AiohttpTransport", "make_sdk_http_client"]
 
 # As many connections as the SDKs' own default pool allows.
 MAX_CONNECTIONS = 1000
 # Idle connections are kept this long (aiohttp's default); the providers keep theirs longer.
 KEEPALIVE_SECONDS = 15.0
-
-
-def _proxy_configured() -> bool:
-    """Whether the environment names a proxy (HTTPS_PROXY and friends), as httpx2 would honour.
-
-    Only then is aiohttp's `trust_env` turned on: with it, aiohttp re-reads `~/.netrc` and the
-    proxy variables on every request (in a worker thread), which cost 8 % of the bot's CPU under
-    load for nothing when no proxy is set.
-    """
-    return any(scheme != "no" for scheme in urllib.request.getproxies())
 
 
 @contextlib.contextmanager
@@ -122,9 +113,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections, keepalive_timeout=self._keepalive
             )
-            self._session = aiohttp.ClientSession(
-                connector=connector, trust_env=_proxy_configured()
-            )
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=proxy_configured())
         return self._session
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:

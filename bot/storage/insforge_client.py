@@ -1,4 +1,4 @@
-"""A small async client for InsForge's database API, on httpx.
+"""A small async client for InsForge's database API, on aiohttp.
 
 InsForge puts PostgREST behind `/api/database/records/{table}`:
 
@@ -39,21 +39,29 @@ client-made `idempotency_key` (unique, migration 007) and goes as an `ignore-dup
 on it, which a retry cannot double (`bot.storage.insforge.repos`). Note that a repeated PATCH or
 DELETE answers only what the repeat changed (often nothing): callers that report what changed
 must not read it from a retried answer alone.
+
+Why aiohttp, not httpx: a message makes several InsForge requests, and under load httpcore's
+pool walked every pooled connection and every queued request on each request and response
+(the same cost `bot/llm/http_transport.py` took out of the model calls): in the load benchmark
+with InsForge it was a third of the bot's CPU. aiohttp's connector is a per-host queue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import json as jsonlib
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 from pydantic import SecretStr
 
+from bot.proxy_env import proxy_configured
 from bot.storage.repositories import (
     StorageConfigError,
     StorageConflict,
@@ -69,6 +77,7 @@ Row = dict[str, Any]
 Filters = Mapping[str, str] | Sequence[tuple[str, str]]
 
 RECORDS_PATH = "/api/database/records/"
+_JSON_BODY = {"Content-Type": "application/json"}
 MIGRATIONS_PATH = "/api/database/migrations"
 
 # Answers that mean the request was not run: safe to send again whatever it was.
@@ -122,8 +131,26 @@ def _filter_items(filters: Filters | None) -> list[tuple[str, str]]:
     return list(filters)
 
 
+@dataclass(frozen=True, slots=True)
+class Response:
+    """An InsForge answer, read whole: what the callers look at."""
+
+    method: str
+    path: str
+    status: int
+    headers: Mapping[str, str]  # case-insensitive
+    content: bytes
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+
 class InsForgeClient:
-    """InsForge's records and migrations API; one pooled httpx client."""
+    """InsForge's records and migrations API; one pooled aiohttp session."""
 
     def __init__(
         self,
@@ -136,7 +163,6 @@ class InsForgeClient:
         max_backoff: float = 4.0,
         max_retry_after: float = 30.0,
         max_connections: int = 20,
-        transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if not base_url:
@@ -153,25 +179,35 @@ class InsForgeClient:
         self.max_backoff = max_backoff
         self.max_retry_after = max_retry_after
         self._sleep = sleep
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={
-                "Authorization": f"Bearer {key}",
-                "Accept": "application/json",
-            },
-            timeout=httpx.Timeout(timeout),
-            # A bounded pool: a burst of messages queues here instead of opening a socket each.
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            transport=transport,
+        self._headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
+        # Each phase (waiting for a pooled connection, connecting, each read) gets `timeout`.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
         )
+        # A bounded pool: a burst of messages queues here instead of opening a socket each.
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        # Opened on first use: an aiohttp session belongs to the running event loop.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                headers=self._headers,
+                timeout=self._timeout,
+                trust_env=proxy_configured(),
+            )
+        return self._session
 
     def __repr__(self) -> str:
         return f"InsForgeClient({self.base_url!r}, api_key=<secret>)"
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
     # --- records ---
 
@@ -315,43 +351,41 @@ class InsForgeClient:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
-    ) -> httpx.Response:
+    ) -> Response:
         if idempotent is None:
             idempotent = method in {"GET", "HEAD", "PATCH", "DELETE", "PUT"}
         what = f"{method} {path}"
-        if self._http.is_closed:
+        if self._closed:
             raise StorageUnavailable(f"cannot send {what}: the InsForge client is closed")
         attempt = 0
         while True:
             wait: float | None = None
             try:
-                response = await self._http.request(
-                    method, path, params=list(params or ()), json=json, headers=headers
-                )
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                response = await self._send(method, path, params, json, headers)
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 # The request never reached InsForge: always safe to send again.
                 error: StorageError = StorageUnavailable(
                     f"InsForge at {self.base_url} cannot be reached ({type(exc).__name__}) "
                     f"for {what}; check INSFORGE_URL and that InsForge is up"
                 )
                 retryable = True
-            except httpx.TimeoutException as exc:
+            except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
                 error = StorageUnavailable(
                     f"InsForge did not answer {what} in time ({type(exc).__name__})"
                     + ("" if idempotent else "; the write may or may not have been stored")
                 )
                 retryable = idempotent
-            except httpx.TransportError as exc:
+            except aiohttp.ClientError as exc:
                 error = StorageUnavailable(
                     f"the connection to InsForge failed during {what} ({type(exc).__name__})"
                     + ("" if idempotent else "; the write may or may not have been stored")
                 )
                 retryable = idempotent
             else:
-                if response.status_code < 400:
+                if response.status < 400:
                     return response
                 error = _error_from_response(response, what, self._key)
-                status = response.status_code
+                status = response.status
                 if status in _NOT_RUN_STATUSES:
                     retryable = True
                 elif _maybe_ran(status):
@@ -384,8 +418,26 @@ class InsForgeClient:
             )
             await self._sleep(wait)
 
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        params: Sequence[tuple[str, str]] | None,
+        json: Any,
+        headers: Mapping[str, str] | None,
+    ) -> Response:
+        async with self._get_session().request(
+            method,
+            self.base_url + path,
+            params=list(params or ()),
+            data=None if json is None else jsonlib.dumps(json),
+            headers={**_JSON_BODY, **(headers or {})} if json is not None else headers,
+        ) as answer:
+            content = await answer.read()
+            return Response(method, path, answer.status, answer.headers, content)
 
-def _retry_after(response: httpx.Response) -> float | None:
+
+def _retry_after(response: Response) -> float | None:
     value = response.headers.get("retry-after")
     if not value:
         return None
@@ -400,19 +452,19 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _json(response: httpx.Response) -> Any:
+def _json(response: Response) -> Any:
     if not response.content:
         return []
     try:
         return response.json()
     except ValueError as exc:
         raise StorageError(
-            f"InsForge answered {response.request.method} {response.request.url.path} "
-            f"with a body that is not JSON (HTTP {response.status_code})"
+            f"InsForge answered {response.method} {response.path} "
+            f"with a body that is not JSON (HTTP {response.status})"
         ) from exc
 
 
-def _rows(response: httpx.Response, table: str) -> list[Row]:
+def _rows(response: Response, table: str) -> list[Row]:
     body = _json(response)
     if isinstance(body, Mapping):
         # A single object (some proxies unwrap one-row answers) or an envelope.
@@ -423,9 +475,9 @@ def _rows(response: httpx.Response, table: str) -> list[Row]:
     return [dict(item) for item in body if isinstance(item, Mapping)]
 
 
-def _error_from_response(response: httpx.Response, what: str, secret: str) -> StorageError:
+def _error_from_response(response: Response, what: str, secret: str) -> StorageError:
     """Map either error shape to the StorageError tree, with the server's own words."""
-    status = response.status_code
+    status = response.status
     code: str | None = None
     message = ""
     extra: list[str] = []

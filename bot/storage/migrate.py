@@ -15,8 +15,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-import httpx
-
 from bot.config import Settings
 from bot.storage.insforge_client import InsForgeClient
 from bot.storage.migration_files import MigrationFile, load_migration_files
@@ -73,16 +71,13 @@ async def apply_insforge_migrations(
     return applied, skipped
 
 
-async def _migrate_insforge(
-    settings: Settings, out: TextIO, transport: httpx.AsyncBaseTransport | None
-) -> None:
+async def _migrate_insforge(settings: Settings, out: TextIO) -> None:
     if settings.insforge_api_key is None:
         raise StorageConfigError("INSFORGE_URL is set but INSFORGE_API_KEY is not: set both")
     client = InsForgeClient(
         settings.insforge_url or "",
         settings.insforge_api_key,
         timeout=settings.insforge_timeout,
-        transport=transport,
     )
     try:
         applied, skipped = await apply_insforge_migrations(client)
@@ -119,14 +114,13 @@ async def run_migrate(
     *,
     out: TextIO | None = None,
     err: TextIO | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
 ) -> int:
     """Apply the migrations of the configured backend; 0 on success, 1 with a message if not."""
     out = out or sys.stdout
     err = err or sys.stderr
     try:
         if settings.uses_insforge:
-            await _migrate_insforge(settings, out, transport)
+            await _migrate_insforge(settings, out)
         else:
             await _migrate_sqlite(settings, out)
     except StorageError as exc:

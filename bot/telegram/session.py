@@ -4,8 +4,8 @@ aiogram's `AiohttpSession` sends every call as an `aiohttp.FormData`: each reque
 multipart writer (with a random boundary from `uuid4`), url-encodes every field and turns nested
 objects (a keyboard) into JSON strings inside the form. The Bot API takes `application/json`
 bodies as well, and a call without files needs nothing more than one `json.dumps`. Measured with
-the real session against the loopback Bot API (`tests/bench/bot_api_calls.py`), the form cost
-about a third of the CPU of a `sendChatAction`.
+the bot's own `Bot` against the loopback Bot API (`tests/bench/client_calls.py`), JSON bodies cut
+the CPU per call by about a fifth (sendMessage 1120 -> 880 us, sendChatAction 560 -> 460 us).
 
 Calls that upload files (`InputFile`) still go through aiogram's form path unchanged. Responses,
 errors and request middlewares (flood control) are aiogram's own.

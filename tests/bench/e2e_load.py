@@ -42,6 +42,7 @@ from typing import Any
 from tests.bench.harness import (
     BotConfig,
     Load,
+    calibration_ms,
     load_average,
     percentile,
     print_table,
@@ -68,6 +69,7 @@ class Options:
 async def run(options: Options) -> dict[str, Any]:
     """One benchmark run; returns the figures (and prints them unless `quiet`)."""
     config = BotConfig(webhook=options.webhook, tracing=options.tracing)
+    calibration = calibration_ms()
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         workdir = Path(tmp)
         async with rig(
@@ -156,6 +158,7 @@ async def run(options: Options) -> dict[str, Any]:
         if sent
         else {},
         "load": load_average(),
+        "calibration_ms": calibration,
     }
     if not options.quiet:
         _print(options, result)
@@ -232,6 +235,7 @@ def _print(options: Options, r: dict[str, Any]) -> None:
                 " ".join(f"{m}={n:.2f}" for m, n in r["bot_api_calls_per_message"].items()),
             ),
             ("load average (1/5/15 min)", r["load"]),
+            ("machine speed (calibration)", f"{r['calibration_ms']:.1f} ms (lower is faster)"),
         ],
     )
     for text in r["apology_texts"]:

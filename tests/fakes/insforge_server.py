@@ -17,7 +17,8 @@ Every query is parameterised: values are only ever bind parameters (cast from te
 column's type in SQL), identifiers are checked against the table's columns and then quoted.
 
 Faults for tests: `fail_next(status, retry_after=..., after_run=...)`, `hang_next(seconds)`,
-`down = True` (503 for everything), `stop()` (connection refused). `requests` logs every request.
+`drop_next(after_run=...)` (the connection closed without an answer), `down = True` (503 for
+everything), `stop()` (connection refused). `requests` logs every request.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def _split_in_list(text: str, raw: str) -> list[str]:
 
 @dataclass
 class Fault:
-    kind: str  # "status" or "hang"
+    kind: str  # "status", "hang" or "drop"
     status: int = 503
     retry_after: str | None = None
     after_run: bool = False
@@ -311,12 +312,22 @@ class FakeInsForge:
         for _ in range(count):
             self._faults.append(Fault("hang", seconds=seconds))
 
+    def drop_next(self, *, count: int = 1, after_run: bool = False) -> None:
+        """Close the connection of the next `count` requests without an answer (after running
+        them if `after_run`): the client cannot know whether a write happened."""
+        for _ in range(count):
+            self._faults.append(Fault("drop", after_run=after_run))
+
     def _take_fault(self, method: str) -> Fault | None:
         if self._faults and (self._faults[0].methods is None or method in self._faults[0].methods):
             return self._faults.popleft()
         return None
 
-    def _fault_response(self, fault: Fault) -> web.Response:
+    def _fault_response(self, fault: Fault, request: web.Request) -> web.Response:
+        if fault.kind == "drop":
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=500)  # never sent: the socket is gone
         headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
         if fault.status == 429:
             body = {"error": "RATE_LIMITED", "message": "Too many requests", "statusCode": 429}
@@ -341,7 +352,7 @@ class FakeInsForge:
                 await asyncio.wait_for(self._stopping.wait(), fault.seconds)
             fault = None
         if fault is not None and not fault.after_run:
-            return self._fault_response(fault)
+            return self._fault_response(fault, request)
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
         token = token or request.headers.get("x-api-key", "")
@@ -369,7 +380,7 @@ class FakeInsForge:
         except (OSError, asyncpg.InterfaceError) as exc:
             response = insforge_error(503, "INTERNAL_ERROR", f"Database service unavailable: {exc}")
         if isinstance(guarded, Fault):  # ran it, then fail: the client cannot know it landed
-            return self._fault_response(guarded)
+            return self._fault_response(guarded, request)
         return response
 
     def _table(self, name: str) -> dict[str, str]:

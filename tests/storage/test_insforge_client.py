@@ -288,6 +288,33 @@ async def test_an_upsert_with_an_unknown_outcome_is_repeated_safely(
     assert len(await client.select("agent_model_config", {"agent_name": eq("tutor")})) == 1
 
 
+async def test_a_dropped_connection_is_retried_only_when_idempotent(
+    fake_insforge: FakeInsForge, client: InsForgeClient, sleeps: Sleeps
+) -> None:
+    # A read whose connection drops is sent again and answers (aiohttp itself resends an
+    # idempotent request once when a kept-alive connection drops; our retry covers the rest).
+    before = len(fake_insforge.requests)
+    fake_insforge.drop_next()
+    assert await client.select("messages", {"chat_id": eq(8)}) == []
+    assert len(fake_insforge.requests) - before == 2
+    # An insert that ran before its connection dropped is not sent again: it would be doubled.
+    before = len(fake_insforge.requests)
+    fake_insforge.drop_next(after_run=True)
+    with pytest.raises(StorageUnavailable, match="may or may not have been stored"):
+        await client.insert("messages", {"chat_id": 8, "role": "user", "text": "x"})
+    assert len(fake_insforge.requests) - before == 1
+    assert sleeps.waits == []
+    assert await client.count("messages", {"chat_id": eq(8)}) == 1
+    # An upsert is sent again: repeating it cannot double the row.
+    fake_insforge.drop_next(after_run=True)
+    [row] = await client.upsert(
+        "agent_model_config", {"agent_name": "coach", "model_id": "m/2"}, on_conflict="agent_name"
+    )
+    assert row["model_id"] == "m/2"
+    assert len(sleeps.waits) == 1
+    assert len(await client.select("agent_model_config", {"agent_name": eq("coach")})) == 1
+
+
 async def test_a_hang_times_out_then_reads_retry(
     fake_insforge: FakeInsForge, sleeps: Sleeps
 ) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import httpx
-
 from bot.storage.insforge.repos import (
     InsForgeAgentModelConfigRepo,
     InsForgeExerciseRepo,
@@ -54,7 +52,6 @@ class InsForgeStorage:
         api_key: str,
         *,
         timeout: float = 10.0,
-        transport: httpx.AsyncBaseTransport | None = None,
         max_retries: int = 3,
         backoff: float = 0.25,
     ) -> InsForgeStorage:
@@ -63,14 +60,13 @@ class InsForgeStorage:
                 url,
                 api_key,
                 timeout=timeout,
-                transport=transport,
                 max_retries=max_retries,
                 backoff=backoff,
             )
         )
 
     async def connect(self) -> None:
-        """Nothing to open: httpx connects on the first request (pooled afterwards)."""
+        """Nothing to open: the session connects on the first request (pooled afterwards)."""
 
     async def ping(self) -> None:
         await self.client.ping()
