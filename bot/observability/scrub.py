@@ -45,6 +45,23 @@ _CREDENTIAL_SHAPES = re.compile(
     re.VERBOSE,
 )
 
+# Every credential shape above needs one of these in the text. Checking them first costs ~30 us
+# for 9 kB of prose, where the shapes' regex costs ~2.3 ms (it tries six alternatives at every
+# position): a generation's prompt is scrubbed on every model call, and this was the largest
+# single cost of tracing.
+_SHAPE_SUBSTRINGS = ("sk-", "k-lf-", "gsk_", "xai-")
+_TELEGRAM_TOKEN_TAIL = re.compile(r":[A-Za-z0-9_\-]{30}")
+
+
+def _may_hold_credential(value: str) -> bool:
+    """False only when `_CREDENTIAL_SHAPES` cannot match `value`."""
+    return (
+        any(hint in value for hint in _SHAPE_SUBSTRINGS)
+        or _TELEGRAM_TOKEN_TAIL.search(value) is not None
+        or "bearer" in value.lower()
+    )
+
+
 _CREDENTIAL_KEYS = re.compile(
     r"(api[_-]?key|apikey|authorization|auth[_-]?token|access[_-]?token|secret|password|"
     r"^token$|bot[_-]?token|cookie|x-api-key)",
@@ -67,7 +84,8 @@ class Scrubber:
         self.redact_content = redact_content
         self._lock = threading.Lock()
         self._secrets: frozenset[str] = frozenset()
-        self._pattern: re.Pattern[str] | None = None
+        # Longest first, so a secret containing another is replaced whole.
+        self._ordered: tuple[str, ...] = ()
         self.add_secrets(secrets)
 
     def add_secret(self, secret: str | None) -> None:
@@ -85,16 +103,17 @@ class Scrubber:
             if found <= self._secrets:
                 return
             self._secrets = self._secrets | found
-            # One pattern for all of them, longest first so a secret containing another is
-            # replaced whole; readers swap to the new pattern atomically.
-            ordered = sorted(self._secrets, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(secret) for secret in ordered))
+            # Readers swap to the new tuple atomically.
+            self._ordered = tuple(sorted(self._secrets, key=len, reverse=True))
 
     def text(self, value: str) -> str:
-        pattern = self._pattern
-        if pattern is not None:
-            value = pattern.sub(SECRET, value)
-        return _CREDENTIAL_SHAPES.sub(SECRET, value)
+        # `in` first: a substring search in C, ten times faster than one alternation regex.
+        for secret in self._ordered:
+            if secret in value:
+                value = value.replace(secret, SECRET)
+        if _may_hold_credential(value):
+            value = _CREDENTIAL_SHAPES.sub(SECRET, value)
+        return value
 
     def value(self, value: Any) -> Any:
         """A JSON-friendly copy of `value` with every secret replaced."""

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 
+import pytest
 from pydantic import BaseModel
 
-from bot.observability.scrub import REDACTED, SECRET, Scrubber, jsonable, truncate
+from bot.observability import scrub
+from bot.observability.scrub import (
+    _CREDENTIAL_SHAPES,
+    REDACTED,
+    SECRET,
+    Scrubber,
+    jsonable,
+    truncate,
+)
 
 
 def test_configured_secrets_are_replaced_wherever_they_appear() -> None:
@@ -92,3 +102,65 @@ def test_jsonable_and_truncate() -> None:
     assert jsonable({1: {2, 3}}) in ({"1": [2, 3]}, {"1": [3, 2]})
     assert jsonable(object()).startswith("<object")
     assert truncate({"t": "x" * 10}, 4) == {"t": "xxxx… [6 more]"}
+
+
+def test_the_quick_check_never_skips_what_the_full_pattern_would_catch() -> None:
+    """`text` skips the credential-shape regex on text without any of its substrings; over
+    random texts seeded with every shape (any case, glued to words or not), the result must be
+    exactly what running the regex on everything gives."""
+    rng = random.Random(20261201)
+    pieces = [
+        "sk-or-v1-0123456789abcdef0123",
+        "sk-ant-api03-abcdefghijklmnop",
+        "pk-lf-12345678",
+        "SK-LF-12345678abcd",
+        "gsk_abcdefghijklmnopqrstuv",
+        "xai-abcdefghijklmnopqrstuv",
+        "123456789:AAHabcdefghijklmnopqrstuvwxyz012345",
+        "98765:" + "x" * 29,  # one short of a token
+        "Bearer abcdefghijklmnopqrstuvwxyz",
+        "bEaReR\tabcdefghijklmnopqrstuvwxyz",
+        "BEARER short",
+        "sk-",
+        ":",
+        "bearer",
+        "task-list",
+        "12:30",
+        "ask-me",
+        "xai",
+        "gsk",
+        "How was the week?",
+        "Coach:",
+        "I ran 5 km.",
+        "\n",
+        " ",
+        "é",
+        "İ",
+    ]
+    scrubber = Scrubber()
+    caught = 0
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 12)))
+        expected = _CREDENTIAL_SHAPES.sub(SECRET, text)
+        assert scrubber.text(text) == expected, text
+        caught += expected != text
+    assert caught > 1000  # the texts did hold credentials, often
+
+
+def test_scrubbing_ordinary_prose_does_not_run_the_shape_regex(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+
+    class Spy:
+        def sub(self, repl: str, value: str) -> str:
+            calls.append(value)
+            return _CREDENTIAL_SHAPES.sub(repl, value)
+
+    monkeypatch.setattr(scrub, "_CREDENTIAL_SHAPES", Spy())
+    scrubber = Scrubber(["a-configured-secret"])
+    prose = "User: How was your week? Coach: Great, 5 km at 12:30! " * 50
+    assert scrubber.text(prose + "a-configured-secret") == prose + SECRET
+    assert calls == []
+    assert scrubber.text("token sk-or-v1-0123456789abcdef0123") == f"token {SECRET}"
+    assert len(calls) == 1
