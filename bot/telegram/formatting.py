@@ -40,6 +40,7 @@ _DELIMS: tuple[tuple[str, str], ...] = (
     ("*", "i"),
     ("_", "i"),
 )
+_DELIM_START = re.compile("[" + re.escape("".join({d[0] for d, _ in _DELIMS})) + "]")
 
 
 def escape(text: str) -> str:
@@ -194,6 +195,15 @@ def _emphasis(text: str) -> str:
             buf.clear()
 
     while i < len(text):
+        # Plain text up to the next character a delimiter can start with, in one piece: a reply
+        # is rendered for every draft and again at the end, and going character by character
+        # through six `startswith` each was most of the formatter's cost.
+        found = _DELIM_START.search(text, i)
+        start = len(text) if found is None else found.start()
+        if start > i:
+            buf.append(text[i:start])
+            i = start
+            continue
         for delim, tag in _DELIMS:
             if not text.startswith(delim, i):
                 continue

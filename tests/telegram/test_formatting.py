@@ -6,7 +6,16 @@ import random
 
 import pytest
 
-from bot.telegram.formatting import html_to_text, markdown_to_html, markdown_to_plain
+from bot.telegram.formatting import _DELIMS as DELIMS
+from bot.telegram.formatting import (
+    _can_close,
+    _can_open,
+    _emphasis,
+    escape,
+    html_to_text,
+    markdown_to_html,
+    markdown_to_plain,
+)
 from tests.fakes.telegram_server import parse_telegram_html
 
 
@@ -93,3 +102,58 @@ def test_random_markdown_is_always_accepted() -> None:
         markdown = "".join(rng.choice(parts) for _ in range(rng.randint(1, 40)))
         rendered = markdown_to_html(markdown)
         assert parse_telegram_html(rendered) == html_to_text(rendered), markdown
+
+
+def _char_by_char_emphasis(text: str) -> str:
+    """The formatter's emphasis pass as it was before its plain-text fast path (reference)."""
+    out: list[str] = []
+    stack: list[tuple[str, int]] = []  # (delimiter, index of its placeholder in out)
+    i = 0
+    buf: list[str] = []
+
+    def flush() -> None:
+        if buf:
+            out.append(escape("".join(buf)))
+            buf.clear()
+
+    while i < len(text):
+        for delim, tag in DELIMS:
+            if not text.startswith(delim, i):
+                continue
+            open_index = next(
+                (k for k in range(len(stack) - 1, -1, -1) if stack[k][0] == delim), None
+            )
+            if (
+                open_index is not None
+                and (buf or stack[open_index][1] != len(out) - 1)  # no empty tags
+                and _can_close(text, i, delim)
+            ):
+                flush()
+                for literal, idx in stack[open_index + 1 :]:
+                    out[idx] = escape(literal)
+                _, idx = stack[open_index]
+                del stack[open_index:]
+                out[idx] = f"<{tag}>"
+                out.append(f"</{tag}>")
+                i += len(delim)
+                break
+            if _can_open(text, i, delim):
+                flush()
+                stack.append((delim, len(out)))
+                out.append(escape(delim))
+                i += len(delim)
+                break
+        else:
+            buf.append(text[i])
+            i += 1
+            continue
+    flush()
+    return "".join(out)
+
+
+def test_the_emphasis_fast_path_renders_exactly_as_the_char_by_char_pass() -> None:
+    rng = random.Random(1201)
+    pieces = ["**", "__", "~~", "||", "*", "_", "~", "|", "a", "word", " ", "<&>", "é", "x_y"]
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 16)))
+        assert _emphasis(text) == _char_by_char_emphasis(text), text
