@@ -149,6 +149,7 @@ class ReplyStreamer:
         self._wake = asyncio.Event()  # set by push() and by stopping
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._starting: asyncio.Task[None] | None = None
         self._last_update = 0.0
         self._finished = False
         self._markup_attached = False
@@ -191,6 +192,28 @@ class ReplyStreamer:
                 log.warning("Could not send the placeholder in chat %s: %s", self.chat_id, exc)
         self._last_update = time.monotonic()
 
+    def begin(self) -> None:
+        """`start` in the background: the caller goes on (to its first model call) without
+        waiting a Bot API round trip, 50-200 ms from Telegram's servers, for the "Thinking…"
+        draft. Live updates and the final delivery wait for it, so they always come after it."""
+        if self._starting is None:
+            self._starting = asyncio.create_task(self.start(), name=f"reply-start-{self.chat_id}")
+
+    async def _wait_started(self) -> None:
+        starting = self._starting
+        if starting is None:
+            return
+        # Let it complete, never cancel it: a half-sent placeholder would leave us unsure of
+        # what the chat shows. `start` logs Bot API failures itself.
+        await asyncio.wait([starting])
+        if not starting.cancelled() and starting.exception() is not None:
+            self._starting = None
+            log.warning(
+                "Could not show that a reply is coming in chat %s: %r",
+                self.chat_id,
+                starting.exception(),
+            )
+
     async def push(self, delta: str) -> None:
         """Add text; the chat is updated in the background at the configured pace."""
         if self._finished:
@@ -224,6 +247,7 @@ class ReplyStreamer:
         if self._finished:
             return self.message_ids
         await self._stop_flusher()
+        await self._wait_started()
         self._finished = True
         if final_text is not None:
             self.text = final_text
@@ -254,6 +278,7 @@ class ReplyStreamer:
     async def aclose(self) -> None:
         """Stop live updates without a final delivery (an error path); idempotent."""
         await self._stop_flusher()
+        await self._wait_started()
 
     # ------------------------------------------------------------------ live updates
 
@@ -269,6 +294,7 @@ class ReplyStreamer:
     async def _flusher(self) -> None:
         while True:
             await self._wake.wait()
+            await self._wait_started()
             if self._stop.is_set():
                 return
             pause = self._last_update + self.interval - time.monotonic()

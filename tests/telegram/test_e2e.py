@@ -4,6 +4,7 @@ the real openai/anthropic SDKs; storage is a real SQLite file."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -425,3 +426,22 @@ async def test_a_reply_that_could_not_be_saved_is_sent_with_a_note_on_that_messa
     assert replied_to == update["message"]["message_id"]
     asked = [m for m in await storage.messages.recent(USER, 10) if m.role == "user"]
     assert [m.text for m in asked] == ["hello"]
+
+
+async def test_the_pipeline_does_not_wait_for_the_thinking_draft(harness: Harness) -> None:
+    """A Telegram round trip (50-200 ms from its servers) is not on the reply's critical path:
+    the first model call goes out while the "Thinking…" draft is still on its way, and the
+    reply still lands after that draft."""
+    harness.tg.set_latency("sendMessageDraft", 0.5)
+    mark, since = len(harness.tg.calls), len(harness.llm.requests)
+    (reply,) = await harness.say("I work night shifts and sleep badly")
+    assert reply == "Try a fixed wind-down routine (m-coach)."
+    drafts = harness.tg.calls_of("sendMessageDraft", chat_id=USER)
+    thinking = min(drafts, key=lambda call: call.at)
+    assert thinking.index >= mark
+    # The model server stamps wall-clock time, the Bot API server the monotonic clock.
+    to_monotonic = time.monotonic() - time.time()
+    first_model_call = min(r.received_at for r in harness.llm.requests[since:]) + to_monotonic
+    assert first_model_call < thinking.at + 0.25
+    [final] = [c for c in harness.tg.calls[mark:] if c.method == "sendMessage"]
+    assert final.at >= thinking.at + 0.5

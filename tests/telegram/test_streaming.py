@@ -382,3 +382,44 @@ async def test_buttons_are_attached_alone_when_the_last_message_needs_no_edit(
     assert message.text == "Already shown in full."
     assert message.reply_markup is not None
     assert message.reply_markup["inline_keyboard"][0][0]["callback_data"] == "rate:up:t"
+
+
+@pytest.mark.parametrize("chat_id", [502, -702])
+async def test_begin_does_not_block_and_everything_waits_for_it(
+    chat_id: int, tg: FakeTelegramServer, bot: Bot
+) -> None:
+    """`begin` returns at once; live updates and the final delivery come after the "Thinking…"
+    draft (private) or the placeholder (group), however slow Telegram is to answer it."""
+    tg.set_latency("sendMessageDraft", 0.3)
+    tg.set_latency("sendMessage", 0.3)
+    streamer = ReplyStreamer(bot, chat_id, draft_interval=0.01, edit_interval=0.01)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    streamer.begin()
+    assert loop.time() - started < 0.05
+    await streamer.push("Hello there, ")
+    await asyncio.sleep(0.05)
+    await streamer.push("how was the week?")
+    ids = await streamer.finish()
+    calls = [c for c in tg.calls if c.chat_id == chat_id]
+    first = calls[0]
+    if chat_id > 0:
+        assert first.method == "sendMessageDraft"
+        assert first.params.get("text", "") == ""  # the "Thinking…" draft
+    else:
+        assert first.method == "sendMessage"
+        assert first.params["text"] == "…"  # the placeholder, edited into the reply
+    # Nothing else reached the chat before Telegram had answered that first call.
+    assert all(c.at >= first.at + 0.3 for c in calls[1:])
+    assert [m.text for m in tg.chat_messages(chat_id)] == ["Hello there, how was the week?"]
+    assert ids == [m.message_id for m in tg.chat_messages(chat_id)]
+
+
+async def test_aclose_lets_a_slow_start_finish(tg: FakeTelegramServer, bot: Bot) -> None:
+    tg.set_latency("sendMessageDraft", 0.2)
+    streamer = ReplyStreamer(bot, 503)
+    streamer.begin()
+    await streamer.aclose()
+    assert [c.method for c in tg.calls_of("sendMessageDraft", chat_id=503, ok=True)] == [
+        "sendMessageDraft"
+    ]

@@ -152,7 +152,7 @@ async def answer_with_pipeline(
     )
     user_id = message.from_user.id if message.from_user else None
     async with typing_action(bot, chat.id, message_thread_id=thread):
-        await streamer.start()
+        streamer.begin()
         try:
             result = await services.conversation.handle(
                 pipeline,
