@@ -51,10 +51,14 @@ _CREDENTIAL_SHAPES = re.compile(
 # single cost of tracing.
 _SHAPE_SUBSTRINGS = ("sk-", "k-lf-", "gsk_", "xai-")
 _TELEGRAM_TOKEN_TAIL = re.compile(r":[A-Za-z0-9_\-]{30}")
+# The shortest text any shape matches: "pk-lf-" and 8 more characters.
+_SHORTEST_CREDENTIAL = 14
 
 
 def _may_hold_credential(value: str) -> bool:
     """False only when `_CREDENTIAL_SHAPES` cannot match `value`."""
+    if len(value) < _SHORTEST_CREDENTIAL:
+        return False  # most values recorded are short: keys, roles, model names, numbers
     return (
         any(hint in value for hint in _SHAPE_SUBSTRINGS)
         or _TELEGRAM_TOKEN_TAIL.search(value) is not None

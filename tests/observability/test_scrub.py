@@ -113,6 +113,7 @@ def test_the_quick_check_never_skips_what_the_full_pattern_would_catch() -> None
         "sk-or-v1-0123456789abcdef0123",
         "sk-ant-api03-abcdefghijklmnop",
         "pk-lf-12345678",
+        "sk-lf-1234567",  # one short
         "SK-LF-12345678abcd",
         "gsk_abcdefghijklmnopqrstuv",
         "xai-abcdefghijklmnopqrstuv",
@@ -141,6 +142,8 @@ def test_the_quick_check_never_skips_what_the_full_pattern_would_catch() -> None
     caught = 0
     for _ in range(3000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 12)))
+        if rng.random() < 0.2:
+            text = text[: rng.randint(0, 20)]  # short values, around the shortest credential
         expected = _CREDENTIAL_SHAPES.sub(SECRET, text)
         assert scrubber.text(text) == expected, text
         caught += expected != text
