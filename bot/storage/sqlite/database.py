@@ -238,9 +238,14 @@ class SQLiteDatabase:
 
     def _checkpoint_done(self, future: asyncio.Future[None]) -> None:
         self._checkpoint = None
-        if not future.cancelled() and future.exception() is not None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        # While closing, a checkpoint the closed worker refused is no loss: the last connection
+        # to close checkpoints the WAL itself.
+        if error is not None and self._conn is not None:
             # The WAL keeps growing until a checkpoint succeeds; nothing is lost meanwhile.
-            log.warning("SQLite WAL checkpoint failed: %s", future.exception())
+            log.warning("SQLite WAL checkpoint failed: %s", error)
 
     async def checkpoint(self) -> None:
         """Run a PASSIVE checkpoint now, in the worker (for tests and tools)."""
