@@ -54,6 +54,7 @@ from bot.llm.errors import (
     RequestRejected,
     is_retryable_status,
 )
+from bot.llm.fallback import single_attempt
 from bot.llm.http_transport import make_sdk_http_client
 from bot.llm.structured import complete_structured
 from bot.llm.types import Attempt, ChatMessage, LLMResponse, StreamChunk, Usage
@@ -175,7 +176,7 @@ class AnthropicProvider:
         sdk_stream = None
         try:
             async with asyncio.timeout_at(deadline):
-                sdk_stream = await self._client.messages.create(
+                sdk_stream = await self._sdk().messages.create(
                     model=self.model,
                     messages=turns,
                     system=system if system is not None else omit,
@@ -264,6 +265,12 @@ class AnthropicProvider:
 
     # --- internals ---
 
+    def _sdk(self) -> AsyncAnthropic:
+        if single_attempt():
+            # A last resort of a failing chain: one attempt, no back-off (`bot.llm.fallback`).
+            return self._client.with_options(max_retries=0)
+        return self._client
+
     def _deadline(self, per_attempt: float) -> float:
         retries = self._max_retries
         return per_attempt * (retries + 1) + MAX_SAME_MODEL_WAIT * retries
@@ -276,7 +283,7 @@ class AnthropicProvider:
         system, turns = to_anthropic(messages)
         try:
             async with asyncio.timeout(self._deadline(per_attempt)):
-                message = await self._client.messages.create(
+                message = await self._sdk().messages.create(
                     model=self.model,
                     messages=turns,
                     system=system if system is not None else omit,

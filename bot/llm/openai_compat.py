@@ -71,6 +71,7 @@ from bot.llm.errors import (
     RequestRejected,
     is_retryable_status,
 )
+from bot.llm.fallback import single_attempt
 from bot.llm.http_transport import make_sdk_http_client
 from bot.llm.structured import complete_structured, response_format_for
 from bot.llm.types import Attempt, ChatMessage, LLMResponse, StreamChunk, Usage
@@ -99,6 +100,14 @@ _SDK_TELEMETRY: dict[str, Any] = {
     "X-Stainless-Retry-Count": omit,
     "X-Stainless-Read-Timeout": omit,
 }
+
+
+def _request_options(per_attempt: float) -> Any:
+    """The SDK's per-request options (its `RequestOptions` type lives in a private module)."""
+    options: dict[str, Any] = {"timeout": per_attempt, "headers": _SDK_TELEMETRY}
+    if single_attempt():
+        options["max_retries"] = 0  # a last resort of a failing chain: no back-off (fallback.py)
+    return options
 
 
 class _Client(AsyncOpenAI):
@@ -358,7 +367,7 @@ class OpenAICompatibleProvider:
                 "/chat/completions",
                 cast_to=ChatCompletion,
                 body=body,
-                options={"timeout": per_attempt, "headers": _SDK_TELEMETRY},
+                options=_request_options(per_attempt),
                 stream=True,
                 stream_cls=AsyncStream[object],
             )
@@ -368,7 +377,7 @@ class OpenAICompatibleProvider:
             "/chat/completions",
             cast_to=object,
             body=body,
-            options={"timeout": per_attempt, "headers": _SDK_TELEMETRY},
+            options=_request_options(per_attempt),
         )
 
     def _format_key(self) -> tuple[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -159,3 +160,41 @@ async def test_when_every_model_is_cooling_down_they_are_still_tried(
     assert [r.model for r in llm_server.requests[before:]] == ["primary", "backup"]
     assert response.text == "back again"
     assert not health.is_open(registry.get("openai:backup"))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_last_resort_calls_make_one_attempt_without_back_off(
+    stream: bool, llm_server: FakeLLMServer, make_registry: Callable[..., ProviderRegistry]
+) -> None:
+    """With every breaker open, each model is asked once more, but without the SDKs' own
+    retries and their back-off (0.375 s and more each): in a total outage the user hears back
+    at once; a model that works again still answers, as the test above shows."""
+    health = ModelHealth(failures_to_open=1, cool_down=300)
+    llm_server.script("primary", fault=Fault.SERVER_ERROR)
+    llm_server.script("claude-backup", fault=Fault.SERVER_ERROR)
+    # One SDK retry per call, on both SDKs (openai for the primary, anthropic for the backup).
+    registry = make_registry(
+        fallback_models=["anthropic:claude-backup"], health=health, llm_max_retries=1
+    )
+    chain = registry.chain("openai:primary")
+    with pytest.raises(AllModelsFailed):
+        await chain.complete([user("hi")])  # opens both breakers
+    # Models not yet cooling down retry as configured: two requests each.
+    assert [r.model for r in llm_server.requests].count("primary") == 2
+    assert [r.model for r in llm_server.requests].count("claude-backup") == 2
+    before = len(llm_server.requests)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def ask() -> None:
+        if stream:
+            await drain(chain.stream([user("hi")]))
+        else:
+            await chain.complete([user("hi")])
+
+    with pytest.raises(AllModelsFailed):
+        await ask()
+
+    assert [r.model for r in llm_server.requests[before:]] == ["primary", "claude-backup"]
+    # Each SDK's first back-off is at least 0.375 s (0.5 s less up to a quarter of jitter).
+    assert loop.time() - started < 0.35
