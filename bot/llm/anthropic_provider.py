@@ -79,6 +79,16 @@ class _Client(AsyncAnthropic):
             return False
         return super()._should_retry(response)
 
+    @property
+    def user_agent(self) -> str:
+        # The SDK names itself after its class; this subclass is still the Anthropic SDK.
+        return f"AsyncAnthropic/Python {self._version}"
+
+    def platform_headers(self) -> dict[str, str]:
+        # The SDK's X-Stainless-* telemetry (OS, CPU, runtime and package versions): no provider
+        # needs it (see `bot.llm.openai_compat._Client.platform_headers`).
+        return {}
+
 
 def make_anthropic_client(
     *, base_url: str, api_key: str, timeout: float, max_retries: int
