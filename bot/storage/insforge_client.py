@@ -77,8 +77,8 @@ Row = dict[str, Any]
 Filters = Mapping[str, str] | Sequence[tuple[str, str]]
 
 RECORDS_PATH = "/api/database/records/"
-_JSON_BODY = {"Content-Type": "application/json"}
 MIGRATIONS_PATH = "/api/database/migrations"
+_JSON_BODY = {"Content-Type": "application/json"}
 
 # Answers that mean the request was not run: safe to send again whatever it was.
 _NOT_RUN_STATUSES = frozenset({429})

@@ -205,14 +205,13 @@ class ReplyStreamer:
             return
         # Let it complete, never cancel it: a half-sent placeholder would leave us unsure of
         # what the chat shows. `start` logs Bot API failures itself.
-        await asyncio.wait([starting])
-        if not starting.cancelled() and starting.exception() is not None:
+        if not starting.done():
+            await asyncio.wait([starting])
+        if self._starting is starting:  # the first waiter to see it done settles it
             self._starting = None
-            log.warning(
-                "Could not show that a reply is coming in chat %s: %r",
-                self.chat_id,
-                starting.exception(),
-            )
+            error = None if starting.cancelled() else starting.exception()
+            if error is not None:
+                log.warning("Could not show a reply is coming in chat %s: %r", self.chat_id, error)
 
     async def push(self, delta: str) -> None:
         """Add text; the chat is updated in the background at the configured pace."""

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import re
-import socket
 import sqlite3
 import time
 from collections import Counter, defaultdict, deque
@@ -42,6 +41,7 @@ import aiohttp
 from tests.fakes.agent_replies import SCHEMA_REPLIES, schema_title
 from tests.fakes.bot_process import BotProcess, clean_env
 from tests.fakes.llm_server import FakeLLMServer, RecordedRequest
+from tests.fakes.ports import free_port
 from tests.fakes.telegram_server import BotAPIError, Call, FakeTelegramServer
 
 TAG_RE = re.compile(r"\bq(\d+)x(\d+)\b")
@@ -58,12 +58,6 @@ def last_tag(text: str) -> str | None:
     """The newest tag in a prompt: the message being answered (history comes before it)."""
     found = TAG_RE.findall(text or "")
     return tag_for(int(found[-1][0]), int(found[-1][1])) if found else None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --------------------------------------------------------------------------- the model server

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -31,18 +30,13 @@ from tests.fakes.agent_replies import agent_reply, schema_title
 from tests.fakes.bot_process import REPO, BotProcess, clean_env
 from tests.fakes.insforge_server import FakeInsForge, create_database, drop_database, dsn_for
 from tests.fakes.llm_server import FakeLLMServer, RecordedRequest
+from tests.fakes.ports import free_port
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.fakes.telegram_server import FakeTelegramServer
 
 ADMIN = 1001
 OVERRIDE = "anthropic/claude-sonnet-4.5"
 SECRET = "webhook-secret-for-tests"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def new_user() -> int:

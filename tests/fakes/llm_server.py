@@ -53,12 +53,13 @@ import http
 import itertools
 import json
 import re
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
+
+from tests.fakes.ports import free_port
 
 __all__ = [
     "FakeLLMServer",
@@ -199,10 +200,7 @@ def _count_prompt_tokens(body: dict[str, Any]) -> int:
 
 def unused_port_url() -> str:
     """A loopback URL where nothing listens: connecting to it is refused at once."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 class _Dropped(Exception):

@@ -13,7 +13,7 @@ from aiogram.types import BufferedInputFile, InlineKeyboardButton, InlineKeyboar
 from bot.config import load_settings
 from bot.telegram.dispatcher import create_bot
 from bot.telegram.session import JsonAiohttpSession
-from tests.bench.harness import free_port
+from tests.fakes.ports import free_port
 from tests.fakes.telegram_server import FakeTelegramServer
 
 KEYBOARD = InlineKeyboardMarkup(

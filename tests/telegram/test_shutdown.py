@@ -4,7 +4,6 @@ one deadline, and whatever still runs then is cancelled before the database clos
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from pathlib import Path
 
@@ -15,18 +14,13 @@ from bot.pipeline.observer import NullObserver
 from bot.telegram.runtime import BotRuntime
 from tests.fakes.agent_replies import agent_reply
 from tests.fakes.llm_server import FakeLLMServer
+from tests.fakes.ports import free_port
 from tests.fakes.telegram_server import FakeTelegramServer
 from tests.telegram.e2e_kit import make_settings
 
 SHUTDOWN = 1.5
 HANGS = 60.0  # a model call that outlives any shutdown
 SECRET = "shutdown-test-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_until(check: object, timeout: float = 15.0) -> None:

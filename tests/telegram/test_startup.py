@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -17,16 +16,11 @@ from bot.pipeline.observer import NullObserver
 from bot.telegram.runtime import BotRuntime, TelegramUnreachable
 from tests.fakes.agent_replies import agent_reply
 from tests.fakes.llm_server import FakeLLMServer, unused_port_url
+from tests.fakes.ports import free_port
 from tests.fakes.telegram_server import FakeTelegramServer
 from tests.telegram.e2e_kit import make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_a_rejected_token_is_a_configuration_error_naming_the_variable(

@@ -5,7 +5,6 @@ its webhook with the secret and answers 401, handling nothing, to a request with
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,16 +15,11 @@ from bot.pipeline.observer import NullObserver
 from bot.telegram.runtime import BotRuntime
 from tests.fakes.agent_replies import agent_reply
 from tests.fakes.llm_server import FakeLLMServer
+from tests.fakes.ports import free_port
 from tests.fakes.telegram_server import FakeTelegramServer
 from tests.telegram.e2e_kit import USER, make_settings
 
 SECRET = "Webhook_secret-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def settings_error(**values: str) -> str:

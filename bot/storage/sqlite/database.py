@@ -227,10 +227,10 @@ class SQLiteDatabase:
             conn.close()
 
     def _count_write(self) -> None:
+        if self._worker is None:
+            return  # in memory: no WAL
         self._writes_since_checkpoint += 1
         if self._writes_since_checkpoint < CHECKPOINT_EVERY or self._checkpoint is not None:
-            return
-        if self._worker is None:
             return
         self._writes_since_checkpoint = 0
         self._checkpoint = asyncio.ensure_future(self._in_worker(self._worker_checkpoint))
@@ -246,11 +246,6 @@ class SQLiteDatabase:
         if error is not None and self._conn is not None:
             # The WAL keeps growing until a checkpoint succeeds; nothing is lost meanwhile.
             log.warning("SQLite WAL checkpoint failed: %s", error)
-
-    async def checkpoint(self) -> None:
-        """Run a PASSIVE checkpoint now, in the worker (for tests and tools)."""
-        with translate_errors("checkpoint the WAL"):
-            await self._in_worker(self._worker_checkpoint)
 
     async def ping(self) -> None:
         await self.read("SELECT 1", action="answer a ping")
@@ -268,8 +263,9 @@ class SQLiteDatabase:
                 await asyncio.get_running_loop().run_in_executor(worker, self._worker_close)
             worker.shutdown(wait=False)
         if checkpoint is not None:
-            with contextlib.suppress(BaseException):
-                await checkpoint
+            # Its outcome is `_checkpoint_done`'s; `wait` never raises it, and our own
+            # cancellation still propagates.
+            await asyncio.wait([checkpoint])
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
