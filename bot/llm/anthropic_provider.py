@@ -55,7 +55,7 @@ from bot.llm.errors import (
     is_retryable_status,
 )
 from bot.llm.fallback import single_attempt
-from bot.llm.http_transport import make_sdk_http_client
+from bot.llm.http_transport import cached_url, make_sdk_http_client
 from bot.llm.structured import complete_structured
 from bot.llm.types import Attempt, ChatMessage, LLMResponse, StreamChunk, Usage
 
@@ -88,6 +88,10 @@ class _Client(AsyncAnthropic):
         # The SDK's X-Stainless-* telemetry (OS, CPU, runtime and package versions): no provider
         # needs it (see `bot.llm.openai_compat._Client.platform_headers`).
         return {}
+
+    def _prepare_url(self, url: str) -> httpx2.URL:
+        # The same path resolved against the same base URL on every request (see `cached_url`).
+        return cached_url(self, url, super()._prepare_url)
 
 
 def make_anthropic_client(

@@ -273,3 +273,76 @@ async def test_a_connect_that_hangs_is_a_connect_timeout(client: httpx2.AsyncCli
             )
 
     assert time.monotonic() - started < WAIT / 2
+
+
+# --------------------------------------------------------------------------- resolved URLs
+
+
+async def test_sdk_clients_follow_a_changed_base_url_despite_the_url_cache() -> None:
+    """Both SDKs resolve each path once per base URL (`cached_url`); a new base URL wins."""
+    from bot.llm.anthropic_provider import make_anthropic_client
+    from bot.llm.openai_compat import make_openai_client
+
+    async with FakeLLMServer() as first, FakeLLMServer() as second:
+        openai_client = make_openai_client(
+            provider="openai",
+            base_url=first.openai_base_url,
+            api_key="sk-test",
+            timeout=WAIT,
+            max_retries=0,
+        )
+        anthropic_client = make_anthropic_client(
+            base_url=first.anthropic_base_url, api_key="sk-ant-test", timeout=WAIT, max_retries=0
+        )
+        try:
+            for _ in range(2):  # the second call is served from the cache
+                await openai_client.chat.completions.create(
+                    model="m-openai", messages=[{"role": "user", "content": "hi"}]
+                )
+                await anthropic_client.messages.create(
+                    model="m-anthropic",
+                    max_tokens=16,
+                    messages=[{"role": "user", "content": "hi"}],
+                )
+            openai_client.base_url = second.openai_base_url  # type: ignore[assignment]
+            anthropic_client.base_url = second.anthropic_base_url  # type: ignore[assignment]
+            await openai_client.chat.completions.create(
+                model="m-openai", messages=[{"role": "user", "content": "hi"}]
+            )
+            await anthropic_client.messages.create(
+                model="m-anthropic", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+            )
+        finally:
+            await openai_client.close()
+            await anthropic_client.close()
+
+    assert [(r.api, r.model) for r in first.requests] == [
+        ("openai", "m-openai"),
+        ("anthropic", "m-anthropic"),
+    ] * 2
+    assert [(r.api, r.model) for r in second.requests] == [
+        ("openai", "m-openai"),
+        ("anthropic", "m-anthropic"),
+    ]
+
+
+def test_the_url_cache_is_bounded_and_keyed_by_path() -> None:
+    from bot.llm.http_transport import URL_CACHE_SIZE, cached_url
+
+    class Owner:
+        base_url = httpx2.URL("http://127.0.0.1:1/v1/")
+
+    owner = Owner()
+    merges: list[str] = []
+
+    def merge(path: str) -> httpx2.URL:
+        merges.append(path)
+        return owner.base_url.join(path.lstrip("/"))
+
+    assert str(cached_url(owner, "/a", merge)) == "http://127.0.0.1:1/v1/a"
+    assert str(cached_url(owner, "/b", merge)) == "http://127.0.0.1:1/v1/b"
+    assert cached_url(owner, "/a", merge) is cached_url(owner, "/a", merge)
+    assert merges == ["/a", "/b"]
+    for n in range(3 * URL_CACHE_SIZE):
+        cached_url(owner, f"/files/{n}", merge)
+    assert len(owner.__dict__["_bot_url_cache"][1]) <= URL_CACHE_SIZE
