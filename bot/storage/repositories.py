@@ -187,6 +187,16 @@ class Storage(Protocol):
         """`sqlite` or `insforge`."""
         ...
 
+    @property
+    def reads_overlap(self) -> bool:
+        """Whether independent reads finish sooner when issued together.
+
+        True where each read is a network round trip (InsForge). False where a read runs to
+        completion on the event loop's thread (SQLite): issuing reads together there only adds a
+        task per read.
+        """
+        ...
+
     async def connect(self) -> None:
         """Open connections; SQLite also creates/migrates its schema here."""
         ...

@@ -175,6 +175,9 @@ class ReplyStreamer:
         if not self._may_update():
             self._last_update = time.monotonic()
             return
+        await self._show_coming()
+
+    async def _show_coming(self) -> None:
         if self.mode == "draft":
             try:
                 await self._draft("")
@@ -196,8 +199,16 @@ class ReplyStreamer:
         """`start` in the background: the caller goes on (to its first model call) without
         waiting a Bot API round trip, 50-200 ms from Telegram's servers, for the "Thinking…"
         draft. Live updates and the final delivery wait for it, so they always come after it."""
-        if self._starting is None:
-            self._starting = asyncio.create_task(self.start(), name=f"reply-start-{self.chat_id}")
+        if self._starting is not None:
+            return
+        # The budget is asked here, not in the task: when it is spent (under load, when CPU
+        # matters most) there is nothing to send and no task to make.
+        if not self._may_update():
+            self._last_update = time.monotonic()
+            return
+        self._starting = asyncio.create_task(
+            self._show_coming(), name=f"reply-start-{self.chat_id}"
+        )
 
     async def _wait_started(self) -> None:
         starting = self._starting
@@ -298,8 +309,11 @@ class ReplyStreamer:
                 return
             pause = self._last_update + self.interval - time.monotonic()
             if pause > 0:
+                # `asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` wraps the wait in a
+                # task of its own, one more per reply.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), pause)
+                    async with asyncio.timeout(pause):
+                        await self._stop.wait()
                 # Checked after the wait, whatever ended it: `finish` may have set both flags
                 # while `wait_for` was timing out, and clearing `_wake` below would then leave
                 # this task waiting for a wake-up that never comes (and `finish` waiting on it).

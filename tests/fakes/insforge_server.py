@@ -312,6 +312,11 @@ class FakeInsForge:
         for _ in range(count):
             self._faults.append(Fault("hang", seconds=seconds))
 
+    def release_hung(self) -> None:
+        """Answer every request a `hang_next` fault is holding, now."""
+        self._stopping.set()
+        self._stopping = asyncio.Event()
+
     def drop_next(self, *, count: int = 1, after_run: bool = False) -> None:
         """Close the connection of the next `count` requests without an answer (after running
         them if `after_run`): the client cannot know whether a write happened."""

@@ -19,6 +19,12 @@ class Clock:
         return self.now
 
 
+def _spent_budget() -> LiveUpdateBudget:
+    budget = LiveUpdateBudget(per_second=1, clock=Clock())
+    assert budget.try_take()  # another chat spent it
+    return budget
+
+
 def test_the_budget_allows_a_burst_then_refills_at_its_rate() -> None:
     clock = Clock()
     budget = LiveUpdateBudget(per_second=4, clock=clock)
@@ -33,9 +39,7 @@ def test_the_budget_allows_a_burst_then_refills_at_its_rate() -> None:
 async def test_a_spent_budget_skips_live_updates_but_never_the_reply(
     tg: FakeTelegramServer, bot: Bot
 ) -> None:
-    clock = Clock()
-    budget = LiveUpdateBudget(per_second=1, clock=clock)
-    assert budget.try_take()  # another chat spent it
+    budget = _spent_budget()
     streamer = ReplyStreamer(bot, 601, draft_interval=0.01, budget=budget)
     await streamer.start()
     for word in ("Every ", "word ", "arrives."):
@@ -48,6 +52,24 @@ async def test_a_spent_budget_skips_live_updates_but_never_the_reply(
     assert ids == [message.message_id]
     assert message.text == "Every word arrives."
     assert budget.refused >= 2  # the "Thinking…" draft and at least one text draft
+
+
+async def test_begin_with_a_spent_budget_makes_no_task_and_sends_no_draft(
+    tg: FakeTelegramServer, bot: Bot
+) -> None:
+    budget = _spent_budget()
+    streamer = ReplyStreamer(bot, 603, draft_interval=0.01, budget=budget)
+    tasks_before = asyncio.all_tasks()
+    streamer.begin()
+    assert asyncio.all_tasks() == tasks_before  # nothing to send, so nothing runs behind
+    assert budget.refused == 1
+    await streamer.push("Still answered.")
+    ids = await streamer.finish()
+
+    assert tg.calls_of("sendMessageDraft", chat_id=603) == []
+    (message,) = tg.chat_messages(603)
+    assert ids == [message.message_id]
+    assert message.text == "Still answered."
 
 
 async def test_with_budget_to_spare_live_updates_go_out_as_usual(

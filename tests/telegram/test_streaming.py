@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from aiogram import Bot
@@ -194,24 +194,28 @@ async def test_finish_during_the_pacing_wait_never_hangs(
     """`finish` landing while the pacing wait times out must not leave the flusher waiting.
 
     Found by the load benchmark: one reply in a few thousand hung for good (and with it every
-    later message of that chat, behind the chat's lock). `asyncio.wait_for` yields to the loop
-    while it cancels its inner wait on a timeout; if `finish` ran in that window, the flusher
-    cleared the wake-up `finish` had just given it and waited forever. Here the window is
-    opened on purpose: the stand-in `wait_for` times out, lets `finish` run, then raises.
+    later message of that chat, behind the chat's lock). A timed-out wait yields to the loop
+    between the timeout and the exception (the cancellation is delivered by the loop); if
+    `finish` ran in that window, the flusher cleared the wake-up `finish` had just given it and
+    waited forever. Here the window is opened on purpose: the stand-in `asyncio.timeout` times
+    out, lets `finish` run, then raises.
     """
     in_window = asyncio.Event()
     real_wait_for = asyncio.wait_for
+    real_timeout = asyncio.timeout
 
-    async def wait_for_that_times_out_slowly(aw: Any, timeout: float | None) -> Any:
-        task = asyncio.ensure_future(aw)
-        await asyncio.sleep(timeout or 0)
-        task.cancel()
-        in_window.set()
-        for _ in range(5):  # what wait_for's cancel-and-wait gives other tasks
-            await asyncio.sleep(0)
-        raise TimeoutError
+    @contextlib.asynccontextmanager
+    async def timeout_that_expires_slowly(delay: float | None) -> AsyncIterator[None]:
+        try:
+            async with real_timeout(delay):
+                yield
+        except TimeoutError:
+            in_window.set()
+            for _ in range(5):  # more than the loop needs to run `finish` up to its wait
+                await asyncio.sleep(0)
+            raise
 
-    monkeypatch.setattr(streaming.asyncio, "wait_for", wait_for_that_times_out_slowly)
+    monkeypatch.setattr(streaming.asyncio, "timeout", timeout_that_expires_slowly)
     streamer = ReplyStreamer(bot, 503, draft_interval=0.05)
     await streamer.start()  # the "Thinking…" draft: the first text now waits for its turn
     await streamer.push("Hello there.")

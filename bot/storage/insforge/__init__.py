@@ -34,6 +34,10 @@ class InsForgeStorage:
     def backend(self) -> str:
         return "insforge"
 
+    @property
+    def reads_overlap(self) -> bool:
+        return True  # each read is an HTTP round trip
+
     def __init__(self, client: InsForgeClient) -> None:
         self.client = client
         self.users: UserRepo = InsForgeUserRepo(client)

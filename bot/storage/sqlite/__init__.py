@@ -35,6 +35,11 @@ class SQLiteStorage:
     def backend(self) -> str:
         return "sqlite"
 
+    @property
+    def reads_overlap(self) -> bool:
+        # Statements run on the loop's thread (SQLiteDatabase): nothing to overlap.
+        return False
+
     def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:
         self.db = SQLiteDatabase(path, busy_timeout=busy_timeout)
         self.users: UserRepo = SQLiteUserRepo(self.db)
