@@ -29,7 +29,6 @@ A provider uses it like this (the local provider does the same with `native=Fals
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import re
@@ -50,14 +49,19 @@ _QUOTE = 300
 
 
 @functools.lru_cache(maxsize=256)
-def _cached_json_schema(schema: type[BaseModel]) -> dict[str, Any]:
-    return schema.model_json_schema()
+def _cached_json_schema(schema: type[BaseModel]) -> str:
+    return json.dumps(schema.model_json_schema(), ensure_ascii=False)
 
 
 def json_schema_of(schema: type[BaseModel]) -> dict[str, Any]:
     """`schema.model_json_schema()`, built once per class (~0.6 ms each time otherwise, on every
-    structured call); a copy, so no caller can change what the next one gets."""
-    return copy.deepcopy(_cached_json_schema(schema))
+    structured call); a copy, so no caller can change what the next one gets.
+
+    The copy is decoded from the cached JSON text: `json.loads` is C code, several times cheaper
+    than `copy.deepcopy` walking the dicts in Python, and every structured call makes one.
+    """
+    loaded: dict[str, Any] = json.loads(_cached_json_schema(schema))
+    return loaded
 
 
 def response_format_for(schema: type[BaseModel]) -> dict[str, Any]:
@@ -80,8 +84,7 @@ def schema_instructions(schema: type[BaseModel]) -> str:
     """The system-message text that asks a model without a JSON mode for `schema`."""
     return (
         "Reply with one JSON object and nothing else: no prose, no code fences. "
-        "It must validate against this JSON schema:\n"
-        + json.dumps(json_schema_of(schema), ensure_ascii=False)
+        "It must validate against this JSON schema:\n" + _cached_json_schema(schema)
     )
 
 
@@ -130,8 +133,7 @@ def repair_messages(
             "Your reply was not valid JSON for the required schema "
             f"({_schema_name(schema)}): {error}\n"
             "Answer again with only the corrected JSON object, no prose and no code fences. "
-            "It must validate against this JSON schema:\n"
-            + json.dumps(json_schema_of(schema), ensure_ascii=False),
+            "It must validate against this JSON schema:\n" + _cached_json_schema(schema),
         ),
     ]
 

@@ -18,7 +18,7 @@ for non-admins), feedback buttons, learn, train (commands, then answers while tr
 
 from __future__ import annotations
 
-from aiogram import Bot, Dispatcher
+from aiogram import Bot, Dispatcher, Router
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.fsm.storage.base import BaseEventIsolation, BaseStorage
@@ -30,6 +30,7 @@ from bot.app import Services
 from bot.config import ConfigError, Settings
 from bot.services.admin_commands import AdminCommands
 from bot.services.user_settings import UserSettingsService
+from bot.telegram.filters import LooksLikeCommand
 from bot.telegram.flood import FloodControlMiddleware
 from bot.telegram.live_budget import LiveUpdateBudget
 from bot.telegram.middlewares import UserLoaderMiddleware
@@ -86,13 +87,21 @@ def build_dispatcher(
     # Without the settings repository: the conversation loads the settings it needs, and
     # /model loads them itself (one read per message instead of two).
     dp.update.outer_middleware(UserLoaderMiddleware(services.storage.users))
-    dp.include_routers(
-        errors.create_router(),
+    # The routers whose message handlers are all commands, behind one check: a plain message
+    # goes straight on to training answers and the chat (their callback queries are not gated).
+    commands = Router(name="commands")
+    commands.message.filter(LooksLikeCommand())
+    commands.include_routers(
         start.create_router(),
         settings.create_router(),
         admin.create_router(),
-        feedback.create_router(),
         learn.create_router(),
+        train.create_command_router(),
+    )
+    dp.include_routers(
+        errors.create_router(),
+        commands,
+        feedback.create_router(),
         train.create_router(),
         chat.create_router(),
     )

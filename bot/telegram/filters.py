@@ -15,10 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 from aiogram.filters import Filter
-from aiogram.types import TelegramObject
+from aiogram.types import Message, TelegramObject
 from magic_filter import MagicFilter
 
-__all__ = ["Magic"]
+__all__ = ["LooksLikeCommand", "Magic"]
 
 
 class Magic(Filter):
@@ -34,3 +34,17 @@ class Magic(Filter):
 
     def __str__(self) -> str:
         return f"Magic({self.magic!r})"
+
+
+class LooksLikeCommand(Filter):
+    """The message's text (or caption) starts with "/": one check in front of a router whose
+    message handlers are all commands.
+
+    Every `Command` filter parses the text and raises inside aiogram when it is not a command;
+    a plain message used to go through nine of them, one after another, on its way to the chat
+    router. Behind this gate it skips them all.
+    """
+
+    async def __call__(self, message: Message) -> bool:
+        text = message.text or message.caption
+        return text is not None and text.startswith("/")

@@ -88,14 +88,13 @@ class UserLoaderMiddleware(BaseMiddleware):
         self._touched: OrderedDict[int, tuple[float, tuple[Any, ...], User]] = OrderedDict()
 
     async def _touch(self, tg_user: TelegramUser) -> User:
-        transient = user_from_telegram(tg_user)
         names = (tg_user.username, tg_user.first_name, tg_user.last_name, tg_user.language_code)
         now = time.monotonic()
         known = self._touched.get(tg_user.id)
         if known is not None and known[1] == names and now - known[0] < self.touch_every:
             self._touched.move_to_end(tg_user.id)
-            return known[2].model_copy(update={"last_seen": transient.last_seen})
-        db_user = await self.users.touch(transient)
+            return known[2].model_copy(update={"last_seen": utcnow()})
+        db_user = await self.users.touch(user_from_telegram(tg_user))
         self._touched[tg_user.id] = (now, names, db_user)
         self._touched.move_to_end(tg_user.id)
         while len(self._touched) > self._remember:

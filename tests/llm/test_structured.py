@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from bot.llm.errors import RequestRejected, StructuredOutputError
 from bot.llm.registry import ProviderRegistry
-from bot.llm.structured import extract_json
+from bot.llm.structured import extract_json, json_schema_of, response_format_for
 from bot.llm.types import system, user
 from tests.fakes.llm_server import FakeLLMServer, Fault, RecordedRequest
 
@@ -223,3 +223,19 @@ async def test_repair_turn_restates_the_schema(
 )
 def test_extract_json(text: str, expected: str) -> None:
     assert extract_json(text) == expected
+
+
+class _Nested(BaseModel):
+    name: str
+    tags: list[str] = []
+
+
+def test_each_schema_is_a_fresh_copy_a_caller_cannot_spoil() -> None:
+    first = json_schema_of(_Nested)
+    assert first == _Nested.model_json_schema()
+    first["properties"]["tags"]["items"]["type"] = "integer"  # a careless caller
+    first["required"].append("spoiled")
+    fmt = response_format_for(_Nested)
+    fmt["json_schema"]["schema"]["title"] = "changed"
+    assert json_schema_of(_Nested) == _Nested.model_json_schema()
+    assert response_format_for(_Nested)["json_schema"]["schema"] == _Nested.model_json_schema()

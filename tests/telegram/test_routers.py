@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from aiogram import Bot, Dispatcher
 from aiogram.dispatcher.event.bases import UNHANDLED
-from aiogram.types import Update
+from aiogram.filters import Command
+from aiogram.types import Message, Update
 
 from bot.app import Services, build_services
 from bot.config import Settings
@@ -86,16 +87,41 @@ async def test_every_router_is_included_and_commands_are_listed(dp: Dispatcher) 
     names = [router.name for router in dp.sub_routers]
     assert names == [
         "bot.telegram.routers.errors",
-        "bot.telegram.routers.start",
-        "bot.telegram.routers.settings",
-        "bot.telegram.routers.admin",
+        "commands",
         "bot.telegram.routers.feedback",
-        "bot.telegram.routers.learn",
         "bot.telegram.routers.train",
         "bot.telegram.routers.chat",
     ]
+    (commands,) = [router for router in dp.sub_routers if router.name == "commands"]
+    assert [router.name for router in commands.sub_routers] == [
+        "bot.telegram.routers.start",
+        "bot.telegram.routers.settings",
+        "bot.telegram.routers.admin",
+        "bot.telegram.routers.learn",
+        "bot.telegram.routers.train.commands",
+    ]
     assert dp.resolve_used_update_types() == ["callback_query", "message"]
     assert {c.command for c in BOT_COMMANDS} >= {"start", "help", "learn", "train", "model"}
+
+
+async def test_a_plain_message_skips_every_command_filter_and_commands_still_work(
+    feed: Feed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed: list[str] = []
+    real_call = Command.__call__
+
+    async def counting_call(self: Command, message: Message, bot: Bot) -> Any:
+        parsed.append(message.text or "")
+        return await real_call(self, message, bot)
+
+    monkeypatch.setattr(Command, "__call__", counting_call)
+    await feed.text("hello there")
+    assert parsed == []  # the commands router's gate turned it away: no Command filter ran
+    assert len(feed.sent(USER)) == 1  # and the chat answered it
+
+    await feed.text("/help")
+    assert "/help" in parsed
+    assert "/learn" in feed.sent(USER)[-1]  # the help text lists the commands
 
 
 async def test_chat_learn_and_train_replies_draw_on_the_bots_live_update_budget(

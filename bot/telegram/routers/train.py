@@ -83,10 +83,17 @@ async def on_stop(message: Message, state: FSMContext) -> None:
         await message.answer("There is no training running. Send /train to start one.")
 
 
-def create_router() -> Router:
-    router = Router(name=__name__)
+def create_command_router() -> Router:
+    """/train and /stop (the dispatcher puts this behind its commands gate)."""
+    router = Router(name=f"{__name__}.commands")
     router.message.register(on_train, Command("train"))
     router.message.register(on_stop, Command("stop"))
+    return router
+
+
+def create_router() -> Router:
+    """The answer to a running exercise."""
+    router = Router(name=__name__)
     router.message.register(
         on_answer,
         # StateFilter, not the bare State: aiogram runs a State (a synchronous callable) in a
