@@ -11,9 +11,9 @@ from the user loader. Chat state is per chat (`FSMStrategy.CHAT`: a `/train` in 
 for the group's next answer) and so is update order (one chat's updates one at a time, in the
 order sent; different chats concurrently).
 
-Router order matters, first match wins: errors, start/help, settings, admin (then its refusal
-for non-admins), feedback buttons, learn, train (commands, then answers while training), chat
-(unknown commands, then any text).
+Router order matters, first match wins: errors; the commands, behind one "starts with /" gate
+(start/help, settings, admin then its refusal for non-admins, learn, /train and /stop);
+feedback buttons; answers while training; chat (unknown commands, then any text).
 """
 
 from __future__ import annotations
