@@ -172,10 +172,15 @@ class ReplyStreamer:
 
         Skipped when the live-update budget is spent (the typing action still shows).
         """
-        if not self._may_update():
-            self._last_update = time.monotonic()
-            return
-        await self._show_coming()
+        if self._budget_allows_start():
+            await self._show_coming()
+
+    def _budget_allows_start(self) -> bool:
+        if self._may_update():
+            return True
+        # Skipped: the first live update still waits its interval from now.
+        self._last_update = time.monotonic()
+        return False
 
     async def _show_coming(self) -> None:
         if self.mode == "draft":
@@ -199,12 +204,9 @@ class ReplyStreamer:
         """`start` in the background: the caller goes on (to its first model call) without
         waiting a Bot API round trip, 50-200 ms from Telegram's servers, for the "Thinking…"
         draft. Live updates and the final delivery wait for it, so they always come after it."""
-        if self._starting is not None:
-            return
         # The budget is asked here, not in the task: when it is spent (under load, when CPU
         # matters most) there is nothing to send and no task to make.
-        if not self._may_update():
-            self._last_update = time.monotonic()
+        if self._starting is not None or not self._budget_allows_start():
             return
         self._starting = asyncio.create_task(
             self._show_coming(), name=f"reply-start-{self.chat_id}"
@@ -215,7 +217,7 @@ class ReplyStreamer:
         if starting is None:
             return
         # Let it complete, never cancel it: a half-sent placeholder would leave us unsure of
-        # what the chat shows. `start` logs Bot API failures itself.
+        # what the chat shows. `_show_coming` logs Bot API failures itself.
         if not starting.done():
             await asyncio.wait([starting])
         if self._starting is starting:  # the first waiter to see it done settles it
@@ -315,7 +317,7 @@ class ReplyStreamer:
                     async with asyncio.timeout(pause):
                         await self._stop.wait()
                 # Checked after the wait, whatever ended it: `finish` may have set both flags
-                # while `wait_for` was timing out, and clearing `_wake` below would then leave
+                # while the wait was timing out, and clearing `_wake` below would then leave
                 # this task waiting for a wake-up that never comes (and `finish` waiting on it).
                 if self._stop.is_set():
                     return  # finishing: the final delivery supersedes this update
