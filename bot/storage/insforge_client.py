@@ -8,6 +8,12 @@ InsForge puts PostgREST behind `/api/database/records/{table}`:
     [row] = await client.upsert("user_settings", {...}, on_conflict="user_id")
     rows = await client.update("exercises", {"grade": 1.0}, {"id": eq(7)})
     rows = await client.delete("messages", {"chat_id": eq(42)})
+    stats = await client.rpc("ledger_stats", {"since": "2026-12-01T00:00:00Z"}, read_only=True)
+
+Aggregates, ranked full-text search and multi-table reads cannot be said in the records API's
+filters; they are PostgreSQL functions (created by a migration) called through
+`/api/database/rpc/{function}`, PostgREST's RPC: a JSON object of named arguments in, the
+function's rows (a set-returning function), its object (one composite) or its value out.
 
 Errors, translated here and nowhere else (never carrying the API key):
 
@@ -78,6 +84,7 @@ Filters = Mapping[str, str] | Sequence[tuple[str, str]]
 
 RECORDS_PATH = "/api/database/records/"
 MIGRATIONS_PATH = "/api/database/migrations"
+RPC_PATH = "/api/database/rpc/"
 _JSON_BODY = {"Content-Type": "application/json"}
 
 # Answers that mean the request was not run: safe to send again whatever it was.
@@ -313,6 +320,23 @@ class InsForgeClient:
         )
         return _rows(response, table)
 
+    # --- functions ---
+
+    async def rpc(
+        self, function: str, args: Mapping[str, Any] | None = None, *, read_only: bool = False
+    ) -> Any:
+        """Call the PostgreSQL function `function` with named `args`; its JSON answer.
+
+        `read_only`: the function only reads (STABLE), so a request whose outcome is unknown
+        (timeout, dropped connection, 5xx) is sent again like a GET. A function that writes is
+        sent again only when it certainly did not run (connection refused, 429), as a plain
+        insert is: make it idempotent (an idempotency key) when it must survive a lost answer.
+        """
+        response = await self._request(
+            "POST", RPC_PATH + function, json=dict(args or {}), idempotent=read_only
+        )
+        return _json(response) if response.content else None
+
     # --- migrations ---
 
     async def list_migrations(self) -> list[Row]:
@@ -515,7 +539,7 @@ def _error_from_response(response: Response, what: str, secret: str) -> StorageE
     if status == 409 or code in {"23505", "23503"}:
         return StorageConflict(text, status=status, code=code)
     if status == 404:
-        if code in {"42P01", "PGRST205"}:
+        if code in {"42P01", "PGRST205", "PGRST202"}:
             return StorageNotFound(
                 f"{text}. Run `python -m bot migrate` to create the tables",
                 status=status,

@@ -6,6 +6,10 @@ What it speaks (what `bot.storage.insforge_client` and the live InsForge speak):
   `col=[not.]op.value` (eq, neq, gt, gte, lt, lte, like, ilike, is, in), `select=`, `order=`,
   `limit=`, `offset=`, `on_conflict=`; `Prefer: return=representation`,
   `resolution=merge-duplicates|ignore-duplicates`, `count=exact` (`Content-Range`).
+- `POST /api/database/rpc/{function}`: PostgREST's RPC. The JSON body's keys are the function's
+  named arguments (those with defaults may be left out); a set-returning function answers an
+  array of rows, one returning a composite answers an object, any other its value. A function
+  unknown for those argument names is PGRST202 (404), as PostgREST answers.
 - `GET|POST /api/database/migrations` (`{version, name, sql}`), each run in a transaction and
   recorded in `system.custom_migrations`; transaction statements in a file are refused.
 - Errors in both of InsForge's shapes: PostgREST's `{code, message, details, hint}` for records
@@ -196,6 +200,7 @@ class FakeInsForge:
         self._faults: deque[Fault] = deque()
         self._columns: dict[str, dict[str, str]] = {}
         self._primary: dict[str, list[str]] = {}
+        self._functions: dict[str, list[_Function]] = {}
         self._pool: asyncpg.Pool | None = None
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
@@ -218,6 +223,7 @@ class FakeInsForge:
         await self.reload_schema()
         app = web.Application()
         app.router.add_route("*", "/api/database/records/{table}", self._records)
+        app.router.add_post("/api/database/rpc/{function}", self._rpc)
         app.router.add_get("/api/database/migrations", self._list_migrations)
         app.router.add_post("/api/database/migrations", self._create_migration)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -283,6 +289,7 @@ class FakeInsForge:
         for row in keys:
             primary.setdefault(row["table_name"], []).append(row["column_name"])
         self._columns, self._primary = columns, primary
+        self._functions = await _load_functions(self._pool)
 
     # --- faults ---
 
@@ -608,6 +615,61 @@ class FakeInsForge:
             return web.Response(status=204)
         raise PostgrestError(405, "PGRST117", f"Unsupported HTTP method: {method}")
 
+    # --- functions (RPC) ---
+
+    async def _rpc(self, request: web.Request) -> web.StreamResponse:
+        guarded = await self._guard(request)
+        if isinstance(guarded, web.Response):
+            return guarded
+        try:
+            response = await self._run_rpc(request)
+        except PostgrestError as exc:
+            response = exc.response()
+        except asyncpg.PostgresError as exc:
+            response = from_postgres(exc).response()
+        except (OSError, asyncpg.InterfaceError) as exc:
+            response = insforge_error(503, "INTERNAL_ERROR", f"Database service unavailable: {exc}")
+        if isinstance(guarded, Fault):
+            return self._fault_response(guarded, request)
+        return response
+
+    async def _run_rpc(self, request: web.Request) -> web.StreamResponse:
+        assert self._pool is not None
+        name = request.match_info["function"]
+        try:
+            body = await request.json() if request.can_read_body else {}
+        except ValueError:
+            raise PostgrestError(400, "PGRST102", "Empty or invalid json") from None
+        if not isinstance(body, dict):
+            raise PostgrestError(400, "PGRST102", "Empty or invalid json")
+        function = _match_function(self._functions.get(name, []), set(body))
+        if function is None:
+            listed = ", ".join(sorted(body))
+            raise PostgrestError(
+                404,
+                "PGRST202",
+                f"Could not find the function public.{name}({listed}) in the schema cache",
+                hint="Perhaps you meant to call another function, or the migration is missing",
+            )
+        sql = SQL()
+        arguments = ", ".join(
+            f'"{arg}" => ({sql.param(_rpc_text(body[arg], kind))}::text)::{kind}'
+            for arg, kind in function.inputs
+            if arg in body
+        )
+        call = f'public."{name}"({arguments})'
+        async with self._pool.acquire() as conn, conn.transaction():
+            if function.returns_set:
+                rows = await conn.fetch(f"SELECT * FROM {call}", *sql.params)
+                if function.composite:
+                    return web.json_response([_record(row) for row in rows])
+                return web.json_response([_jsonable(row[0]) for row in rows])
+            if function.composite:
+                row = await conn.fetchrow(f"SELECT * FROM {call}", *sql.params)
+                return web.json_response(_record(row) if row is not None else None)
+            value = await conn.fetchval(f"SELECT {call}", *sql.params)
+            return web.json_response(_jsonable(value))
+
     # --- migrations ---
 
     async def _list_migrations(self, request: web.Request) -> web.StreamResponse:
@@ -695,6 +757,77 @@ class FakeInsForge:
             },
             status=201,
         )
+
+
+# --- functions, as PostgREST's schema cache sees them ---
+
+
+@dataclass(frozen=True)
+class _Function:
+    # Input arguments in order: (name, type as PostgreSQL formats it).
+    inputs: tuple[tuple[str, str], ...]
+    # How many of the last inputs have defaults (and so may be left out).
+    defaults: int
+    returns_set: bool
+    # Rows with columns (a table, OUT arguments, a composite type), not a single value.
+    composite: bool
+
+    def accepts(self, given: set[str]) -> bool:
+        names = [arg for arg, _ in self.inputs]
+        required = set(names[: len(names) - self.defaults])
+        return required <= given <= set(names)
+
+
+async def _load_functions(pool: asyncpg.Pool) -> dict[str, list[_Function]]:
+    rows = await pool.fetch(
+        "SELECT p.proname, p.proargnames, p.proargmodes, p.pronargdefaults, p.proretset, "
+        "array(SELECT format_type(t, NULL) FROM unnest(p.proargtypes) AS t) AS argtypes, "
+        "rt.typtype, rt.typname FROM pg_proc p "
+        "JOIN pg_namespace n ON p.pronamespace = n.oid JOIN pg_type rt ON rt.oid = p.prorettype "
+        "WHERE n.nspname = 'public' AND p.prokind = 'f'"
+    )
+    functions: dict[str, list[_Function]] = {}
+    for row in rows:
+        names = list(row["proargnames"] or [])
+        # "char" columns come back as bytes.
+        modes = [_char(m) for m in row["proargmodes"] or [b"i"] * len(row["argtypes"])]
+        input_names = [n for n, m in zip(names, modes, strict=False) if m in ("i", "b", "v")]
+        if len(input_names) != len(row["argtypes"]) or not all(input_names):
+            continue  # unnamed arguments: PostgREST cannot call these by name either
+        has_out = any(m in ("o", "b", "t") for m in modes)
+        composite = _char(row["typtype"]) == "c" or has_out or row["typname"] == "record"
+        functions.setdefault(row["proname"], []).append(
+            _Function(
+                inputs=tuple(zip(input_names, row["argtypes"], strict=True)),
+                defaults=row["pronargdefaults"],
+                returns_set=row["proretset"],
+                composite=composite,
+            )
+        )
+    return functions
+
+
+def _char(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _match_function(candidates: list[_Function], given: set[str]) -> _Function | None:
+    matching = [f for f in candidates if f.accepts(given)]
+    return matching[0] if len(matching) == 1 else None
+
+
+def _rpc_text(value: Any, kind: str) -> str | None:
+    """A JSON argument as text PostgreSQL casts to `kind` (arrays as array literals)."""
+    if kind.endswith("[]") and isinstance(value, list):
+        items = []
+        for item in value:
+            if item is None:
+                items.append("NULL")
+                continue
+            text = _text(item, kind[:-2]) or ""
+            items.append('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        return "{" + ",".join(items) + "}"
+    return _text(value, kind)
 
 
 # --- throwaway databases ---

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 
+import asyncpg
 import httpx
 import pytest
 
@@ -376,3 +377,79 @@ async def test_the_hot_paths_are_one_request_each(fake_insforge: FakeInsForge) -
             assert len(fake_insforge.requests) == before + 1
     finally:
         await storage.close()
+
+
+# --- functions through /api/database/rpc ---
+
+
+async def _create_functions(fake: FakeInsForge) -> None:
+    conn = await asyncpg.connect(fake.dsn)
+    try:
+        await conn.execute(
+            """
+            CREATE OR REPLACE FUNCTION rpc_test_roles(p_chat BIGINT, p_limit INT DEFAULT 10)
+            RETURNS TABLE (role TEXT, n BIGINT) LANGUAGE sql STABLE AS $$
+                SELECT role, count(*) FROM messages WHERE chat_id = p_chat
+                GROUP BY role ORDER BY role LIMIT p_limit
+            $$;
+            CREATE OR REPLACE FUNCTION rpc_test_total(p_chats BIGINT[]) RETURNS BIGINT
+            LANGUAGE sql STABLE AS $$ SELECT count(*) FROM messages WHERE chat_id = ANY(p_chats) $$;
+            CREATE OR REPLACE FUNCTION rpc_test_echo(p_value JSONB) RETURNS JSONB
+            LANGUAGE sql IMMUTABLE AS $$ SELECT p_value $$;
+            """
+        )
+    finally:
+        await conn.close()
+    await fake.reload_schema()
+
+
+async def test_rpc_calls_a_function_by_its_named_arguments(
+    fake_insforge: FakeInsForge, client: InsForgeClient
+) -> None:
+    await _create_functions(fake_insforge)
+    await client.insert(
+        "messages",
+        [
+            {"chat_id": 5, "role": "user", "text": "a"},
+            {"chat_id": 5, "role": "assistant", "text": "b"},
+            {"chat_id": 5, "role": "user", "text": "c"},
+            {"chat_id": 6, "role": "user", "text": "d"},
+        ],
+    )
+    # A set-returning function: its rows; an argument with a default may be left out.
+    assert await client.rpc("rpc_test_roles", {"p_chat": 5}, read_only=True) == [
+        {"role": "assistant", "n": 1},
+        {"role": "user", "n": 2},
+    ]
+    assert await client.rpc("rpc_test_roles", {"p_chat": 5, "p_limit": 1}) == [
+        {"role": "assistant", "n": 1}
+    ]
+    # A scalar: its value; arrays go as JSON arrays, JSON as JSON.
+    assert await client.rpc("rpc_test_total", {"p_chats": [5, 6, 7]}) == 4
+    assert await client.rpc("rpc_test_echo", {"p_value": {"a": [1, "x"]}}) == {"a": [1, "x"]}
+
+
+async def test_rpc_of_an_unknown_function_or_arguments_says_to_migrate(
+    fake_insforge: FakeInsForge, client: InsForgeClient
+) -> None:
+    await _create_functions(fake_insforge)
+    response = await _raw(fake_insforge, "POST", "/api/database/rpc/no_such_fn", json={})
+    assert response.status_code == 404
+    assert response.json()["code"] == "PGRST202"
+    with pytest.raises(StorageNotFound, match="python -m bot migrate"):
+        await client.rpc("no_such_fn")
+    # Known function, wrong argument names: PostgREST finds no such signature either.
+    with pytest.raises(StorageNotFound):
+        await client.rpc("rpc_test_roles", {"chat": 5})
+
+
+async def test_rpc_retries_an_unknown_outcome_only_when_read_only(
+    fake_insforge: FakeInsForge, client: InsForgeClient, sleeps: Sleeps
+) -> None:
+    await _create_functions(fake_insforge)
+    fake_insforge.fail_next(503)
+    assert await client.rpc("rpc_test_total", {"p_chats": [1]}, read_only=True) == 0
+    assert len(sleeps.waits) == 1
+    fake_insforge.fail_next(503)
+    with pytest.raises(StorageUnavailable, match="may or may not"):
+        await client.rpc("rpc_test_total", {"p_chats": [1]})
