@@ -22,6 +22,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from bot.archives import ArchiveLimits, ArchiveService
 from bot.config import ConfigError, Settings
 from bot.llm.protocol import LLMProvider
 from bot.llm.specs import ModelSpec
@@ -71,6 +72,8 @@ class Services:
     catalog: ModelCatalog | None = None
     # The one SHUTDOWN_TIMEOUT of a stop, shared by the Telegram side and the services' own close.
     shutdown: ShutdownDeadline | None = None
+    # Users' archives (ingest, list, search) within ARCHIVE_MAX_FILES / ARCHIVE_MAX_MB.
+    archives: ArchiveService | None = None
 
 
 def _key_decrypter(settings: Settings, scrub: list[object]) -> KeyDecrypter | None:
@@ -180,6 +183,10 @@ async def build_services(
         )
         catalog = ModelCatalog(settings.openrouter_base_url)
         stack.push_async_callback(catalog.close)
+        archives = ArchiveService(
+            storage.archives,
+            ArchiveLimits.from_megabytes(settings.archive_max_files, settings.archive_max_mb),
+        )
         yield Services(
             settings=settings,
             storage=storage,
@@ -192,6 +199,7 @@ async def build_services(
             conversation=conversation,
             catalog=catalog,
             shutdown=shutdown,
+            archives=archives,
         )
 
 

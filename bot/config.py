@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     model_config_ttl: float = Field(default=60.0, gt=0)
     bot_secret_key: SecretStr | None = None
 
+    # --- Archives (users' own documents, searched for the tutor and coach) ---
+    archive_max_files: int = Field(default=20, ge=1, le=1000)
+    # Megabytes (10^6 bytes) of uploaded files one user may keep, all archives together.
+    archive_max_mb: float = Field(default=50.0, gt=0, le=10_000)
+
     # --- Observability ---
     langfuse_public_key: str | None = None
     langfuse_secret_key: SecretStr | None = None

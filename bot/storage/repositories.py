@@ -10,9 +10,17 @@ error the caller can show. Nothing is silently dropped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+import builtins
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Literal, Protocol
 
+from bot.storage.archive_models import (
+    Archive,
+    ArchiveUsage,
+    NewArchive,
+    NewPassage,
+    PassageHit,
+)
 from bot.storage.models import (
     AgentModelConfig,
     ChatSummary,
@@ -54,6 +62,16 @@ class StorageConflict(StorageRejected):
 
 class StorageNotFound(StorageRejected):
     """The row the request names (e.g. an exercise id) does not exist."""
+
+
+class ArchiveQuotaExceeded(StorageRejected):
+    """Storing the archive would take the user past a limit: `reason` is `files`
+    (ARCHIVE_MAX_FILES) or `bytes` (ARCHIVE_MAX_MB); `usage` is what they keep now."""
+
+    def __init__(self, reason: Literal["files", "bytes"], usage: ArchiveUsage) -> None:
+        super().__init__(f"archive limit reached ({reason})", code="archive_quota")
+        self.reason: Literal["files", "bytes"] = reason
+        self.usage = usage
 
 
 class UserRepo(Protocol):
@@ -170,6 +188,64 @@ class ModelConfigHistoryRepo(Protocol):
         ...
 
 
+# Called while an archive's passages are being stored: (stored so far, total).
+StoreProgress = Callable[[int, int], Awaitable[None]]
+
+
+class ArchiveRepo(Protocol):
+    """Users' study archives and the full-text index of their passages.
+
+    Every method takes the owner's `user_id` and touches only that user's rows: an archive id of
+    another user is treated as unknown, and search never returns another user's passage.
+    """
+
+    async def create(
+        self,
+        archive: NewArchive,
+        passages: Sequence[NewPassage],
+        *,
+        max_files: int,
+        max_bytes: int,
+        replace: bool = False,
+        progress: StoreProgress | None = None,
+    ) -> Archive:
+        """Store the archive and index all its passages, atomically: afterwards either all of it
+        is searchable or nothing of it is stored. The limits are checked in the same transaction
+        (counting what the user keeps, less the archive replaced): past one it raises
+        `ArchiveQuotaExceeded`. A name the user already has raises `StorageConflict`, unless
+        `replace`, which swaps the old archive for the new one in that transaction."""
+        ...
+
+    async def usage(self, user_id: int) -> ArchiveUsage: ...
+
+    async def list(self, user_id: int) -> list[Archive]:
+        """The user's archives, oldest first."""
+        ...
+
+    async def get(self, user_id: int, archive_id: int) -> Archive | None: ...
+
+    async def set_active(self, user_id: int, archive_id: int, active: bool) -> Archive | None:
+        """Search it by default or not; None when the user has no such archive."""
+        ...
+
+    async def delete(self, user_id: int, archive_id: int) -> bool:
+        """Delete the archive and its passages from the index; False when there was none."""
+        ...
+
+    async def search(
+        self,
+        user_id: int,
+        terms: Sequence[str],
+        *,
+        limit: int = 5,
+        archive_ids: Sequence[int] | None = None,
+    ) -> builtins.list[PassageHit]:
+        """The best `limit` passages for any of `terms` (words; stemmed by the backend), best
+        first, from the user's active archives, or from `archive_ids` (of this user) when given.
+        Bounded: one indexed query, whatever the user keeps."""
+        ...
+
+
 class Storage(Protocol):
     """Every repository of one backend, opened and closed together."""
 
@@ -181,6 +257,7 @@ class Storage(Protocol):
     exercises: ExerciseRepo
     model_config: AgentModelConfigRepo
     model_history: ModelConfigHistoryRepo
+    archives: ArchiveRepo
 
     @property
     def backend(self) -> str:

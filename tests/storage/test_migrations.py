@@ -24,6 +24,10 @@ EXPECTED_TABLES = {
     "exercises",
     "agent_model_config",
     "agent_model_config_history",
+    "archives",
+    "archive_passages",
+    "archive_uploads",
+    "archive_terms",
 }
 
 

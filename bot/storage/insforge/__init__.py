@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.storage.insforge.archives import InsForgeArchiveRepo
 from bot.storage.insforge.repos import (
     InsForgeAgentModelConfigRepo,
     InsForgeExerciseRepo,
@@ -15,6 +16,7 @@ from bot.storage.insforge.repos import (
 from bot.storage.insforge_client import InsForgeClient
 from bot.storage.repositories import (
     AgentModelConfigRepo,
+    ArchiveRepo,
     ExerciseRepo,
     FactRepo,
     MessageRepo,
@@ -48,6 +50,7 @@ class InsForgeStorage:
         self.exercises: ExerciseRepo = InsForgeExerciseRepo(client)
         self.model_config: AgentModelConfigRepo = InsForgeAgentModelConfigRepo(client)
         self.model_history: ModelConfigHistoryRepo = InsForgeModelConfigHistoryRepo(client)
+        self.archives: ArchiveRepo = InsForgeArchiveRepo(client)
 
     @classmethod
     def from_url(

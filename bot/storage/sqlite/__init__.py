@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.storage.repositories import (
     AgentModelConfigRepo,
+    ArchiveRepo,
     ExerciseRepo,
     FactRepo,
     MessageRepo,
@@ -12,6 +13,7 @@ from bot.storage.repositories import (
     UserRepo,
     UserSettingsRepo,
 )
+from bot.storage.sqlite.archives import SQLiteArchiveRepo
 from bot.storage.sqlite.database import SQLiteDatabase
 from bot.storage.sqlite.repos import (
     SQLiteAgentModelConfigRepo,
@@ -50,6 +52,7 @@ class SQLiteStorage:
         self.exercises: ExerciseRepo = SQLiteExerciseRepo(self.db)
         self.model_config: AgentModelConfigRepo = SQLiteAgentModelConfigRepo(self.db)
         self.model_history: ModelConfigHistoryRepo = SQLiteModelConfigHistoryRepo(self.db)
+        self.archives: ArchiveRepo = SQLiteArchiveRepo(self.db)
 
     @property
     def path(self) -> str:

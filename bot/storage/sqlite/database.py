@@ -27,10 +27,10 @@ import contextlib
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.storage.repositories import (
     StorageConflict,
@@ -43,6 +43,7 @@ from bot.storage.sqlite.schema import SchemaStep, migrate
 log = logging.getLogger(__name__)
 
 Params = Sequence[Any]
+T = TypeVar("T")
 
 _UNAVAILABLE_HINTS = (
     "locked",
@@ -189,6 +190,37 @@ class SQLiteDatabase:
             rows = await self._execute(conn, sql, params)
         self._count_write()
         return rows
+
+    async def transaction(self, work: Callable[[sqlite3.Connection], T], *, action: str) -> T:
+        """Run `work(conn)` as one write transaction: committed when it returns, rolled back when
+        it raises (its exception, translated, reaches the caller). For bulk writes (an
+        archive's thousands of passages): it runs in the worker thread, which waits for the write
+        lock, so the loop is never held for the whole batch. In memory (no worker) it runs here.
+        """
+        with translate_errors(action):
+            self._open_conn()
+            self._check_file(action)
+            if self._worker is None:
+                result = self._transaction_sync(self._open_conn(), work)
+            else:
+                result = await self._in_worker(self._worker_transaction, work)
+        self._count_write()
+        return result
+
+    def _worker_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return self._transaction_sync(self._worker_connection(), work)
+
+    @staticmethod
+    def _transaction_sync(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(conn)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
 
     async def _execute(self, conn: sqlite3.Connection, sql: str, params: Params) -> list[Any]:
         try:

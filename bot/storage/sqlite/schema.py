@@ -13,6 +13,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from bot.storage.repositories import StorageConfigError
+from bot.storage.sqlite.archives_schema import ARCHIVES_SQL
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,8 @@ STEPS: tuple[SchemaStep, ...] = (
             ON agent_model_config_history (idempotency_key);
         """,
     ),
+    # insforge/migrations/008: users' study archives and the full-text index of their passages.
+    SchemaStep(4, "archives", ARCHIVES_SQL),
 )
 
 LATEST_VERSION = STEPS[-1].version
