@@ -17,6 +17,7 @@ from bot.config import ConfigError, Settings, load_settings
 USAGE = """\
 python -m bot            run the Telegram bot (polling, or webhook when WEBHOOK_URL is set)
 python -m bot console    chat with the pipelines in this terminal (no Telegram needed)
+                         [--model <alias|provider:model>]: every agent on that model
 python -m bot migrate    apply the database migrations (SQLite or InsForge)
 python -m bot check      validate the configuration and reach every configured service
 """
@@ -53,10 +54,10 @@ def _run_bot(settings: Settings) -> int:
     return _run(run_bot(settings))
 
 
-def _run_console(settings: Settings) -> int:
+def _run_console(settings: Settings, model: str | None = None) -> int:
     from bot.console import run_console
 
-    return _run(run_console(settings))
+    return _run(run_console(settings, model=model))
 
 
 def _run_migrate(settings: Settings) -> int:
@@ -82,7 +83,10 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", usage=USAGE)
     parser.add_argument("command", nargs="?", default="run", choices=sorted(COMMANDS))
+    parser.add_argument("--model", help="console only: run every agent on this model")
     args = parser.parse_args(argv)
+    if args.model is not None and args.command != "console":
+        parser.error("--model is for `python -m bot console`")
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -92,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
 
     install_log_scrubbing(Scrubber(settings.secrets()), settings.log_level.upper())
     try:
+        if args.command == "console":
+            return _run_console(settings, args.model)
         return COMMANDS[args.command](settings)
     except ConfigError as exc:
         return _fail(str(exc))

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from bot.archives import ArchiveLimits, ArchiveService
 from bot.config import ConfigError, Settings
+from bot.llm.parameters import ParamsFor
 from bot.llm.protocol import LLMProvider
 from bot.llm.specs import ModelSpec
 from bot.observability.logs import register_secret
@@ -32,9 +33,9 @@ from bot.pipeline.pipelines import build_pipelines
 from bot.pipeline.runner import PipelineRunner
 from bot.pipeline.steps import Pipeline
 from bot.services.conversation import ConversationService, KeyDecrypter
-from bot.services.model_catalog import ModelCatalog
 from bot.services.model_config import ModelConfigService
 from bot.services.model_resolution import ModelResolver
+from bot.services.openrouter_models import OpenRouterModels
 from bot.storage.repositories import Storage
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class Providers(Protocol):
         *,
         api_key: str | None = None,
         fallbacks: Sequence[ModelSpec] | None = None,
+        parameters: ParamsFor | None = None,
     ) -> LLMProvider: ...
 
     async def close(self) -> None: ...
@@ -68,8 +70,9 @@ class Services:
     runner: PipelineRunner
     pipelines: dict[str, Pipeline]
     conversation: ConversationService
-    # OpenRouter's model list, checked by the admin `/setmodel` (Telegram and console).
-    catalog: ModelCatalog | None = None
+    # OpenRouter's list of model ids, checked by `/setmodel` and `/catalog add` (Telegram and
+    # console). The bot's own catalog of named models is in `model_config`'s snapshot.
+    openrouter_models: OpenRouterModels | None = None
     # The one SHUTDOWN_TIMEOUT of a stop, shared by the Telegram side and the services' own close.
     shutdown: ShutdownDeadline | None = None
     # Users' archives (ingest, list, search) within ARCHIVE_MAX_FILES / ARCHIVE_MAX_MB.
@@ -158,13 +161,17 @@ async def build_services(
         stack.push_async_callback(providers.close)
 
         model_config = ModelConfigService.from_settings(
-            settings, storage.model_config, storage.model_history, providers
+            settings,
+            storage.model_config,
+            storage.model_history,
+            providers,
+            catalog=storage.model_catalog,
         )
         stack.push_async_callback(model_config.close)
         if settings.redis_url:
             from bot.services.override_events import OverrideEvents
 
-            events = OverrideEvents(settings.redis_url, lambda _agent: model_config.invalidate())
+            events = OverrideEvents(settings.redis_url, lambda _target: model_config.invalidate())
             await events.start()
             stack.push_async_callback(events.close)
             model_config.add_change_listener(events.publish)
@@ -181,8 +188,8 @@ async def build_services(
             default_llm=resolver.shared_chain(settings.default_spec),
             decrypt_key=_key_decrypter(settings, [tracing] if tracing is not None else []),
         )
-        catalog = ModelCatalog(settings.openrouter_base_url)
-        stack.push_async_callback(catalog.close)
+        openrouter_models = OpenRouterModels(settings.openrouter_base_url)
+        stack.push_async_callback(openrouter_models.close)
         archives = ArchiveService(
             storage.archives,
             ArchiveLimits.from_megabytes(settings.archive_max_files, settings.archive_max_mb),
@@ -197,7 +204,7 @@ async def build_services(
             runner=runner,
             pipelines=pipelines,
             conversation=conversation,
-            catalog=catalog,
+            openrouter_models=openrouter_models,
             shutdown=shutdown,
             archives=archives,
         )

@@ -1,29 +1,34 @@
 """`python -m bot console`: chat with the pipelines in a terminal, no Telegram needed.
 
-Same storage, same model resolution, same admin overrides as the bot (the console user is an
-admin). Replies stream as they are written.
+Same storage, same model resolution, same admin commands as the bot (the console user is an
+admin), with exactly the Telegram syntax. Replies stream as they are written.
 
+    $ python -m bot console --model fast       # every agent of this session on `fast`
     you> I keep putting off my thesis
     bot> ...
-    you> /setmodel strategist anthropic/claude-sonnet-4.5
+    you> /catalog add fast openai:gpt-4o-mini max_tokens=400
+    you> /setmodel role:plan fast
     you> /models
+
+`--model <alias|spec>` pins every agent of the session to that model (level `session`, above
+every other level), without changing anything stored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.app import Services, build_services
 from bot.config import Settings
-from bot.services.admin_commands import (
-    HISTORY_USAGE,
-    RESETMODEL_USAGE,
-    SETMODEL_USAGE,
-    AdminCommands,
-)
+from bot.services.admin_commands import ADMIN_COMMANDS, AdminCommands
+from bot.services.conversation import ConversationService
+from bot.services.model_checks import ModelChecker, ModelProblem
+from bot.services.model_config import normalize_model_id
+from bot.services.user_settings import UserSettingsService
 from bot.storage.models import User
 from bot.storage.repositories import StorageError
 
@@ -32,11 +37,15 @@ Commands:
   /learn <topic>                 a short lesson on a topic
   /train <topic>                 start a drill; your next messages are answers (/chat to stop)
   /chat                          back to normal chat
-  /models                        which model each agent uses, and why
-  /agents                        the agents and what each does
-  /modelhistory [agent]          who changed which model, and when
-  /setmodel <agent> <model_id>   run an agent on an OpenRouter model (admin override)
-  /resetmodel <agent>            back to the configured model
+  /model [<alias>|default]       the models offered to you, or pick one
+  /models                        which model each agent uses, per pipeline, and why
+  /agents                        the agents and their roles
+  /setmodel <target> <model>     target: agent, pipeline:<name>, role:<role> or default;
+                                 model: catalog alias, provider:model or OpenRouter id
+  /resetmodel <target>           back to the configured model
+  /rollback <target>             undo the target's latest change
+  /modelhistory [target]         who changed which model, and when
+  /catalog [show|add|edit|remove ...]   the catalog of named models (/catalog help)
   /help                          this list
   /quit                          leave
 Anything else is a message to the coach."""
@@ -104,7 +113,6 @@ class ConsoleSession:
     async def _command(self, services: Services, text: str) -> bool:
         command, _, rest = text.partition(" ")
         command = command.lower()
-        args = rest.split()
         admin = f"console:{self.user_id}"
         if command in {"/quit", "/exit"}:
             return False
@@ -125,26 +133,13 @@ class ConsoleSession:
             else:
                 self.mode, self.topic = "train", topic
                 await self._message(services, "train", f"/train {topic}", topic=topic)
-        elif command == "/models":
-            self.write(await self._admin(services).models(self.user_id) + "\n")
-        elif command == "/agents":
-            self.write(self._admin(services).agents() + "\n")
-        elif command == "/modelhistory":
-            if len(args) > 1:
-                self.write(HISTORY_USAGE + "\n")
-            else:
-                agent = args[0] if args else None
-                self.write(await self._admin(services).model_history(agent) + "\n")
-        elif command == "/setmodel":
-            if len(args) != 2:
-                self.write(SETMODEL_USAGE + "\n")
-            else:
-                self.write(await self._admin(services).set_model(args[0], args[1], by=admin) + "\n")
-        elif command == "/resetmodel":
-            if len(args) != 1:
-                self.write(RESETMODEL_USAGE + "\n")
-            else:
-                self.write(await self._admin(services).reset_model(args[0], by=admin) + "\n")
+        elif command == "/model":
+            self.write(await self._model(services, rest.strip()) + "\n")
+        elif command.lstrip("/") in ADMIN_COMMANDS:
+            reply = await self._admin(services).handle(
+                command.lstrip("/"), rest, by=admin, user_id=self.user_id
+            )
+            self.write(reply.text + "\n")
         else:
             self.write(f"Unknown command {command}.\n{HELP}\n")
         return True
@@ -152,6 +147,27 @@ class ConsoleSession:
     @staticmethod
     def _admin(services: Services) -> AdminCommands:
         return AdminCommands.from_services(services)
+
+    async def _model(self, services: Services, choice: str) -> str:
+        """`/model` lists what users may pick; `/model <alias>` picks it, `/model default`
+        goes back to the bot's defaults (as the Telegram buttons do)."""
+        users = UserSettingsService.from_services(services)
+        try:
+            if choice:
+                picked = None if choice.lower() == "default" else choice
+                try:
+                    await users.choose_model(self.user_id, picked)
+                except ValueError as exc:
+                    return f"Not changed: {exc} (/model lists them)"
+                return f"Your model is now {picked or 'the bot default'}."
+            current = (await users.load(self.user_id)).default_model
+            offered = await users.offered()
+        except StorageError as exc:
+            return f"(storage error: {exc})"
+        lines = [f"Your model: {current or 'the bot default'}. Offered (/model <alias>):"]
+        lines += [f"  {e.alias}  {e.label}" for e in offered]
+        lines.append("  default  the bot's default")
+        return "\n".join(lines)
 
 
 def _stdout_write(text: str) -> None:
@@ -169,10 +185,32 @@ def console_identity(settings: Settings) -> int:
     return settings.admin_ids[0] if settings.admin_ids else 1
 
 
-async def run_console(settings: Settings) -> int:
+async def pin_model(services: Services, model: str) -> Services | str:
+    """`services` running every agent on `model` (`--model`), or why it cannot run."""
+    snapshot = await services.model_config.snapshot()
+    try:
+        text = normalize_model_id(model)
+        await ModelChecker(services.settings, services.openrouter_models).check(
+            text, snapshot.catalog
+        )
+    except (ModelProblem, ValueError) as exc:
+        return f"Cannot run on --model {model}: {exc}"
+    resolver = services.resolver.pinned(text, set_by="console --model")
+    conversation: ConversationService = services.conversation.with_resolver(resolver)
+    return dataclasses.replace(services, conversation=conversation)
+
+
+async def run_console(settings: Settings, *, model: str | None = None) -> int:
     identity = console_identity(settings)
     try:
         async with build_services(settings) as services:
+            if model is not None:
+                pinned = await pin_model(services, model)
+                if isinstance(pinned, str):
+                    print(pinned, file=sys.stderr)
+                    return 2
+                services = pinned
+                print(f"Every agent runs on {model} in this session.", file=sys.stderr)
             session = ConsoleSession(
                 services, _stdin_line, _stdout_write, user_id=identity, chat_id=identity
             )

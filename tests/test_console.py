@@ -157,7 +157,7 @@ async def test_train_learn_and_admin_command_errors(tmp_path: Path) -> None:
         assert graded[0].answer == "1/2 + 1/4 = 3/4"
         assert graded[0].topic == "fractions"
         assert "Reply from gpt-4o-mini." in text  # the tutor's lesson
-        assert "Not changed: unknown agent 'stratgist'; agents: extraction, strategist" in text
+        assert "Not changed: unknown target 'stratgist'; did you mean 'strategist'?" in text
         assert "coach had no override" in text
         assert "Unknown command /nonsense" in text
 

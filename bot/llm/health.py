@@ -29,12 +29,20 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 
 from bot.llm.errors import ProviderError, RateLimited
+from bot.llm.parameters import ParameterizedProvider
 
 __all__ = ["COOL_DOWN", "FAILURES_TO_OPEN", "MAX_COOL_DOWN", "ModelHealth"]
 
 FAILURES_TO_OPEN = 3
 COOL_DOWN = 30.0
 MAX_COOL_DOWN = 300.0
+
+
+def _key(provider: object) -> object:
+    """The breaker's key: a wrapper that only sets parameters (`bot.llm.parameters`) shares its
+    model's breaker, so two catalog entries of one model, or an edit of its parameters, do not
+    start its health over."""
+    return provider.inner if isinstance(provider, ParameterizedProvider) else provider
 
 
 @dataclass(slots=True)
@@ -75,6 +83,7 @@ class ModelHealth:
 
     def admit(self, provider: object) -> bool:
         """Whether to call `provider` now; True at most once per cool-down while it is open."""
+        provider = _key(provider)
         breaker = self._table(provider).get(provider)
         if breaker is None or breaker.failures < self.failures_to_open:
             return True
@@ -84,6 +93,7 @@ class ModelHealth:
         return True
 
     def skipped_because(self, provider: object) -> str:
+        provider = _key(provider)
         breaker = self._table(provider).get(provider)
         if breaker is None:
             return "cooling down"
@@ -94,10 +104,12 @@ class ModelHealth:
         )
 
     def succeeded(self, provider: object) -> None:
+        provider = _key(provider)
         self._table(provider).pop(provider, None)
 
     def failed(self, provider: object, error: BaseException) -> None:
         """Record a failure of a call that `admit` let through."""
+        provider = _key(provider)
         breaker = self._table(provider).get(provider)
         if not (isinstance(error, ProviderError) and error.retryable):
             if breaker is not None:
@@ -120,10 +132,12 @@ class ModelHealth:
 
     def released(self, provider: object) -> None:
         """A call that `admit` let through ended without a verdict (cancelled): free the probe."""
+        provider = _key(provider)
         breaker = self._table(provider).get(provider)
         if breaker is not None:
             breaker.probing = False
 
     def is_open(self, provider: object) -> bool:
+        provider = _key(provider)
         breaker = self._table(provider).get(provider)
         return breaker is not None and breaker.failures >= self.failures_to_open

@@ -42,6 +42,7 @@ from pydantic import BaseModel, SecretStr
 from bot.config import Settings
 from bot.llm.fallback import FallbackProvider
 from bot.llm.health import ModelHealth
+from bot.llm.parameters import ModelParams, ParameterizedProvider, ParamsFor
 from bot.llm.protocol import LLMProvider
 from bot.llm.specs import ModelSpec, ModelSpecError, parse_spec
 from bot.llm.types import ChatMessage, LLMResponse, StreamChunk
@@ -208,6 +209,7 @@ class ProviderRegistry:
         self.health = health if health is not None else ModelHealth()
         self._wrap = wrap
         self._providers: dict[tuple[str, str], LLMProvider] = {}
+        self._parameterized: dict[tuple[int, ModelParams], ParameterizedProvider] = {}
         self._clients: dict[tuple[str, str, str], Any] = {}
         self._leaves: list[LLMProvider] = []
         self._warned: set[str] = set()
@@ -245,15 +247,20 @@ class ProviderRegistry:
         *,
         api_key: str | SecretStr | None = None,
         fallbacks: Sequence[str | ModelSpec] | None = None,
+        parameters: ParamsFor | None = None,
     ) -> LLMProvider:
         """`primary` followed by `fallbacks` (default FALLBACK_MODELS) as one provider.
 
         Fallbacks equal to the primary are skipped, and so are those whose key is not set (with a
         warning logged once per spec). A user's own key applies to the primary only: fallbacks are
         paid for by the shared keys. With nothing to fall back to, the primary leaf is returned.
+        `parameters(spec)` gives each model's own parameters (`bot.llm.parameters`), applied
+        around its leaf, so a fallback runs with its own and not the primary's.
         """
         first = parse_spec(primary) if isinstance(primary, str) else primary
-        providers = [self.get(first, api_key=api_key)]
+        own_key = _given(api_key) and first.info.wire != "local"
+        leaf = self.get(first, api_key=api_key)
+        providers = [self._with_parameters(first, leaf, parameters, keep=not own_key)]
         seen = {str(first)}
         candidates = self._settings.fallback_models if fallbacks is None else fallbacks
         for raw in candidates:
@@ -262,7 +269,7 @@ class ProviderRegistry:
                 continue
             seen.add(str(spec))
             try:
-                providers.append(self.get(spec))
+                providers.append(self._with_parameters(spec, self.get(spec), parameters, keep=True))
             except ModelSpecError as exc:
                 if str(spec) not in self._warned:
                     self._warned.add(str(spec))
@@ -278,6 +285,7 @@ class ProviderRegistry:
         """
         leaves, clients = self._leaves, list(self._clients.values())
         self._leaves, self._clients, self._providers = [], {}, {}
+        self._parameterized = {}
         users = [entry for entry, _ in self._user_providers.values()] + self._retired
         self._user_providers, self._retired = OrderedDict(), []
         closing, self._closing = list(self._closing), set()
@@ -292,6 +300,22 @@ class ProviderRegistry:
             await entry.close()
 
     # --- internals ---
+
+    def _with_parameters(
+        self, spec: ModelSpec, leaf: LLMProvider, parameters: ParamsFor | None, *, keep: bool
+    ) -> LLMProvider:
+        params = parameters(spec) if parameters is not None else None
+        if not params:
+            return leaf
+        if not keep:
+            # A user's own-key leaf: its chains are built per message and never shared.
+            return ParameterizedProvider(leaf, params)
+        # One wrapper per shared leaf and parameters, as long-lived as the leaf.
+        key = (id(leaf), params)
+        wrapped = self._parameterized.get(key)
+        if wrapped is None or wrapped.inner is not leaf:
+            wrapped = self._parameterized[key] = ParameterizedProvider(leaf, params)
+        return wrapped
 
     def _user_provider(
         self, spec: ModelSpec, key: str | None, cache_key: tuple[str, str]

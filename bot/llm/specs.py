@@ -32,6 +32,9 @@ class ProviderInfo:
     needs_key: bool = True
     # A small, cheap chat model of this provider: DEFAULT_MODEL when only this key is given.
     starter_model: str | None = None
+    # The per-model parameters its API takes (`bot.llm.parameters`); anthropic 2.x
+    # `messages.create` has no temperature.
+    takes: frozenset[str] = frozenset({"timeout", "max_tokens", "temperature"})
 
 
 PROVIDERS: dict[str, ProviderInfo] = {
@@ -60,6 +63,7 @@ PROVIDERS: dict[str, ProviderInfo] = {
             "ANTHROPIC_BASE_URL",
             "https://api.anthropic.com",
             starter_model="claude-haiku-4-5",
+            takes=frozenset({"timeout", "max_tokens"}),
         ),
         ProviderInfo(
             "groq",

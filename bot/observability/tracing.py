@@ -248,6 +248,9 @@ class Tracing:
                 metadata["chosen_model"] = step.model
                 metadata["chosen_source"] = step.source
                 metadata["source"] = "fallback" if call.is_fallback else step.source
+                metadata["level"] = step.source
+                if step.set_by is not None:
+                    metadata["set_by"] = step.set_by
             if call.previous_error is not None:
                 metadata["fallback_reason"] = self._error_text(call.previous_error)
             name = f"{spec} (fallback #{call.attempt})" if call.is_fallback else spec
@@ -382,6 +385,10 @@ class Tracing:
                         "kind": info.kind,
                         "model": info.model,
                         "source": info.source,
+                        "level": info.source,
+                        "set_by": info.set_by,
+                        "alias": info.alias,
+                        "config_version": info.config_version,
                     }
                 ),
             )

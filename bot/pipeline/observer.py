@@ -42,7 +42,14 @@ class StepInfo:
     agent: str
     kind: str  # "step", "parallel", "background"
     model: str  # the chosen model spec, e.g. "openrouter:anthropic/claude-sonnet-4.5"
-    source: str  # "override", "user", "agent", "pipeline", "default"
+    # The resolution level: "override", "pipeline", "role", "user", "agent", "pipeline-default",
+    # "default" (bot.services.model_resolution).
+    source: str
+    # Who set it (`tg:42 (@ann)`, `AGENT_MODELS`), the catalog alias it runs as, and the
+    # configuration version it came from.
+    set_by: str | None = None
+    alias: str | None = None
+    config_version: int | None = None
 
 
 class StepHandle(Protocol):

@@ -172,7 +172,15 @@ class PipelineRunner:
                 phase = agent
                 resolution = ctx.resolutions.get(agent)
                 if resolution is not None:
-                    info = StepInfo(agent, kind, resolution.model, resolution.source)
+                    info = StepInfo(
+                        agent,
+                        kind,
+                        resolution.model,
+                        resolution.source,
+                        resolution.set_by,
+                        resolution.alias,
+                        resolution.config_version,
+                    )
                     if resolution.source == "override":
                         handle.add_tags(f"override:{agent}")
                 else:
@@ -221,9 +229,10 @@ class PipelineRunner:
         ctx.set_result(step.key, output)
         if not output.success:
             level = logging.WARNING if step.optional or kind == "background" else logging.ERROR
+            resolution = ctx.resolutions.get(step.name)
             log.log(
                 level,
-                "%s step %s failed in %s (chat %s): %s",
+                "%s step %s failed in %s (chat %s)%s: %s",
                 "optional"
                 if step.optional
                 else "background"
@@ -232,6 +241,10 @@ class PipelineRunner:
                 step.name,
                 ctx.pipeline,
                 ctx.chat_id,
+                # Which model, and why that one: the first thing an operator asks.
+                f" on {resolution.model} [{resolution.source}, set by {resolution.set_by}]"
+                if resolution is not None
+                else "",
                 output.error,
             )
         return output, error

@@ -1,47 +1,86 @@
 """The admin commands' logic, shared by the Telegram bot and the console.
 
-Both front ends parse their input and call these; every method returns the plain text to show,
-so `/setmodel` says the same thing wherever it is typed. Nothing here knows Telegram.
+Both front ends hand over the command and its argument text; every command answers the plain
+text to show, so `/setmodel` says the same thing wherever it is typed. Nothing here knows
+Telegram.
 
     admin = AdminCommands.from_services(services)
-    text = await admin.set_model("strategist", "anthropic/claude-sonnet-4.5", by="tg:42")
-    text = await admin.models(user_id=42)
+    reply = await admin.handle("setmodel", "role:chat fast", by="tg:42")
+    reply.text, reply.monospace
 
-Errors the admin can fix (unknown agent, id not in OpenRouter's catalog, empty id) become a
-"Not changed: ..." answer; a storage failure before the override is written becomes one too, and
-is logged for the operator. Once it is written the answer says it changed, and says so truthfully
-when its history line could not be written or other replicas could not be told at once.
+Commands: `/setmodel <target> <model>`, `/resetmodel <target>`, `/rollback <target>`,
+`/modelhistory [target]`, `/models`, `/agents`, and `/catalog ...` (`bot.services.
+catalog_commands`). A target is an agent, `pipeline:<name>`, `role:<role>` or `default`; a model
+a catalog alias, a `provider:model` spec or a bare OpenRouter id.
+
+Input the admin can fix (an unknown target or alias, a provider without its key, an id not in
+OpenRouter's list, an empty model) changes nothing and answers one "Not changed: ..." line; so
+does a storage failure before the change is written (logged for the operator). Once it is
+written the answer says it changed, and says so truthfully when its history line could not be
+written or other replicas could not be told at once.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bot.config import AGENT_NAMES, Settings
-from bot.pipeline.pipelines import AGENT_HOME_PIPELINE
-from bot.services.model_catalog import ModelCatalog
+from bot.pipeline.pipelines import AGENT_HOME_PIPELINE, build_pipelines
+from bot.pipeline.steps import Pipeline
+from bot.services.catalog_commands import CATALOG_USAGE, CatalogCommands
+from bot.services.command_replies import (
+    HISTORY_PROBLEM,
+    READ_PROBLEM,
+    STORAGE_PROBLEM,
+    outcome_notes,
+    propagation_note,
+    when,
+)
+from bot.services.model_checks import ModelChecker, ModelProblem
 from bot.services.model_config import (
     ModelConfigService,
     OverrideChange,
-    UnknownAgentError,
     normalize_model_id,
 )
-from bot.services.model_resolution import ModelResolver, UserModelChoice
+from bot.services.model_levels import (
+    AGENT_ROLES,
+    ROLES,
+    Target,
+    UnknownTargetError,
+    UserModelChoice,
+    parse_target,
+    target_names,
+)
+from bot.services.model_resolution import ModelResolver, Resolution
+from bot.services.openrouter_models import OpenRouterModels
+from bot.storage.models import ModelConfigChange
 from bot.storage.repositories import ModelConfigHistoryRepo, StorageError
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from bot.app import Services
+
+__all__ = [
+    "ADMIN_COMMANDS",
+    "CATALOG_USAGE",
+    "HISTORY_PROBLEM",
+    "HISTORY_USAGE",
+    "RESETMODEL_USAGE",
+    "ROLLBACK_USAGE",
+    "SETMODEL_USAGE",
+    "STORAGE_PROBLEM",
+    "AdminCommands",
+    "AdminReply",
+]
 
 log = logging.getLogger(__name__)
 
 UserModelLoader = Callable[[int | None], Awaitable[UserModelChoice | None]]
 
-AGENT_ROLES: dict[str, str] = {
+# What each agent does, for `/agents` (its role is in `model_levels.AGENT_ROLES`).
+AGENT_DUTIES: dict[str, str] = {
     "extraction": "notes facts about the user (background)",
     "strategist": "plans the reply",
     "coach": "writes the chat reply",
@@ -50,23 +89,36 @@ AGENT_ROLES: dict[str, str] = {
     "summarizer": "keeps the chat summary (background)",
 }
 
+ADMIN_COMMANDS = (
+    "setmodel",
+    "resetmodel",
+    "rollback",
+    "models",
+    "agents",
+    "modelhistory",
+    "catalog",
+)
+
+TARGETS = "Targets: " + target_names()
 SETMODEL_USAGE = (
-    "Usage: /setmodel <agent> <openrouter-model-id>\n"
-    "e.g. /setmodel strategist anthropic/claude-sonnet-4.5\n"
-    "Agents: " + ", ".join(AGENT_NAMES)
+    "Usage: /setmodel <target> <model>\n"
+    "model: a catalog alias (see /catalog), provider:model, or an OpenRouter id\n"
+    "e.g. /setmodel strategist anthropic/claude-sonnet-4.5, /setmodel role:chat fast\n" + TARGETS
 )
-RESETMODEL_USAGE = "Usage: /resetmodel <agent>\nAgents: " + ", ".join(AGENT_NAMES)
-HISTORY_USAGE = "Usage: /modelhistory [agent]\nAgents: " + ", ".join(AGENT_NAMES)
-
-STORAGE_PROBLEM = "Not changed: the database did not answer. Please try again in a minute."
-HISTORY_PROBLEM = (
-    "Changed, but the history could not be written (the database failed): /modelhistory will "
-    "not list this change."
-)
+RESETMODEL_USAGE = "Usage: /resetmodel <target>\n" + TARGETS
+ROLLBACK_USAGE = "Usage: /rollback <target> (undoes its latest change)\n" + TARGETS
+HISTORY_USAGE = "Usage: /modelhistory [target]\n" + TARGETS + ", catalog:<alias>"
 
 
-def _when(value: datetime) -> str:
-    return value.strftime("%Y-%m-%d %H:%M UTC")
+@dataclass(frozen=True, slots=True)
+class AdminReply:
+    text: str
+    # Tables read best in monospace (Telegram: <pre>).
+    monospace: bool = False
+
+
+def _default_pipelines() -> dict[str, Pipeline]:
+    return build_pipelines(None)
 
 
 @dataclass(slots=True)
@@ -76,7 +128,13 @@ class AdminCommands:
     resolver: ModelResolver
     history: ModelConfigHistoryRepo | None
     load_user_model: UserModelLoader
-    catalog: ModelCatalog | None = None
+    openrouter_models: OpenRouterModels | None = None
+    pipelines: Mapping[str, Pipeline] = field(default_factory=_default_pipelines)
+    checker: ModelChecker | None = None
+
+    def __post_init__(self) -> None:
+        if self.checker is None:
+            self.checker = ModelChecker(self.settings, self.openrouter_models)
 
     @classmethod
     def from_services(cls, services: Services) -> AdminCommands:
@@ -86,143 +144,257 @@ class AdminCommands:
             resolver=services.resolver,
             history=services.storage.model_history,
             load_user_model=services.conversation.load_user_model,
-            catalog=services.catalog,
+            openrouter_models=services.openrouter_models,
+            pipelines=services.pipelines,
         )
 
-    def propagation_note(self, change: OverrideChange) -> str:
-        """When the change reaches every replica (this one: at once)."""
-        ttl = f"{self.settings.model_config_ttl:g} s"
-        if change.replicas_notified:
-            return "Effective now, here and on every other replica."
-        if change.replicas_notified is False:
-            return (
-                f"Effective now here; within {ttl} on other replicas (they could not be told "
-                "at once: the Redis announcement failed)."
-            )
-        return f"Effective now here; within {ttl} on other replicas (at once with Redis)."
+    @property
+    def catalog_commands(self) -> CatalogCommands:
+        assert self.checker is not None
+        return CatalogCommands(self.settings, self.model_config, self.checker)
 
-    def _outcome_notes(self, change: OverrideChange) -> list[str]:
-        lines = []
-        if not change.history_written:
-            lines.append(HISTORY_PROBLEM)
-        if not self.model_config.overrides_enabled:
-            lines.append("Stored, but ignored until OPENROUTER_API_KEY is set.")
+    # --- one entry point for both front ends ---
+
+    async def handle(
+        self, command: str, args: str | None, *, by: str, user_id: int | None = None
+    ) -> AdminReply:
+        """Run `/<command> <args>` and answer its text (usage when the arguments do not fit)."""
+        words = (args or "").split()
+        name = command.lower().lstrip("/")
+        if name == "setmodel":
+            if len(words) != 2:
+                return AdminReply(SETMODEL_USAGE)
+            return AdminReply(await self.set_model(words[0], words[1], by=by))
+        if name in ("resetmodel", "rollback"):
+            if len(words) != 1:
+                return AdminReply(RESETMODEL_USAGE if name == "resetmodel" else ROLLBACK_USAGE)
+            if name == "resetmodel":
+                return AdminReply(await self.reset_model(words[0], by=by))
+            return AdminReply(await self.rollback(words[0], by=by))
+        if name == "modelhistory":
+            if len(words) > 1:
+                return AdminReply(HISTORY_USAGE)
+            return AdminReply(await self.model_history(words[0] if words else None), True)
+        if name == "models":
+            return AdminReply(await self.models(user_id), True)
+        if name == "agents":
+            return AdminReply(self.agents(), True)
+        if name == "catalog":
+            text, monospace = await self.catalog_commands.handle(args or "", by=by)
+            return AdminReply(text, monospace)
+        raise ValueError(f"not an admin command: {command}")
+
+    # --- assignments ---
+
+    async def set_model(self, target: str, model: str, *, by: str) -> str:
+        try:
+            parsed = parse_target(target)
+            model_id = normalize_model_id(model)
+            snapshot = await self.model_config.snapshot()
+            assert self.checker is not None
+            picked, notes = await self.checker.check(model_id, snapshot.catalog)
+            before = await self._effective(parsed)
+            change = await self.model_config.set_override(parsed.name, model_id, by)
+        except (UnknownTargetError, ModelProblem, ValueError) as exc:
+            return f"Not changed: {exc}"
+        except StorageError as exc:
+            log.error("setmodel %s -> %s by %s failed: %s", target, model, by, exc)
+            return STORAGE_PROBLEM
+        if parsed.kind == "agent":
+            lines = [f"{parsed.name} now runs on {picked.label} (was {before})."]
         else:
-            lines.append(self.propagation_note(change))
-        return lines
+            was = self._text_label(change.previous_model_id)
+            lines = [f"{parsed.name} is now {picked.label} (was {was})."]
+            lines.append(await self._reach(parsed))
+        lines.extend(outcome_notes(self.settings, change))
+        lines.extend(notes)
+        return "\n".join(lines)
 
-    async def _current(self, agent: str) -> str:
-        model, source, _note = await self.resolver.explain(
-            agent, pipeline=AGENT_HOME_PIPELINE.get(agent)
+    async def reset_model(self, target: str, *, by: str) -> str:
+        try:
+            parsed = parse_target(target)
+            change = await self.model_config.reset_override(parsed.name, by)
+        except UnknownTargetError as exc:
+            return f"Not changed: {exc}"
+        except StorageError as exc:
+            log.error("resetmodel %s by %s failed: %s", target, by, exc)
+            return STORAGE_PROBLEM
+        if parsed.kind == "agent":
+            now = await self._effective(parsed)
+            if not change.changed:
+                return f"{parsed.name} had no override; it runs on {now}."
+            was = self._text_label(change.previous_model_id)
+            lines = [f"{parsed.name} is back on its configured model {now} (was {was})."]
+        else:
+            if not change.changed:
+                return f"{parsed.name} was not set; nothing changed."
+            was = self._text_label(change.previous_model_id)
+            lines = [f"{parsed.name} is no longer set (was {was}).", await self._reach(parsed)]
+        lines.extend(outcome_notes(self.settings, change))
+        return "\n".join(lines)
+
+    async def rollback(self, target: str, *, by: str) -> str:
+        try:
+            parsed = parse_target(target)
+            line = await self.model_config.rollback_candidate(parsed.name)
+            if line is None:
+                return f"Nothing to roll back for {parsed.name}: it has no change left to undo."
+            restore = line.old_model_id
+            notes: list[str] = []
+            if restore is not None:
+                snapshot = await self.model_config.snapshot()
+                assert self.checker is not None
+                try:
+                    _picked, notes = await self.checker.check(restore, snapshot.catalog)
+                except ModelProblem as exc:
+                    return f"Not changed: the model before that change, {restore}, {exc}"
+            change = await self.model_config.rollback(parsed.name, line, by)
+        except UnknownTargetError as exc:
+            return f"Not changed: {exc}"
+        except StorageError as exc:
+            log.error("rollback %s by %s failed: %s", target, by, exc)
+            return STORAGE_PROBLEM
+        undone = (
+            f"#{line.id} of {when(line.changed_at)} by {line.changed_by or 'unknown'}: "
+            f"{_history_what(line)}"
         )
-        return f"{model} [{source}]"
-
-    async def set_model(self, agent: str, model_id: str, *, by: str) -> str:
-        agent = agent.strip().lower()
-        if agent not in AGENT_NAMES:
-            return f"Not changed: {UnknownAgentError(agent)}"
-        try:
-            model_id = normalize_model_id(model_id)
-        except ValueError as exc:
-            return f"Not changed: {exc}"
-        unverified = None
-        if self.catalog is not None:
-            check = await self.catalog.check(model_id)
-            if check.status == "missing":
-                hint = (
-                    "Did you mean: " + ", ".join(check.suggestions) + "?"
-                    if check.suggestions
-                    else "No similar id found; see https://openrouter.ai/models"
-                )
-                return f"Not changed: {model_id!r} is not in OpenRouter's model catalog. {hint}"
-            if check.status == "unverified":
-                unverified = (
-                    "Note: OpenRouter's model list could not be fetched, so this id was not "
-                    f"checked. If it is wrong, undo it with /resetmodel {agent}."
-                )
-        try:
-            old = await self._current(agent)
-            change = await self.model_config.set_override(agent, model_id, by)
-        except UnknownAgentError as exc:
-            return f"Not changed: {exc}"
-        except StorageError as exc:
-            log.error("setmodel %s -> %s by %s failed: %s", agent, model_id, by, exc)
-            return STORAGE_PROBLEM
-        row = change.row
-        assert row is not None  # a set always leaves an active row
-        lines = [f"{row.agent_name} now runs on openrouter:{row.model_id} (was {old})."]
-        lines.extend(self._outcome_notes(change))
-        if unverified:
-            lines.append(unverified)
+        restored = self._text_label(restore) if restore is not None else "its configured model"
+        lines = [f"{parsed.name} is back on {restored} (undid {undone})."]
+        if parsed.kind == "agent":
+            lines.append(f"It runs on {await self._effective(parsed)}.")
+        else:
+            lines.append(await self._reach(parsed))
+        lines.extend(outcome_notes(self.settings, change))
+        lines.extend(notes)
         return "\n".join(lines)
 
-    async def reset_model(self, agent: str, *, by: str) -> str:
-        agent = agent.strip().lower()
-        if agent not in AGENT_NAMES:
-            return f"Not changed: {UnknownAgentError(agent)}"
-        try:
-            change = await self.model_config.reset_override(agent, by)
-        except StorageError as exc:
-            log.error("resetmodel %s by %s failed: %s", agent, by, exc)
-            return STORAGE_PROBLEM
-        now = await self._current(agent)
-        if not change.changed:
-            return f"{agent} had no override; it runs on {now}."
-        previous = change.previous_model_id
-        was = f"openrouter:{previous}" if previous else "an override"
-        lines = [f"{agent} is back on its configured model {now} (was {was})."]
-        lines.extend(self._outcome_notes(change))
-        return "\n".join(lines)
+    # --- what runs where ---
 
     async def models(self, user_id: int | None = None) -> str:
-        """Every agent: effective model, its source, and who set an override, when."""
+        """Per pipeline, each agent's effective model, its level, and who set it."""
         try:
             user = await self.load_user_model(user_id)
-            overrides = await self.model_config.get_all()
+            snapshot = await self.model_config.snapshot()
         except StorageError as exc:
             log.error("models: storage failed: %s", exc)
-            return "The database did not answer. Please try again in a minute."
+            return READ_PROBLEM
         width = max(len(a) for a in AGENT_NAMES)
         lines = []
-        for agent in AGENT_NAMES:
-            model, source, note = await self.resolver.explain(
-                agent, pipeline=AGENT_HOME_PIPELINE.get(agent), user=user
-            )
-            line = f"{agent:<{width}}  {model}  [{source}]"
-            row = overrides.get(agent)
-            if row is not None and source == "override":
-                line += f"  set by {row.set_by or 'unknown'}, {_when(row.updated_at)}"
-            if note:
-                line += f"  ({note})"
-            lines.append(line)
+        for name, pipeline in self.pipelines.items():
+            lines.append(name)
+            for agent in pipeline.agents():
+                explained = await self.resolver.explain(agent, pipeline=name, user=user)
+                found = explained.resolution
+                line = f"  {agent:<{width}}  {found.label}  [{found.level}]  {_origin(found)}"
+                if explained.note:
+                    line += f"  ({explained.note})"
+                lines.append(line)
+        lines.append(f"Configuration version {snapshot.version}.")
         return "\n".join(lines)
 
     def agents(self) -> str:
         width = max(len(a) for a in AGENT_NAMES)
-        return "\n".join(f"{agent:<{width}}  {AGENT_ROLES.get(agent, '')}" for agent in AGENT_NAMES)
+        return (
+            "\n".join(
+                f"{agent:<{width}}  {AGENT_ROLES[agent]:<4}  {AGENT_DUTIES.get(agent, '')}"
+                for agent in AGENT_NAMES
+            )
+            + "\nRoles: "
+            + "; ".join(f"{role}: {what}" for role, what in ROLES.items())
+        )
 
-    async def model_history(self, agent: str | None = None, limit: int = 15) -> str:
-        if agent is not None:
-            agent = agent.strip().lower()
-            if agent not in AGENT_NAMES:
-                return str(UnknownAgentError(agent)).capitalize()
+    async def model_history(self, target: str | None = None, limit: int = 15) -> str:
+        key: str | None = None
+        if target is not None:
+            text = target.strip().lower()
+            if text.startswith("catalog:") and len(text) > len("catalog:"):
+                key = text
+            else:
+                try:
+                    key = parse_target(text).name
+                except UnknownTargetError as exc:
+                    return str(exc).capitalize()
         if self.history is None:
             return "No history is kept by this storage."
         try:
-            changes = await self.history.list(agent, limit)
+            changes = await self.history.list(key, limit)
         except StorageError as exc:
             log.error("modelhistory: storage failed: %s", exc)
-            return "The database did not answer. Please try again in a minute."
+            return READ_PROBLEM
         if not changes:
-            return f"No model changes for {agent} yet." if agent else "No model changes yet."
-        lines = []
-        for change in changes:
-            if change.action == "set":
-                what = f"{change.old_model_id or 'configured'} -> {change.new_model_id}"
+            return f"No model changes for {key} yet." if key else "No model changes yet."
+        return "\n".join(
+            f"#{c.id} {when(c.changed_at)}  {c.agent_name}: {_history_what(c)}"
+            f"  by {c.changed_by or 'unknown'}"
+            for c in changes
+        )
+
+    # --- helpers ---
+
+    def propagation_note(self, change: OverrideChange) -> str:
+        return propagation_note(self.settings, change)
+
+    def _text_label(self, model: str | None) -> str:
+        """Stored model text as answers show it (the entry's label when it names one)."""
+        if model is None:
+            return "not set"
+        try:
+            return self.resolver.interpret(model).label
+        except ValueError:
+            return model
+
+    async def _effective(self, target: Target) -> str:
+        agent = target.value
+        explained = await self.resolver.explain(agent, pipeline=AGENT_HOME_PIPELINE.get(agent))
+        return f"{explained.resolution.label} [{explained.resolution.level}]"
+
+    async def _reach(self, target: Target) -> str:
+        """Which agents the target's assignment reaches now, and which a more specific level
+        keeps: `Used by: coach, tutor. Not by: trainer (override).`"""
+        pairs: list[tuple[str, str | None]]
+        if target.kind == "pipeline":
+            pipeline = self.pipelines.get(target.value)
+            pairs = [(a, target.value) for a in (pipeline.agents() if pipeline else [])]
+        elif target.kind == "role":
+            pairs = [
+                (a, AGENT_HOME_PIPELINE.get(a))
+                for a in AGENT_NAMES
+                if AGENT_ROLES[a] == target.value
+            ]
+        else:
+            pairs = [(a, AGENT_HOME_PIPELINE.get(a)) for a in AGENT_NAMES]
+        used: list[str] = []
+        kept: list[str] = []
+        for agent, home in pairs:
+            found = (await self.resolver.explain(agent, pipeline=home)).resolution
+            if found.target == target.name:
+                used.append(agent)
             else:
-                what = f"{change.old_model_id} -> configured (reset)"
-            lines.append(
-                f"{_when(change.changed_at)}  {change.agent_name}: {what}"
-                f"  by {change.changed_by or 'unknown'}"
-            )
-        return "\n".join(lines)
+                kept.append(f"{agent} ({found.level})")
+        text = f"Used by: {', '.join(used) or 'no agent'}."
+        if kept:
+            text += f" Not by: {', '.join(kept)}."
+        return text
+
+
+def _origin(found: Resolution) -> str:
+    if found.level == "user":
+        return "your choice"
+    if found.set_at is not None:
+        return f"set by {found.set_by or 'unknown'}, {when(found.set_at)}"
+    if found.set_by and found.target and found.target != found.set_by:
+        return f"from {found.target}"
+    return f"from {found.set_by}" if found.set_by else ""
+
+
+def _history_what(change: ModelConfigChange) -> str:
+    if change.agent_name.startswith("catalog:"):
+        if change.action == "add":
+            return f"added {change.new_model_id}"
+        if change.action == "remove":
+            return f"removed ({change.old_model_id})"
+        return f"{change.old_model_id} -> {change.new_model_id}"
+    old = change.old_model_id or "configured"
+    new = change.new_model_id or "configured"
+    suffix = {"reset": " (reset)", "rollback": " (rollback)"}.get(change.action, "")
+    return f"{old} -> {new}{suffix}"

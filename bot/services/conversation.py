@@ -42,7 +42,9 @@ def user_model_choice(
     if row is None or (row.default_model is None and row.api_key_encrypted is None):
         return None
     spec = None
-    if row.default_model:
+    # A catalog alias (what `/model` stores) is read by the resolver; a spec (stored by an
+    # older bot) is parsed here.
+    if row.default_model and ":" in row.default_model:
         try:
             spec = parse_spec(row.default_model)
         except ModelSpecError:
@@ -58,7 +60,7 @@ def user_model_choice(
             log.warning(
                 "user %s's own API key cannot be decrypted (%s)", row.user_id, type(exc).__name__
             )
-    return UserModelChoice(spec, row.api_key_provider, api_key)
+    return UserModelChoice(spec, row.api_key_provider, api_key, choice=row.default_model)
 
 
 class ConversationService:
@@ -82,6 +84,19 @@ class ConversationService:
         self._decrypt = decrypt_key
         self._history_limit = history_limit
         self._facts_limit = facts_limit
+
+    def with_resolver(self, resolver: Resolver) -> ConversationService:
+        """The same service resolving models with `resolver` (the console's `--model`)."""
+        return ConversationService(
+            self.storage,
+            self.runner,
+            self.pipelines,
+            resolver=resolver,
+            default_llm=self._default_llm,
+            decrypt_key=self._decrypt,
+            history_limit=self._history_limit,
+            facts_limit=self._facts_limit,
+        )
 
     async def load_user_model(self, user_id: int | None) -> UserModelChoice | None:
         if user_id is None:

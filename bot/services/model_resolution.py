@@ -1,15 +1,30 @@
 """Which model an agent runs on, and why.
 
-Most specific first:
+    resolution = await resolver.resolve("strategist", pipeline="support", user=choice)
+    resolution.provider                   # what to call: a fallback chain ending in FALLBACK_MODELS
+    resolution.level, resolution.set_by   # "role", "tg:42 (@ann)"
+    resolution.alias, resolution.config_version
 
-    1. override   the admin's `/setmodel` -> openrouter:<id> with the shared OPENROUTER_API_KEY
-    2. user       the user's own default model (their own key when it is for that provider)
-    3. agent      AGENT_MODELS[agent]
-    4. pipeline   PIPELINE_MODELS[pipeline]
-    5. default    DEFAULT_MODEL
+The levels (`bot.services.model_levels.standard_levels`), most specific first:
 
-Every answer is a `Resolution`: the provider to call (a fallback chain ending in
-FALLBACK_MODELS), the chosen spec and its source, so `/models` and the trace can say *why*.
+    override          the admin's `/setmodel <agent> ...`
+    pipeline          the admin's `/setmodel pipeline:<name> ...`
+    role              the admin's `/setmodel role:<chat|plan|post> ...`
+    user              the user's own choice (`/model`; their own key when it is for that provider)
+    agent             AGENT_MODELS[agent]
+    pipeline-default  PIPELINE_MODELS[pipeline]
+    default           the admin's `/setmodel default ...`, then DEFAULT_MODEL
+
+A level's model is a catalog alias, a `provider:model` spec or a bare OpenRouter id; it runs with
+its catalog entry's parameters. A level whose model cannot be served (no key for its provider,
+an alias no longer in the catalog, a user's model no longer offered) is passed over, with a
+warning logged once and a note on `/models`.
+
+Off the per-message bill: levels that do not depend on the user are worked out once per
+configuration snapshot and (agent, pipeline), into a short plan ("the user's choice if any, else
+this resolution"); a message only runs the plan. The snapshot changes with every refresh (at
+most once per MODEL_CONFIG_TTL) and every change, and then the plans are made again; each new
+effective model is logged with its level, who set it and the configuration version.
 
 A user's own key never leaves that user's resolution: chains built with it are not shared with
 anyone (they are not cached here under any key another user could hit).
@@ -19,33 +34,38 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
-
-from pydantic import SecretStr
+from dataclasses import dataclass
+from datetime import datetime
 
 from bot.config import Settings
+from bot.llm.parameters import ModelParams, ParamsFor
 from bot.llm.protocol import LLMProvider
-from bot.llm.specs import ModelSpec, ModelSpecError, parse_spec
+from bot.llm.specs import ModelSpec, ModelSpecError
+from bot.services.model_catalog import Catalog, Picked, UnknownAliasError, configured_models
+from bot.services.model_config import ModelConfigService, ProviderSource
+from bot.services.model_levels import (
+    ConfigSnapshot,
+    Level,
+    LevelQuery,
+    Pick,
+    Pinned,
+    UserModelChoice,
+    standard_levels,
+)
 
-if TYPE_CHECKING:
-    from bot.services.model_config import ModelConfigService
+__all__ = [
+    "ModelResolver",
+    "ProviderSource",
+    "Resolution",
+    "Source",
+    "UserModelChoice",
+]
 
 log = logging.getLogger(__name__)
 
-Source = Literal["override", "user", "agent", "pipeline", "default"]
-
-
-class ProviderSource(Protocol):
-    """What resolution needs from the provider registry (`bot.llm.registry.ProviderRegistry`)."""
-
-    def chain(
-        self,
-        primary: ModelSpec,
-        *,
-        api_key: str | None = None,
-        fallbacks: Sequence[ModelSpec] | None = None,
-    ) -> LLMProvider: ...
+# The level names (DESIGN.md): trial, override, pipeline, role, user, agent, pipeline-default,
+# default, preference; `session` for the console's --model.
+Source = str
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,65 +74,79 @@ class Resolution:
 
     provider: LLMProvider
     spec: ModelSpec
+    # The level's name (see the module docstring).
     source: Source
+    # Who set it: an admin (`tg:42 (@ann)`), a variable (`AGENT_MODELS`), `the user`.
+    set_by: str | None = None
+    # The catalog entry it runs as, when there is one.
+    alias: str | None = None
+    display_name: str | None = None
+    # The assignment's target or the variable's key (`role:chat`, `AGENT_MODELS[coach]`).
+    target: str | None = None
+    # The model text the level named (an alias, a spec or an OpenRouter id).
+    chosen: str | None = None
+    set_at: datetime | None = None
+    # The configuration version this came from (the newest history line's id).
+    config_version: int = 0
+    params: ModelParams | None = None
 
     @property
     def model(self) -> str:
         return str(self.spec)
 
+    @property
+    def level(self) -> str:
+        return self.source
+
+    @property
+    def label(self) -> str:
+        """`GPT-4o mini (openai:gpt-4o-mini)`, or the spec alone without a display name."""
+        return f"{self.display_name} ({self.spec})" if self.display_name else str(self.spec)
+
 
 @dataclass(frozen=True, slots=True)
-class UserModelChoice:
-    """A user's own model and key, loaded once per message (not per step).
+class Explanation:
+    """What `resolve` would pick, and what was passed over on the way (for `/models`)."""
 
-    `api_key` is the decrypted key; `SecretStr` keeps it out of reprs and logs.
-    """
+    resolution: Resolution
+    notes: tuple[str, ...] = ()
 
-    spec: ModelSpec | None = None
-    key_provider: str | None = None
-    api_key: SecretStr | None = field(default=None, repr=False)
+    @property
+    def note(self) -> str | None:
+        return "; ".join(self.notes) or None
 
-    def key_for(self, spec: ModelSpec) -> str | None:
-        if self.api_key is not None and self.key_provider == spec.provider:
-            return self.api_key.get_secret_value()
-        return None
+
+# A plan step: a resolution that always applies from here, or a level to ask per message.
+_Step = Resolution | Level
 
 
 class ModelResolver:
-    """Resolves agents to providers; the configured levels (3-5) are computed once."""
+    """Resolves agents to providers over the levels, in their order (see the module docstring)."""
 
     def __init__(
         self,
         settings: Settings,
         providers: ProviderSource,
         model_config: ModelConfigService | None = None,
+        *,
+        levels: Sequence[Level] | None = None,
     ) -> None:
+        self._settings = settings
         self._providers = providers
         self._model_config = model_config
-        self._agent_specs = {a: parse_spec(s) for a, s in settings.agent_models.items()}
-        self._pipeline_specs = {p: parse_spec(s) for p, s in settings.pipeline_models.items()}
-        self._default = settings.default_spec
-        # Chains over the shared keys only; users' own keys never go in here.
-        self._shared_chains: dict[ModelSpec, LLMProvider] = {}
-        self._warned_user_specs: set[str] = set()
+        self.levels: tuple[Level, ...] = (
+            tuple(levels) if levels is not None else standard_levels(settings)
+        )
+        self._without_config = ConfigSnapshot({}, Catalog.build(configured_models(settings)), 0)
+        # Chains over the shared keys only, by (spec, parameters); users' own keys never go in.
+        self._chains: dict[tuple[ModelSpec, ModelParams], LLMProvider] = {}
+        self._params_key: object = None
+        self._plans: dict[tuple[str, str | None], tuple[_Step, ...]] = {}
+        self._planned_for: ConfigSnapshot | None = None
+        self._logged: dict[tuple[str, str | None], str] = {}
+        self._warned: set[str] = set()
 
-    def configured(self, agent: str, pipeline: str | None) -> tuple[ModelSpec, Source]:
-        """Levels 3-5: what configuration says, without overrides or user choices."""
-        spec = self._agent_specs.get(agent)
-        if spec is not None:
-            return spec, "agent"
-        if pipeline is not None:
-            spec = self._pipeline_specs.get(pipeline)
-            if spec is not None:
-                return spec, "pipeline"
-        return self._default, "default"
-
-    def shared_chain(self, spec: ModelSpec) -> LLMProvider:
-        chain = self._shared_chains.get(spec)
-        if chain is None:
-            chain = self._providers.chain(spec)
-            self._shared_chains[spec] = chain
-        return chain
+    # --- resolving ---
 
     async def resolve(
         self,
@@ -121,55 +155,193 @@ class ModelResolver:
         pipeline: str | None = None,
         user: UserModelChoice | None = None,
     ) -> Resolution:
-        if self._model_config is not None:
-            override = await self._model_config.resolve_override(agent)
-            if override is not None:
-                spec, provider = override
-                return Resolution(provider, spec, "override")
-        if user is not None and user.spec is not None:
-            resolution, _problem = self._user_resolution(user, user.spec)
-            if resolution is not None:
-                return resolution
-        spec, source = self.configured(agent, pipeline)
-        return Resolution(self.shared_chain(spec), spec, source)
+        snapshot = await self._snapshot()
+        if snapshot is not self._planned_for:
+            self._new_snapshot(snapshot)
+        plan = self._plans.get((agent, pipeline))
+        if plan is None:
+            plan = self._plan(agent, pipeline, snapshot)
+        for step in plan:
+            if isinstance(step, Resolution):
+                return step
+            found = self._try(step, LevelQuery(agent, pipeline, user), snapshot, None)
+            if found is not None:
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("%s in %s: %s", agent, pipeline, _describe(found))
+                return found
+        raise ModelSpecError(f"no model can be served for {agent}: set DEFAULT_MODEL and its key")
 
     async def explain(
         self, agent: str, *, pipeline: str | None = None, user: UserModelChoice | None = None
-    ) -> tuple[str, Source, str | None]:
-        """(model, source, note) for `/models`: what `resolve` would pick, and why. A stored
-        override or a user's choice that cannot apply is noted next to what applies instead."""
+    ) -> Explanation:
+        """What `resolve` would pick, and why: every level that was passed over says so."""
+        snapshot = await self._snapshot()
+        query = LevelQuery(agent, pipeline, user)
         notes: list[str] = []
-        if self._model_config is not None:
-            model_id = await self._model_config.get_override(agent)
-            if model_id is not None:
-                if self._model_config.overrides_enabled:
-                    return str(ModelSpec("openrouter", model_id)), "override", None
-                notes.append(f"override {model_id} ignored: OPENROUTER_API_KEY is not set")
-        if user is not None and user.spec is not None:
-            # The same decision as `resolve` (the chain it builds is the one a message would use).
-            resolution, problem = self._user_resolution(user, user.spec)
-            if resolution is not None:
-                return resolution.model, "user", "; ".join(notes) or None
-            notes.append(f"your model {user.spec} cannot be used: {problem}")
-        spec, source = self.configured(agent, pipeline)
-        return str(spec), source, "; ".join(notes) or None
+        for level in self.levels:
+            found = self._try(level, query, snapshot, notes)
+            if found is not None:
+                return Explanation(found, tuple(notes))
+        raise ModelSpecError(f"no model can be served for {agent}: set DEFAULT_MODEL and its key")
 
-    def _user_resolution(
-        self, user: UserModelChoice, spec: ModelSpec
-    ) -> tuple[Resolution | None, str | None]:
-        """The user's choice as a Resolution, or (None, why it cannot be served)."""
-        key = user.key_for(spec)
+    def pinned(self, model: str, set_by: str) -> ModelResolver:
+        """A resolver that runs every agent on `model` (level `session`), sharing this one's
+        configuration and chains: the console's `--model`."""
+        clone = ModelResolver(
+            self._settings,
+            self._providers,
+            self._model_config,
+            levels=(Pinned(model, set_by), *self.levels),
+        )
+        clone._chains = self._chains
+        return clone
+
+    def catalog(self) -> Catalog:
+        """The catalog in memory now (without a refresh)."""
+        return self._current().catalog
+
+    async def current_catalog(self) -> Catalog:
+        """The catalog, fresh within MODEL_CONFIG_TTL."""
+        return (await self._snapshot()).catalog
+
+    def interpret(self, model: str) -> Picked:
+        """Model text read against the catalog in memory (raises like `Catalog.interpret`)."""
+        return self._current().catalog.interpret(model)
+
+    def shared_chain(self, spec: ModelSpec) -> LLMProvider:
+        """The chain for `spec` on the shared keys, with the catalog's parameters for it."""
+        catalog = self._current().catalog
+        return self._chain(Picked(str(spec), spec, catalog.for_spec(spec)), None, catalog)
+
+    # --- internals ---
+
+    async def _snapshot(self) -> ConfigSnapshot:
+        if self._model_config is None:
+            return self._without_config
+        return await self._model_config.snapshot()
+
+    def _current(self) -> ConfigSnapshot:
+        return (
+            self._model_config.peek() if self._model_config is not None else (self._without_config)
+        )
+
+    def _new_snapshot(self, snapshot: ConfigSnapshot) -> None:
+        self._planned_for = snapshot
+        self._plans = {}
+        key = snapshot.catalog.params_key()
+        if key != self._params_key:
+            # Fallbacks' parameters live in the cached chains: they go with a catalog change.
+            self._params_key = key
+            self._chains.clear()
+
+    def _plan(
+        self, agent: str, pipeline: str | None, snapshot: ConfigSnapshot
+    ) -> tuple[_Step, ...]:
+        """The levels that depend on the user, up to the first one that does not and can be
+        served: that one's resolution ends the plan."""
+        query = LevelQuery(agent, pipeline)
+        steps: list[_Step] = []
+        for level in self.levels:
+            if level.per_user:
+                steps.append(level)
+                continue
+            found = self._try(level, query, snapshot, None)
+            if found is not None:
+                steps.append(found)
+                self._log_change(agent, pipeline, found)
+                break
+        plan = tuple(steps)
+        self._plans[(agent, pipeline)] = plan
+        return plan
+
+    def _try(
+        self, level: Level, query: LevelQuery, snapshot: ConfigSnapshot, notes: list[str] | None
+    ) -> Resolution | None:
+        pick = level.pick(query, snapshot)
+        if pick is None:
+            return None
+        catalog = snapshot.catalog
         try:
-            provider = (
-                self._providers.chain(spec, api_key=key)
-                if key is not None
-                else self.shared_chain(spec)
-            )
+            picked = catalog.interpret(pick.model)
+        except (ModelSpecError, UnknownAliasError) as exc:
+            self._pass_over(pick, str(exc), notes)
+            return None
+        user = pick.user
+        if user is not None and not (picked.entry is not None and picked.entry.offered_to_users):
+            self._pass_over(pick, "it is not offered to users any more", notes)
+            return None
+        key = user.key_for(picked.spec) if user is not None else None
+        try:
+            provider = self._chain(picked, key, catalog)
         except ModelSpecError as exc:
-            # The user's choice cannot be served (e.g. no key for that provider): fall back to
-            # the bot's configuration rather than failing their message.
-            if str(spec) not in self._warned_user_specs:
-                self._warned_user_specs.add(str(spec))
-                log.warning("user model %s cannot be used, using the defaults: %s", spec, exc)
-            return None, str(exc)
-        return Resolution(provider, spec, "user"), None
+            self._pass_over(pick, str(exc), notes)
+            return None
+        entry = picked.entry
+        return Resolution(
+            provider,
+            picked.spec,
+            pick.level,
+            set_by=pick.set_by,
+            alias=entry.alias if entry is not None else None,
+            display_name=entry.display_name if entry is not None else None,
+            target=pick.target,
+            chosen=pick.model,
+            set_at=pick.set_at,
+            config_version=snapshot.version,
+            params=picked.params,
+        )
+
+    def _chain(self, picked: Picked, key: str | None, catalog: Catalog) -> LLMProvider:
+        spec, params = picked.spec, picked.params
+        if key is not None:
+            # The user's own key: built for this message, never cached where others could reach.
+            if not params and not catalog.any_params:
+                return self._providers.chain(spec, api_key=key)
+            return self._providers.chain(
+                spec, api_key=key, parameters=_parameters_for(spec, params, catalog)
+            )
+        cache_key = (spec, params)
+        chain = self._chains.get(cache_key)
+        if chain is None:
+            # Without parameters anywhere, the plain call (what every provider source takes).
+            if not params and not catalog.any_params:
+                chain = self._providers.chain(spec)
+            else:
+                chain = self._providers.chain(
+                    spec, parameters=_parameters_for(spec, params, catalog)
+                )
+            self._chains[cache_key] = chain
+        return chain
+
+    def _pass_over(self, pick: Pick, why: str, notes: list[str] | None) -> None:
+        who = "your model" if pick.user is not None else f"{pick.level} {pick.target or ''}".strip()
+        text = f"{who} {pick.model} cannot be used: {why}"
+        if notes is not None:
+            notes.append(text)
+        warned = f"{pick.level}|{pick.target}|{pick.model}"
+        if warned not in self._warned:
+            self._warned.add(warned)
+            log.warning("%s; using the next level", text)
+
+    def _log_change(self, agent: str, pipeline: str | None, found: Resolution) -> None:
+        text = _describe(found)
+        key = (agent, pipeline)
+        if self._logged.get(key) != text:
+            self._logged[key] = text
+            log.info("%s in %s runs on %s", agent, pipeline or "any pipeline", text)
+
+
+def _describe(resolution: Resolution) -> str:
+    return (
+        f"{resolution.label} [{resolution.level}, set by {resolution.set_by or 'unknown'}] "
+        f"(configuration version {resolution.config_version})"
+    )
+
+
+def _parameters_for(spec: ModelSpec, params: ModelParams, catalog: Catalog) -> ParamsFor:
+    """The chosen model runs with its entry's parameters, each fallback with its own."""
+
+    def parameters(candidate: ModelSpec) -> ModelParams | None:
+        return params if candidate == spec else catalog.params_for(candidate)
+
+    return parameters

@@ -1,8 +1,8 @@
 """What a user may change for themselves: their default model, their own API key, their memory.
 
     users = UserSettingsService.from_services(services)
-    users.allowed_models()                         # what `/model` offers
-    await users.choose_model(42, "openai:gpt-4o")  # None: back to the bot's defaults
+    await users.offered()                          # the catalog entries `/model` offers
+    await users.choose_model(42, "fast")           # an offered alias; None: the bot's defaults
     outcome = await users.set_key(42, "openai", "sk-...")
     await users.forget_chat(42)
 
@@ -29,6 +29,7 @@ from bot.llm.specs import PROVIDERS, ModelSpec, ModelSpecError, parse_spec
 from bot.llm.types import user
 from bot.observability.logs import register_secret
 from bot.pipeline.pipelines import AGENT_HOME_PIPELINE
+from bot.services.model_catalog import CatalogEntry
 from bot.services.model_resolution import ModelResolver, UserModelChoice
 from bot.storage.models import UserSettings
 from bot.storage.repositories import Storage
@@ -106,33 +107,65 @@ class UserSettingsService:
     # --- model ---
 
     def allowed_models(self) -> list[str]:
-        """USER_MODELS, or DEFAULT_MODEL and FALLBACK_MODELS when it is empty (no duplicates)."""
-        raw = self.settings.user_models or [
-            self.settings.default_model,
-            *self.settings.fallback_models,
-        ]
+        """The specs `/model` offers (the catalog's entries for users, as held in memory)."""
         seen: list[str] = []
-        for spec in raw:
-            text = str(parse_spec(spec))
-            if text not in seen:
-                seen.append(text)
+        for entry in self.resolver.catalog().offered():
+            if str(entry.spec) not in seen:
+                seen.append(str(entry.spec))
         return seen
+
+    async def offered(self) -> list[CatalogEntry]:
+        """The catalog entries users may pick with `/model` (USER_MODELS, or DEFAULT_MODEL and
+        FALLBACK_MODELS when it is empty, as an admin changed them with `/catalog edit`)."""
+        return (await self.resolver.current_catalog()).offered()
+
+    async def bot_default(self) -> str:
+        """What writes a user's chat replies when they choose nothing (e.g. `gpt-4o-mini
+        (openai:gpt-4o-mini)`): the levels without a user's choice, for the coach."""
+        explained = await self.resolver.explain("coach", pipeline=AGENT_HOME_PIPELINE["coach"])
+        return explained.resolution.label
+
+    def entry_of(self, choice: str | None) -> CatalogEntry | None:
+        """The catalog entry a stored choice (an alias, or a spec from an older bot) names."""
+        if not choice:
+            return None
+        try:
+            return self.resolver.interpret(choice).entry
+        except ValueError:
+            return None
+
+    def spec_of(self, choice: str | None) -> ModelSpec | None:
+        if not choice:
+            return None
+        try:
+            return self.resolver.interpret(choice).spec
+        except ValueError:
+            return None
 
     async def load(self, user_id: int) -> UserSettings:
         return await self.storage.settings.get(user_id) or UserSettings(user_id=user_id)
 
-    async def choose_model(self, user_id: int, spec: str | None) -> UserSettings:
-        """Save the user's default model (None: the bot's defaults). Raises `StorageError`."""
-        if spec is not None and spec not in self.allowed_models():
-            raise ModelSpecError(f"{spec} is not one of the models offered to users")
+    async def choose_model(self, user_id: int, choice: str | None) -> UserSettings:
+        """Save the user's model: an offered entry's alias (or its spec), None for the bot's
+        defaults. Raises `ModelSpecError` for anything not offered, `StorageError`."""
+        if choice is not None:
+            offered = await self.offered()
+            wanted = choice.strip().lower()
+            if any(wanted == e.alias for e in offered):
+                choice = wanted
+            elif any(wanted == str(e.spec).lower() for e in offered):
+                choice = next(str(e.spec) for e in offered if wanted == str(e.spec).lower())
+            else:
+                raise ModelSpecError(f"{choice} is not one of the models offered to users")
         # Only the model column: a key being set at the same time is kept.
-        return await self.storage.settings.set_default_model(user_id, spec)
+        return await self.storage.settings.set_default_model(user_id, choice)
 
     # --- own key ---
 
     def test_spec(self, provider: str, row: UserSettings) -> ModelSpec:
         """The model a key is tested on: the user's own on that provider, else one of the bot's."""
-        candidates = [row.default_model] if row.default_model else []
+        own = self.spec_of(row.default_model)
+        candidates = [str(own)] if own is not None else []
         candidates += self.allowed_models()
         candidates += [self.settings.default_model, *self.settings.fallback_models]
         candidates += list(self.settings.agent_models.values())
@@ -197,21 +230,16 @@ class UserSettingsService:
 
     async def agents_paid_by(self, row: UserSettings, key: str) -> list[str]:
         """Agents whose model resolves to the user's choice, on the key's provider."""
-        spec = None
-        if row.default_model:
-            try:
-                spec = parse_spec(row.default_model)
-            except ModelSpecError:
-                spec = None
+        spec = self.spec_of(row.default_model)
         if spec is None or spec.provider != row.api_key_provider:
             return []
-        choice = UserModelChoice(spec, row.api_key_provider, SecretStr(key))
+        choice = UserModelChoice(None, row.api_key_provider, SecretStr(key), row.default_model)
         paid = []
         for agent in AGENT_NAMES:
-            _model, source, _note = await self.resolver.explain(
+            explained = await self.resolver.explain(
                 agent, pipeline=AGENT_HOME_PIPELINE.get(agent), user=choice
             )
-            if source == "user":
+            if explained.resolution.level == "user":
                 paid.append(agent)
         return paid
 

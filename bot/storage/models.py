@@ -100,7 +100,12 @@ class Exercise(Row):
 
 
 class AgentModelConfig(Row):
-    """An admin's override: agent `agent_name` runs on OpenRouter model `model_id`."""
+    """An admin's assignment: target `agent_name` runs on `model_id` while `is_active`.
+
+    The target is an agent (`strategist`), `pipeline:<name>`, `role:<role>` or `default`; the
+    model is what the admin chose: a catalog alias, a `provider:model` spec or a bare
+    OpenRouter id (`bot.services.model_catalog.Catalog.interpret` tells them apart).
+    """
 
     id: int | None = None
     agent_name: str
@@ -111,11 +116,17 @@ class AgentModelConfig(Row):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
-ModelConfigAction = Literal["set", "reset"]
+# set/reset/rollback change an assignment; add/edit/remove change a catalog entry.
+ModelConfigAction = Literal["set", "reset", "rollback", "add", "edit", "remove"]
 
 
 class ModelConfigChange(Row):
-    """One line of the override history: who changed which agent from what to what, and when."""
+    """One line of the model configuration history: who changed what from what to what, when.
+
+    `agent_name` is the target (an agent, `pipeline:<name>`, `role:<role>`, `default`) or, for
+    catalog changes, `catalog:<alias>` (old/new then describe the entry). The newest line's id is
+    the configuration version. A rollback line names the line it undid in `reverts_id`.
+    """
 
     id: int | None = None
     agent_name: str
@@ -126,3 +137,29 @@ class ModelConfigChange(Row):
     changed_at: datetime = Field(default_factory=utcnow)
     # As for StoredMessage: appending the same change again records it once.
     idempotency_key: str | None = Field(default_factory=new_idempotency_key)
+    reverts_id: int | None = None
+
+    @property
+    def target(self) -> str:
+        return self.agent_name
+
+
+class ModelCatalogRow(Row):
+    """A catalog entry added or edited at runtime (`/catalog add|edit`).
+
+    Entries named in the environment exist without a row; a row with their alias holds an
+    admin's edits of them. Empty parameters mean the agent's own; `offered_to_users` None means
+    the default (environment entries: USER_MODELS; added ones: not offered).
+    """
+
+    id: int | None = None
+    alias: str
+    spec: str
+    display_name: str | None = None
+    timeout: float | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    offered_to_users: bool | None = None
+    updated_by: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)

@@ -25,6 +25,7 @@ from bot.storage.models import (
     AgentModelConfig,
     ChatSummary,
     Exercise,
+    ModelCatalogRow,
     ModelConfigChange,
     StoredMessage,
     User,
@@ -187,6 +188,27 @@ class ModelConfigHistoryRepo(Protocol):
         """Newest first."""
         ...
 
+    async def latest_id(self) -> int:
+        """The newest line's id (0 when there is none): the configuration version."""
+        ...
+
+
+class ModelCatalogRepo(Protocol):
+    async def list(self) -> list[ModelCatalogRow]:
+        """Every stored entry, by alias; one query."""
+        ...
+
+    async def get(self, alias: str) -> ModelCatalogRow | None: ...
+
+    async def save(self, row: ModelCatalogRow) -> ModelCatalogRow:
+        """Insert or replace the entry (upsert on alias): every field is written, `created_at`
+        is kept on an update. Repeating the same save stores the same row."""
+        ...
+
+    async def delete(self, alias: str) -> bool:
+        """Remove the entry; True when a row was there to remove."""
+        ...
+
 
 # Called while an archive's passages are being stored: (stored so far, total).
 StoreProgress = Callable[[int, int], Awaitable[None]]
@@ -258,6 +280,7 @@ class Storage(Protocol):
     model_config: AgentModelConfigRepo
     model_history: ModelConfigHistoryRepo
     archives: ArchiveRepo
+    model_catalog: ModelCatalogRepo
 
     @property
     def backend(self) -> str:

@@ -11,9 +11,10 @@ import json
 from collections.abc import Sequence
 
 from bot.llm.function_provider import CallInfo, FunctionProvider
+from bot.llm.parameters import ModelParams, ParamsFor
 from bot.llm.specs import ModelSpec
 from bot.llm.types import ChatMessage
-from bot.storage.models import AgentModelConfig, ModelConfigChange
+from bot.storage.models import AgentModelConfig, ModelCatalogRow, ModelConfigChange
 from bot.storage.repositories import StorageUnavailable
 
 
@@ -76,12 +77,36 @@ class FakeHistoryRepo:
     async def append(self, change: ModelConfigChange) -> ModelConfigChange:
         if self.fail:
             raise StorageUnavailable("history table is down")
-        self.changes.append(change)
-        return change
+        line = change.model_copy(update={"id": len(self.changes) + 1})
+        self.changes.append(line)
+        return line
 
     async def list(self, agent_name: str | None = None, limit: int = 20) -> list[ModelConfigChange]:
         rows = [c for c in self.changes if agent_name is None or c.agent_name == agent_name]
         return list(reversed(rows))[:limit]
+
+    async def latest_id(self) -> int:
+        if self.fail:
+            raise StorageUnavailable("history table is down")
+        return len(self.changes)
+
+
+class FakeCatalogRepo:
+    def __init__(self) -> None:
+        self.rows: dict[str, ModelCatalogRow] = {}
+
+    async def list(self) -> list[ModelCatalogRow]:
+        return [self.rows[alias] for alias in sorted(self.rows)]
+
+    async def get(self, alias: str) -> ModelCatalogRow | None:
+        return self.rows.get(alias)
+
+    async def save(self, row: ModelCatalogRow) -> ModelCatalogRow:
+        self.rows[row.alias] = row.model_copy()
+        return row
+
+    async def delete(self, alias: str) -> bool:
+        return self.rows.pop(alias, None) is not None
 
 
 def scripted_reply(messages: Sequence[ChatMessage], info: CallInfo) -> str:
@@ -107,6 +132,8 @@ class FakeProviders:
         self.latency = latency
         self.built: list[tuple[str, str | None]] = []
         self.made: dict[str, list[FunctionProvider]] = {}
+        # The parameters the last chain built for a spec was given for it.
+        self.parameters: dict[str, ModelParams | None] = {}
         self.closed = False
 
     def chain(
@@ -115,8 +142,10 @@ class FakeProviders:
         *,
         api_key: str | None = None,
         fallbacks: Sequence[ModelSpec] | None = None,
+        parameters: ParamsFor | None = None,
     ) -> FunctionProvider:
         self.built.append((str(primary), api_key))
+        self.parameters[str(primary)] = parameters(primary) if parameters is not None else None
         provider = FunctionProvider(
             scripted_reply, provider=primary.provider, model=primary.model, latency=self.latency
         )

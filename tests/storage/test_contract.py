@@ -14,12 +14,19 @@ from bot.storage.crypto import KeyCipher
 from bot.storage.models import (
     ChatSummary,
     Exercise,
+    ModelCatalogRow,
     ModelConfigChange,
     StoredMessage,
     User,
     UserSettings,
 )
-from bot.storage.repositories import Storage, StorageError, StorageNotFound, StorageUnavailable
+from bot.storage.repositories import (
+    Storage,
+    StorageError,
+    StorageNotFound,
+    StorageRejected,
+    StorageUnavailable,
+)
 from tests.storage.conftest import Backend
 
 Ids = Callable[[], int]
@@ -412,6 +419,97 @@ async def test_appending_the_same_change_again_records_it_once(
     assert first.id is not None
     assert again.id == first.id
     assert [c.id for c in await storage.model_history.list(agent)] == [first.id]
+
+
+async def test_the_newest_history_line_is_the_configuration_version(
+    storage: Storage, agent: str
+) -> None:
+    before = await storage.model_history.latest_id()
+    first = await storage.model_history.append(
+        ModelConfigChange(agent_name=agent, action="set", new_model_id="a/1", changed_by="1")
+    )
+    assert first.id is not None
+    assert first.id > before
+    assert await storage.model_history.latest_id() == first.id
+    # Every kind of change is a line: rollbacks (naming what they undid) and catalog changes.
+    undo = await storage.model_history.append(
+        ModelConfigChange(
+            agent_name=agent,
+            action="rollback",
+            old_model_id="a/1",
+            new_model_id=None,
+            changed_by="2",
+            reverts_id=first.id,
+        )
+    )
+    added = await storage.model_history.append(
+        ModelConfigChange(
+            agent_name=f"catalog:{agent}", action="add", new_model_id="openai:x", changed_by="3"
+        )
+    )
+    assert undo.id is not None
+    assert added.id is not None
+    assert first.id < undo.id < added.id
+    assert await storage.model_history.latest_id() == added.id
+    mine = await storage.model_history.list(agent)
+    assert [(c.action, c.reverts_id) for c in mine] == [("rollback", first.id), ("set", None)]
+    for action in ("edit", "remove"):
+        line = await storage.model_history.append(
+            ModelConfigChange(agent_name=f"catalog:{agent}", action=action)  # type: ignore[arg-type]
+        )
+        assert line.action == action
+
+
+async def test_catalog_entries_save_update_and_delete(storage: Storage, agent: str) -> None:
+    alias = agent.replace("_", "-")
+    assert await storage.model_catalog.get(alias) is None
+    saved = await storage.model_catalog.save(
+        ModelCatalogRow(
+            alias=alias,
+            spec="openai:gpt-4o",
+            display_name='GPT-4o "fast"',
+            max_tokens=800,
+            temperature=0.3,
+            offered_to_users=True,
+            updated_by="tg:1",
+        )
+    )
+    assert saved.id is not None
+    assert (saved.spec, saved.display_name, saved.max_tokens, saved.temperature) == (
+        "openai:gpt-4o",
+        'GPT-4o "fast"',
+        800,
+        0.3,
+    )
+    assert saved.timeout is None
+    assert saved.offered_to_users is True
+    # Every field is written on an update: a cleared parameter is cleared, created_at is kept.
+    again = await storage.model_catalog.save(
+        saved.model_copy(
+            update={
+                "max_tokens": None,
+                "timeout": 12.5,
+                "offered_to_users": None,
+                "updated_by": "2",
+            }
+        )
+    )
+    assert again.id == saved.id
+    assert (again.max_tokens, again.timeout, again.offered_to_users) == (None, 12.5, None)
+    assert again.created_at == saved.created_at
+    assert again.updated_at >= saved.updated_at
+    listed = [row for row in await storage.model_catalog.list() if row.alias == alias]
+    assert [(r.alias, r.updated_by) for r in listed] == [(alias, "2")]
+    assert await storage.model_catalog.delete(alias) is True
+    assert await storage.model_catalog.get(alias) is None
+    assert await storage.model_catalog.delete(alias) is False
+
+
+async def test_the_catalog_refuses_impossible_parameters(storage: Storage, agent: str) -> None:
+    with pytest.raises(StorageRejected):
+        await storage.model_catalog.save(
+            ModelCatalogRow(alias=agent.replace("_", "-"), spec="openai:x", max_tokens=0)
+        )
 
 
 # --- restart and outages ---

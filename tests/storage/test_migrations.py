@@ -28,6 +28,7 @@ EXPECTED_TABLES = {
     "archive_passages",
     "archive_uploads",
     "archive_terms",
+    "model_catalog",
 }
 
 
@@ -214,6 +215,7 @@ async def test_sqlite_migrate_reports_its_steps_then_nothing(tmp_path: Path) -> 
     assert "applied 1 " in out
     assert "applied 2 agent-model-config" in out
     assert "applied 3 idempotency-keys" in out
+    assert "applied 5 model-catalog" in out
     code, out, _ = await _migrate(settings)
     assert code == 0
     assert "0 step(s) applied" in out

@@ -14,7 +14,7 @@ import pytest
 from bot.config import load_settings
 from bot.storage.factory import create_storage
 from bot.storage.insforge import InsForgeStorage
-from bot.storage.models import StoredMessage
+from bot.storage.models import ModelCatalogRow, ModelConfigChange, StoredMessage
 from bot.storage.repositories import StorageConfigError, StorageUnavailable
 from bot.storage.sqlite import LATEST_VERSION, STEPS, SQLiteDatabase, SQLiteStorage
 from bot.storage.sqlite import database as sqlite_database
@@ -115,6 +115,52 @@ async def test_a_version_2_database_gains_idempotency_keys_keeping_its_rows(
         assert await storage.messages.count(1) == 3
         [change] = await storage.model_history.list("coach")
         assert (change.new_model_id, change.idempotency_key) == ("a/b", None)
+    finally:
+        await storage.close()
+
+
+async def test_a_version_3_history_keeps_its_lines_and_ids_and_takes_every_change(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "bot.db")
+    old = SQLiteDatabase(path)
+    await old.open(migrate_to=3)
+    for model in ("a/1", "a/2", "a/3"):
+        await old.write(
+            "INSERT INTO agent_model_config_history (agent_name, action, new_model_id, "
+            "changed_at, idempotency_key) VALUES ('coach', 'set', ?, "
+            "'2024-01-01T00:00:00.000000+00:00', ?) RETURNING id",
+            (model, f"key-{model}"),
+            action="seed",
+        )
+    await old.write(
+        "DELETE FROM agent_model_config_history WHERE new_model_id = 'a/3'", action="seed"
+    )
+    await old.close()
+
+    storage = SQLiteStorage(path)
+    try:
+        assert [step.version for step in await storage.migrate()] == [4, 5]
+        lines = await storage.model_history.list("coach")
+        assert [(c.id, c.new_model_id, c.idempotency_key) for c in lines] == [
+            (2, "a/2", "key-a/2"),
+            (1, "a/1", "key-a/1"),
+        ]
+        # AUTOINCREMENT survives the rebuild: id 3 was used once and is never given again, so
+        # the configuration version only ever grows.
+        assert await storage.model_history.latest_id() == 2
+        added = await storage.model_history.append(
+            ModelConfigChange(agent_name="catalog:fast", action="add", new_model_id="openai:x")
+        )
+        assert added.id == 4
+        again = await storage.model_history.append(
+            ModelConfigChange(
+                agent_name="coach", action="set", new_model_id="a/9", idempotency_key="key-a/1"
+            )
+        )
+        assert again.id == 1  # the unique key was rebuilt too
+        await storage.model_catalog.save(ModelCatalogRow(alias="fast", spec="openai:x"))
+        assert [r.alias for r in await storage.model_catalog.list()] == ["fast"]
     finally:
         await storage.close()
 

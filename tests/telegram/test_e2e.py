@@ -40,7 +40,9 @@ async def test_start_greets_and_lists_the_commands(harness: Harness) -> None:
     assert "/learn <topic>" in reply
     assert "/setmodel" not in reply  # admin commands only for admins
     (admin_help,) = await harness.say("/help", user_id=ADMIN)
-    assert "/setmodel <agent> <openrouter-model-id>" in admin_help
+    assert "/setmodel <target> <model>" in admin_help
+    assert "/catalog" in admin_help
+    assert "/rollback <target>" in admin_help
     assert harness.llm.requests == []  # no model was asked
 
 
@@ -128,22 +130,23 @@ async def test_setmodel_by_a_non_admin_is_refused_and_changes_nothing(harness: H
     assert [r.model for r in harness.llm.requests[mark:] if r.model == OVERRIDE] == []
     assert harness.agent_requests("strategist", since=mark)
     assert await harness.services.storage.model_config.get_all_active() == []
-    catalog = harness.services.catalog
-    assert catalog is not None
-    assert catalog.fetches == 0  # refused before anything was looked up
+    openrouter = harness.services.openrouter_models
+    assert openrouter is not None
+    assert openrouter.fetches == 0  # refused before anything was looked up
 
 
 async def test_unknown_agent_and_model_missing_from_the_catalog(harness: Harness) -> None:
     (unknown,) = await harness.say(f"/setmodel stratgist {OVERRIDE}", user_id=ADMIN)
     assert unknown == (
-        "Not changed: unknown agent 'stratgist'; agents: extraction, strategist, coach, "
-        "tutor, trainer, summarizer"
+        "Not changed: unknown target 'stratgist'; did you mean 'strategist'?; targets: "
+        "extraction, strategist, coach, tutor, trainer, summarizer, "
+        "pipeline:<support|learn|train>, role:<chat|plan|post>, default"
     )
     (missing,) = await harness.say("/setmodel coach anthropic/claude-sonet-4.5", user_id=ADMIN)
     assert "'anthropic/claude-sonet-4.5' is not in OpenRouter's model catalog" in missing
     assert f"Did you mean: {OVERRIDE}" in missing
     (usage,) = await harness.say("/setmodel coach", user_id=ADMIN)
-    assert usage.startswith("Usage: /setmodel <agent> <openrouter-model-id>")
+    assert usage.startswith("Usage: /setmodel <target> <model>")
     assert await harness.services.storage.model_config.get_all_active() == []
     assert [r.api for r in harness.llm.requests] == ["models"]  # one catalog fetch, cached
 
@@ -151,10 +154,12 @@ async def test_unknown_agent_and_model_missing_from_the_catalog(harness: Harness
 async def test_models_after_a_change_shows_source_who_and_when(harness: Harness) -> None:
     await harness.say(f"/setmodel coach {OVERRIDE}", user_id=ADMIN)
     (table,) = await harness.say("/models", user_id=ADMIN)
-    lines = {line.split()[0]: line for line in table.splitlines()}
+    support = table.split("learn\n")[0]
+    lines = {line.split()[0]: line for line in support.splitlines()[1:]}
     assert f"openrouter:{OVERRIDE}  [override]  set by tg:{ADMIN} (@user{ADMIN})," in lines["coach"]
-    assert "openai:m-strategist  [agent]" in lines["strategist"]
-    assert set(lines) == {"extraction", "strategist", "coach", "tutor", "trainer", "summarizer"}
+    assert "openai:m-strategist  [agent]  from AGENT_MODELS[strategist]" in lines["strategist"]
+    assert set(lines) == {"extraction", "strategist", "coach", "summarizer"}
+    assert table.splitlines()[-1].startswith("Configuration version ")
     (history,) = await harness.say("/modelhistory coach", user_id=ADMIN)
     assert f"coach: configured -> {OVERRIDE}  by tg:{ADMIN}" in history
     (reset,) = await harness.say("/resetmodel coach", user_id=ADMIN)
@@ -282,14 +287,15 @@ async def test_setkey_tests_stores_encrypted_deletes_and_pays_for_the_users_agen
     user_key = "sk-user-own-key-1234567890abcdef"
     await harness.say(f"/setmodel strategist {OVERRIDE}", user_id=ADMIN)
     (menu,) = await harness.say("/model")
-    assert menu.startswith("Your model: the bot's default (openai:m-default)")
+    # What writes the replies when the user chooses nothing: here the coach's AGENT_MODELS.
+    assert menu.startswith("Your model: the bot's default (anthropic:m-coach)")
     mark = len(tg.calls)
-    tg.callback_query("model:0", user_id=USER)  # the first offered model: openai:m-default
+    tg.callback_query("model:m-default", user_id=USER)  # the first offered: openai:m-default
     await tg.wait_for_call("answerCallbackQuery", since=mark)
     await tg.wait_for_call("editMessageText", chat_id=USER, since=mark)
     stored = await harness.services.storage.settings.get(USER)
     assert stored is not None
-    assert stored.default_model == "openai:m-default"
+    assert stored.default_model == "m-default"  # its catalog alias
 
     update = tg.user_message(f"/setkey openai {user_key}", user_id=USER)
     mark = len(tg.calls)

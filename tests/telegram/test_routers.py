@@ -190,9 +190,11 @@ async def test_admin_commands_need_their_arguments(feed: Feed) -> None:
     await feed.text("/resetmodel", user_id=ADMIN)
     await feed.text("/modelhistory a b", user_id=ADMIN)
     usage = feed.sent(ADMIN)
-    assert usage[0].startswith("Usage: /setmodel <agent> <openrouter-model-id>")
-    assert usage[1].startswith("Usage: /resetmodel <agent>")
-    assert usage[2].startswith("Usage: /modelhistory [agent]")
+    assert usage[0].startswith("Usage: /setmodel <target> <model>")
+    assert usage[1].startswith("Usage: /resetmodel <target>")
+    assert usage[2].startswith("Usage: /modelhistory [target]")
+    for text in usage:
+        assert "pipeline:<support|learn|train>, role:<chat|plan|post>, default" in text
 
 
 async def test_every_admin_command_is_refused_to_others_and_changes_nothing(
@@ -306,9 +308,10 @@ async def test_model_keyboard_offers_the_allowed_models_and_the_default(
     await feed.text("/model")
     (call,) = feed.tg.calls_of("sendMessage", chat_id=USER)
     rows = call.params["reply_markup"]["inline_keyboard"]
-    assert [row[0]["text"] for row in rows] == ["openai:gpt-4o-mini", "✅ Bot default"]
-    assert [row[0]["callback_data"] for row in rows] == ["model:0", "model:-1"]
-    await feed.raw(feed.tg.callback_query("model:5", user_id=USER))
+    # The catalog's entries for users, by display name (an environment entry: its model).
+    assert [row[0]["text"] for row in rows] == ["gpt-4o-mini", "✅ Bot default"]
+    assert [row[0]["callback_data"] for row in rows] == ["model:gpt-4o-mini", "model:-"]
+    await feed.raw(feed.tg.callback_query("model:removed-since", user_id=USER))
     (stale,) = feed.tg.calls_of("answerCallbackQuery")
     assert "no longer offered" in stale.params["text"]
     assert await services.storage.settings.get(USER) is None

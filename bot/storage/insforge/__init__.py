@@ -8,6 +8,7 @@ from bot.storage.insforge.repos import (
     InsForgeExerciseRepo,
     InsForgeFactRepo,
     InsForgeMessageRepo,
+    InsForgeModelCatalogRepo,
     InsForgeModelConfigHistoryRepo,
     InsForgeSummaryRepo,
     InsForgeUserRepo,
@@ -20,6 +21,7 @@ from bot.storage.repositories import (
     ExerciseRepo,
     FactRepo,
     MessageRepo,
+    ModelCatalogRepo,
     ModelConfigHistoryRepo,
     SummaryRepo,
     UserRepo,
@@ -51,6 +53,7 @@ class InsForgeStorage:
         self.model_config: AgentModelConfigRepo = InsForgeAgentModelConfigRepo(client)
         self.model_history: ModelConfigHistoryRepo = InsForgeModelConfigHistoryRepo(client)
         self.archives: ArchiveRepo = InsForgeArchiveRepo(client)
+        self.model_catalog: ModelCatalogRepo = InsForgeModelCatalogRepo(client)
 
     @classmethod
     def from_url(

@@ -27,6 +27,7 @@ from bot.storage.models import (
     AgentModelConfig,
     ChatSummary,
     Exercise,
+    ModelCatalogRow,
     ModelConfigChange,
     StoredMessage,
     User,
@@ -357,6 +358,7 @@ class InsForgeModelConfigHistoryRepo:
                 "changed_by": change.changed_by,
                 "changed_at": iso_utc(change.changed_at),
                 "idempotency_key": change.idempotency_key or new_idempotency_key(),
+                "reverts_id": change.reverts_id,
             },
         )
         return ModelConfigChange.model_validate(row)
@@ -371,3 +373,49 @@ class InsForgeModelConfigHistoryRepo:
             "agent_model_config_history", filters, order="id.desc", limit=limit
         )
         return [ModelConfigChange.model_validate(row) for row in rows]
+
+    async def latest_id(self) -> int:
+        rows = await self._client.select(
+            "agent_model_config_history", None, select="id", order="id.desc", limit=1
+        )
+        return int(rows[0]["id"]) if rows else 0
+
+
+class InsForgeModelCatalogRepo:
+    def __init__(self, client: InsForgeClient) -> None:
+        self._client = client
+
+    async def list(self) -> builtins.list[ModelCatalogRow]:
+        rows = await self._client.select("model_catalog", None, order="alias.asc")
+        return [ModelCatalogRow.model_validate(row) for row in rows]
+
+    async def get(self, alias: str) -> ModelCatalogRow | None:
+        rows = await self._client.select("model_catalog", {"alias": eq(alias)}, limit=1)
+        return ModelCatalogRow.model_validate(rows[0]) if rows else None
+
+    async def save(self, row: ModelCatalogRow) -> ModelCatalogRow:
+        # A merge upsert on alias: repeating it (after a lost answer) stores the same row, and
+        # created_at is left to the column default on insert and kept by a merge.
+        rows = await self._client.upsert(
+            "model_catalog",
+            {
+                "alias": row.alias,
+                "spec": row.spec,
+                "display_name": row.display_name,
+                "timeout": row.timeout,
+                "max_tokens": row.max_tokens,
+                "temperature": row.temperature,
+                "offered_to_users": row.offered_to_users,
+                "updated_by": row.updated_by,
+                "updated_at": iso_utc(utcnow()),
+            },
+            on_conflict="alias",
+        )
+        return ModelCatalogRow.model_validate(_first(rows, "model_catalog"))
+
+    async def delete(self, alias: str) -> bool:
+        # Counted as removed when the row is gone afterwards and was there before: a repeated
+        # DELETE (its first answer lost) answers no row although the first one removed it.
+        existed = await self.get(alias) is not None
+        rows = await self._client.delete("model_catalog", {"alias": eq(alias)}, select="id")
+        return bool(rows) or existed

@@ -8,6 +8,7 @@ from bot.storage.repositories import (
     ExerciseRepo,
     FactRepo,
     MessageRepo,
+    ModelCatalogRepo,
     ModelConfigHistoryRepo,
     SummaryRepo,
     UserRepo,
@@ -20,6 +21,7 @@ from bot.storage.sqlite.repos import (
     SQLiteExerciseRepo,
     SQLiteFactRepo,
     SQLiteMessageRepo,
+    SQLiteModelCatalogRepo,
     SQLiteModelConfigHistoryRepo,
     SQLiteSummaryRepo,
     SQLiteUserRepo,
@@ -53,6 +55,7 @@ class SQLiteStorage:
         self.model_config: AgentModelConfigRepo = SQLiteAgentModelConfigRepo(self.db)
         self.model_history: ModelConfigHistoryRepo = SQLiteModelConfigHistoryRepo(self.db)
         self.archives: ArchiveRepo = SQLiteArchiveRepo(self.db)
+        self.model_catalog: ModelCatalogRepo = SQLiteModelCatalogRepo(self.db)
 
     @property
     def path(self) -> str:

@@ -12,6 +12,7 @@ from bot.storage.models import (
     AgentModelConfig,
     ChatSummary,
     Exercise,
+    ModelCatalogRow,
     ModelConfigChange,
     StoredMessage,
     User,
@@ -364,8 +365,8 @@ class SQLiteModelConfigHistoryRepo:
         key = change.idempotency_key or new_idempotency_key()
         rows = await self._db.write(
             "INSERT INTO agent_model_config_history (agent_name, action, old_model_id, "
-            "new_model_id, changed_by, changed_at, idempotency_key) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING RETURNING *",
+            "new_model_id, changed_by, changed_at, idempotency_key, reverts_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING RETURNING *",
             (
                 change.agent_name,
                 change.action,
@@ -374,6 +375,7 @@ class SQLiteModelConfigHistoryRepo:
                 change.changed_by,
                 iso_utc(change.changed_at),
                 key,
+                change.reverts_id,
             ),
             action="record a model override change",
         )
@@ -402,3 +404,72 @@ class SQLiteModelConfigHistoryRepo:
                 action="read the override history",
             )
         return [ModelConfigChange.model_validate(_row(row)) for row in rows]
+
+    async def latest_id(self) -> int:
+        rows = await self._db.read(
+            "SELECT MAX(id) FROM agent_model_config_history",
+            action="read the configuration version",
+        )
+        value = rows[0][0] if rows else None
+        return int(value) if value is not None else 0
+
+
+def _catalog_row(row: sqlite3.Row) -> ModelCatalogRow:
+    data = _row(row)
+    offered = data.get("offered_to_users")
+    data["offered_to_users"] = None if offered is None else bool(offered)
+    return ModelCatalogRow.model_validate(data)
+
+
+class SQLiteModelCatalogRepo:
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self._db = db
+
+    async def list(self) -> builtins.list[ModelCatalogRow]:
+        rows = await self._db.read(
+            "SELECT * FROM model_catalog ORDER BY alias", action="read the model catalog"
+        )
+        return [_catalog_row(row) for row in rows]
+
+    async def get(self, alias: str) -> ModelCatalogRow | None:
+        rows = await self._db.read(
+            "SELECT * FROM model_catalog WHERE alias = ?", (alias,), action="read a catalog entry"
+        )
+        return _catalog_row(rows[0]) if rows else None
+
+    async def save(self, row: ModelCatalogRow) -> ModelCatalogRow:
+        now = iso_utc(utcnow())
+        offered = None if row.offered_to_users is None else int(row.offered_to_users)
+        rows = await self._db.write(
+            "INSERT INTO model_catalog (alias, spec, display_name, timeout, max_tokens, "
+            "temperature, offered_to_users, updated_by, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alias) DO UPDATE SET "
+            "spec = excluded.spec, display_name = excluded.display_name, "
+            "timeout = excluded.timeout, max_tokens = excluded.max_tokens, "
+            "temperature = excluded.temperature, offered_to_users = excluded.offered_to_users, "
+            "updated_by = excluded.updated_by, updated_at = excluded.updated_at RETURNING *",
+            (
+                row.alias,
+                row.spec,
+                row.display_name,
+                row.timeout,
+                row.max_tokens,
+                row.temperature,
+                offered,
+                row.updated_by,
+                now,
+                now,
+            ),
+            action="save a catalog entry",
+        )
+        if not rows:
+            raise StorageError("SQLite returned no row for model_catalog")
+        return _catalog_row(rows[0])
+
+    async def delete(self, alias: str) -> bool:
+        rows = await self._db.write(
+            "DELETE FROM model_catalog WHERE alias = ? RETURNING id",
+            (alias,),
+            action="remove a catalog entry",
+        )
+        return bool(rows)

@@ -131,6 +131,56 @@ STEPS: tuple[SchemaStep, ...] = (
     ),
     # insforge/migrations/008: users' study archives and the full-text index of their passages.
     SchemaStep(4, "archives", ARCHIVES_SQL),
+    # insforge/migrations/009: the catalog of named models, and a history of every model
+    # configuration change (SQLite cannot alter a CHECK: the history table is rebuilt, ids kept).
+    SchemaStep(
+        5,
+        "model-catalog",
+        """
+        CREATE TABLE IF NOT EXISTS model_catalog (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            alias TEXT NOT NULL UNIQUE,
+            spec TEXT NOT NULL,
+            display_name TEXT,
+            timeout REAL CHECK (timeout IS NULL OR timeout > 0),
+            max_tokens INTEGER CHECK (max_tokens IS NULL OR max_tokens > 0),
+            temperature REAL
+                CHECK (temperature IS NULL OR (temperature >= 0 AND temperature <= 2)),
+            offered_to_users INTEGER,
+            updated_by TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE agent_model_config_history_v5 (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            agent_name TEXT NOT NULL,
+            action TEXT NOT NULL
+                CHECK (action IN ('set', 'reset', 'rollback', 'add', 'edit', 'remove')),
+            old_model_id TEXT,
+            new_model_id TEXT,
+            changed_by TEXT,
+            changed_at TEXT NOT NULL,
+            idempotency_key TEXT,
+            reverts_id INTEGER
+        );
+        INSERT INTO agent_model_config_history_v5 (id, agent_name, action, old_model_id,
+            new_model_id, changed_by, changed_at, idempotency_key)
+            SELECT id, agent_name, action, old_model_id, new_model_id, changed_by, changed_at,
+                idempotency_key FROM agent_model_config_history;
+        -- The ids go on from where they were (the version never goes back), even when the
+        -- newest lines had been deleted.
+        DELETE FROM sqlite_sequence WHERE name = 'agent_model_config_history_v5';
+        INSERT INTO sqlite_sequence (name, seq)
+            SELECT 'agent_model_config_history_v5', seq FROM sqlite_sequence
+            WHERE name = 'agent_model_config_history';
+        DROP TABLE agent_model_config_history;
+        ALTER TABLE agent_model_config_history_v5 RENAME TO agent_model_config_history;
+        CREATE INDEX IF NOT EXISTS agent_model_config_history_agent_idx
+            ON agent_model_config_history (agent_name, id);
+        CREATE UNIQUE INDEX IF NOT EXISTS agent_model_config_history_idempotency_key_key
+            ON agent_model_config_history (idempotency_key);
+        """,
+    ),
 )
 
 LATEST_VERSION = STEPS[-1].version

@@ -2,7 +2,9 @@
 
 The admin-only router is filtered as a whole (`IsAdmin`); a sibling router after it answers the
 same commands from anyone else with a polite refusal, so nothing changes and nothing leaks.
-The logic is `bot.services.admin_commands`, shared with the console.
+The model commands (`/setmodel`, `/resetmodel`, `/rollback`, `/models`, `/agents`,
+`/modelhistory`, `/catalog`) are `bot.services.admin_commands`, shared with the console: this
+file only hands over the text and answers with what comes back.
 """
 
 from __future__ import annotations
@@ -15,18 +17,14 @@ from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import CallbackQuery, Message
 
 from bot.app import Services
-from bot.services.admin_commands import (
-    HISTORY_USAGE,
-    RESETMODEL_USAGE,
-    SETMODEL_USAGE,
-    AdminCommands,
-)
+from bot.services.admin_commands import ADMIN_COMMANDS as MODEL_COMMANDS
+from bot.services.admin_commands import AdminCommands
 from bot.storage.repositories import StorageError
 from bot.telegram.routers.common import trace_review
 
 log = logging.getLogger(__name__)
 
-ADMIN_COMMANDS = ("setmodel", "resetmodel", "models", "agents", "modelhistory", "trace")
+ADMIN_COMMANDS = (*MODEL_COMMANDS, "trace")
 REFUSAL = "Sorry, that command is for the bot's admins."
 
 
@@ -44,42 +42,36 @@ def admin_tag(message: Message) -> str:
     return f"tg:{user.id}" + (f" (@{user.username})" if user.username else "")
 
 
+# Under Telegram's 4096 characters per message, with room for the <pre> tags and escaping.
+PRE_CHUNK = 3500
+
+
 async def _pre(message: Message, text: str) -> None:
-    """Tables read best in monospace."""
+    """Tables read best in monospace; a long one goes as several messages, split at lines."""
+    chunk: list[str] = []
+    size = 0
+    for line in text.splitlines():
+        if chunk and size + len(line) + 1 > PRE_CHUNK:
+            await _send_pre(message, "\n".join(chunk))
+            chunk, size = [], 0
+        chunk.append(line[:PRE_CHUNK])
+        size += len(line) + 1
+    await _send_pre(message, "\n".join(chunk))
+
+
+async def _send_pre(message: Message, text: str) -> None:
     await message.answer(f"<pre>{html.escape(text, quote=False)}</pre>", parse_mode="HTML")
 
 
-async def on_setmodel(message: Message, command: CommandObject, admin: AdminCommands) -> None:
-    args = (command.args or "").split()
-    if len(args) != 2:
-        await message.answer(SETMODEL_USAGE)
-        return
-    await message.answer(await admin.set_model(args[0], args[1], by=admin_tag(message)))
-
-
-async def on_resetmodel(message: Message, command: CommandObject, admin: AdminCommands) -> None:
-    args = (command.args or "").split()
-    if len(args) != 1:
-        await message.answer(RESETMODEL_USAGE)
-        return
-    await message.answer(await admin.reset_model(args[0], by=admin_tag(message)))
-
-
-async def on_models(message: Message, admin: AdminCommands) -> None:
+async def on_model_command(message: Message, command: CommandObject, admin: AdminCommands) -> None:
     user_id = message.from_user.id if message.from_user else None
-    await _pre(message, await admin.models(user_id))
-
-
-async def on_agents(message: Message, admin: AdminCommands) -> None:
-    await _pre(message, admin.agents())
-
-
-async def on_modelhistory(message: Message, command: CommandObject, admin: AdminCommands) -> None:
-    args = (command.args or "").split()
-    if len(args) > 1:
-        await message.answer(HISTORY_USAGE)
-        return
-    await _pre(message, await admin.model_history(args[0] if args else None))
+    reply = await admin.handle(
+        command.command, command.args, by=admin_tag(message), user_id=user_id
+    )
+    if reply.monospace:
+        await _pre(message, reply.text)
+    else:
+        await message.answer(reply.text)
 
 
 async def on_trace(message: Message, services: Services) -> None:
@@ -112,11 +104,7 @@ def create_router() -> Router:
     router = Router(name=__name__)
     admins = Router(name=f"{__name__}.admins")
     admins.message.filter(IsAdmin())
-    admins.message.register(on_setmodel, Command("setmodel"))
-    admins.message.register(on_resetmodel, Command("resetmodel"))
-    admins.message.register(on_models, Command("models"))
-    admins.message.register(on_agents, Command("agents"))
-    admins.message.register(on_modelhistory, Command("modelhistory"))
+    admins.message.register(on_model_command, Command(*MODEL_COMMANDS))
     admins.message.register(on_trace, Command("trace"))
     others = Router(name=f"{__name__}.refusal")
     others.message.register(on_refused, Command(*ADMIN_COMMANDS))

@@ -15,7 +15,7 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
-from bot.app import Services
+from bot.services.model_catalog import CatalogEntry
 from bot.services.user_settings import KeyOutcome, UserSettingsService, key_providers
 from bot.storage.repositories import StorageError
 from bot.telegram.middlewares import typing_action
@@ -31,43 +31,59 @@ SETKEY_USAGE = (
 
 
 class PickModel(CallbackData, prefix="model"):
-    """A button of `/model`: the index into the allowed models, -1 for the bot's default."""
+    """A button of `/model`: a catalog alias, or `-` for the bot's default."""
 
-    index: int
+    alias: str
 
 
-def model_keyboard(allowed: list[str], current: str | None) -> InlineKeyboardMarkup:
+BOT_DEFAULT = "-"
+
+
+def model_keyboard(offered: list[CatalogEntry], current: str | None) -> InlineKeyboardMarkup:
     rows = [
         [
             InlineKeyboardButton(
-                text=("✅ " if spec == current else "") + spec,
-                callback_data=PickModel(index=i).pack(),
+                text=("✅ " if entry.alias == current else "") + entry.name,
+                callback_data=PickModel(alias=entry.alias).pack(),
             )
         ]
-        for i, spec in enumerate(allowed)
+        for entry in offered
     ]
     rows.append(
         [
             InlineKeyboardButton(
                 text=("✅ " if current is None else "") + "Bot default",
-                callback_data=PickModel(index=-1).pack(),
+                callback_data=PickModel(alias=BOT_DEFAULT).pack(),
             )
         ]
     )
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
-def model_text(services: Services, current: str | None) -> str:
-    shown = current or f"the bot's default ({services.settings.default_model})"
+async def model_text(
+    users: UserSettingsService, choice: str | None, offered: list[CatalogEntry]
+) -> str:
+    entry = users.entry_of(choice)
+    if choice is None:
+        shown = f"the bot's default ({await users.bot_default()})"
+    elif entry is None or entry not in offered:
+        shown = f"{choice}, which is no longer offered, so you get the bot's default"
+    else:
+        shown = entry.name
     return (
         f"Your model: {shown}.\nChoose the model I use for you "
         "(admins may still pin some agents to other models):"
     )
 
 
+def _current_alias(users: UserSettingsService, choice: str | None) -> str | None:
+    """The alias the keyboard ticks (a spec stored by an older bot shows as its entry)."""
+    entry = users.entry_of(choice)
+    return entry.alias if entry is not None else choice
+
+
 async def on_model(
     message: Message,
-    services: Services,
     users: UserSettingsService,
     storage_ok: bool,
 ) -> None:
@@ -75,36 +91,41 @@ async def on_model(
         await message.answer(NO_STORAGE)
         return
     try:
-        current = (await users.load(message.from_user.id)).default_model
+        choice = (await users.load(message.from_user.id)).default_model
+        offered = await users.offered()
     except StorageError as exc:
         log.error("could not load the settings of user %s: %s", message.from_user.id, exc)
         await message.answer(NO_STORAGE)
         return
     await message.answer(
-        model_text(services, current),
-        reply_markup=model_keyboard(users.allowed_models(), current),
+        await model_text(users, choice, offered),
+        reply_markup=model_keyboard(offered, _current_alias(users, choice)),
     )
 
 
 async def on_pick_model(
-    query: CallbackQuery, callback_data: PickModel, services: Services, users: UserSettingsService
+    query: CallbackQuery, callback_data: PickModel, users: UserSettingsService
 ) -> None:
-    allowed = users.allowed_models()
-    if callback_data.index >= len(allowed) or callback_data.index < -1:
-        await query.answer("That choice is no longer offered; send /model again.", show_alert=True)
-        return
-    spec = None if callback_data.index == -1 else allowed[callback_data.index]
+    choice = None if callback_data.alias == BOT_DEFAULT else callback_data.alias
     try:
-        await users.choose_model(query.from_user.id, spec)
+        offered = await users.offered()
+        entry = next((e for e in offered if e.alias == choice), None)
+        if choice is not None and entry is None:
+            await query.answer(
+                "That choice is no longer offered; send /model again.", show_alert=True
+            )
+            return
+        await users.choose_model(query.from_user.id, choice)
     except StorageError as exc:
         log.error("could not save the model of user %s: %s", query.from_user.id, exc)
         await query.answer(NO_STORAGE, show_alert=True)
         return
-    await query.answer(f"Saved: {spec or 'bot default'}")
+    await query.answer(f"Saved: {entry.name if entry is not None else 'bot default'}")
     if isinstance(query.message, Message):
         try:
             await query.message.edit_text(
-                model_text(services, spec), reply_markup=model_keyboard(allowed, spec)
+                await model_text(users, choice, offered),
+                reply_markup=model_keyboard(offered, choice),
             )
         except TelegramAPIError as exc:
             log.info("could not update the /model message: %s", exc)

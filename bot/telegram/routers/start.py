@@ -22,12 +22,15 @@ In groups, mention me or reply to my message."""
 
 ADMIN_HELP = """\
 
-Admin:
-/setmodel <agent> <openrouter-model-id> - run an agent on an OpenRouter model
-/resetmodel <agent> - back to the configured model
-/models - every agent's model, and why
-/agents - the agents
-/modelhistory [agent] - who changed which model, and when
+Admin (target: an agent, pipeline:<name>, role:<chat|plan|post> or default; model: a catalog \
+alias, provider:model or an OpenRouter id):
+/setmodel <target> <model> - run a target on a model
+/resetmodel <target> - back to the configured model
+/rollback <target> - undo the target's latest change
+/models - each pipeline's agents: model, level, who set it
+/agents - the agents and their roles
+/modelhistory [target] - who changed what, when
+/catalog - the named models; /catalog show|add|edit|remove ...
 /trace - the link to this chat's latest trace"""
 
 

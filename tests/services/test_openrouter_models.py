@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.services.model_catalog import ModelCatalog, closest
+from bot.services.openrouter_models import OpenRouterModels, closest
 from tests.fakes.llm_server import FakeLLMServer, unused_port_url
 from tests.services.fakes import FakeClock
 
@@ -22,7 +22,7 @@ async def test_found_missing_and_one_fetch_per_ttl() -> None:
     clock = FakeClock()
     async with FakeLLMServer() as server:
         server.catalog = [{"id": i} for i in IDS]
-        catalog = ModelCatalog(server.openrouter_base_url, ttl=60, clock=clock)
+        catalog = OpenRouterModels(server.openrouter_base_url, ttl=60, clock=clock)
         try:
             checks = await asyncio.gather(
                 catalog.check("anthropic/claude-sonnet-4.5"),
@@ -44,7 +44,7 @@ async def test_an_outage_keeps_the_old_copy_and_without_one_the_id_is_unverified
     clock = FakeClock()
     async with FakeLLMServer() as server:
         server.catalog = [{"id": i} for i in IDS]
-        catalog = ModelCatalog(server.openrouter_base_url, ttl=1, retry_backoff=30, clock=clock)
+        catalog = OpenRouterModels(server.openrouter_base_url, ttl=1, retry_backoff=30, clock=clock)
         try:
             assert (await catalog.check("openai/gpt-4o")).status == "found"
             await server.close()
@@ -55,7 +55,7 @@ async def test_an_outage_keeps_the_old_copy_and_without_one_the_id_is_unverified
         finally:
             await catalog.close()
 
-    nowhere = ModelCatalog(unused_port_url() + "/api/v1")
+    nowhere = OpenRouterModels(unused_port_url() + "/api/v1")
     try:
         check = await nowhere.check("openai/gpt-4o")
         assert check.status == "unverified"
@@ -68,7 +68,7 @@ async def test_an_outage_keeps_the_old_copy_and_without_one_the_id_is_unverified
 async def test_a_broken_answer_is_an_outage_not_an_empty_catalog() -> None:
     async with FakeLLMServer() as server:
         server.catalog = []
-        catalog = ModelCatalog(server.openrouter_base_url)
+        catalog = OpenRouterModels(server.openrouter_base_url)
         try:
             assert (await catalog.check("openai/gpt-4o")).status == "unverified"
         finally:
