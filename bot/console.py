@@ -197,7 +197,8 @@ async def pin_model(services: Services, model: str) -> Services | str:
         return f"Cannot run on --model {model}: {exc}"
     resolver = services.resolver.pinned(text, set_by="console --model")
     conversation: ConversationService = services.conversation.with_resolver(resolver)
-    return dataclasses.replace(services, conversation=conversation)
+    # `/models` and the other commands explain the session as it runs.
+    return dataclasses.replace(services, conversation=conversation, resolver=resolver)
 
 
 async def run_console(settings: Settings, *, model: str | None = None) -> int:

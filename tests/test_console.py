@@ -218,3 +218,85 @@ async def test_run_console_end_to_end_over_the_real_sdk(
         coach = [r for r in server.requests if r.stream]
         assert {r.model for r in coach} == {"gpt-4o-mini"}
         assert all(r.headers["authorization"] == "Bearer sk-openai-test" for r in coach)
+
+
+async def test_console_model_pins_every_agent_and_the_admin_commands_match_telegram(
+    tmp_path: Path,
+    stdin_lines,
+    capsys: pytest.CaptureFixture[str],  # type: ignore[no-untyped-def]
+) -> None:
+    async with FakeLLMServer() as server:
+        server.default.text = reply_for
+        settings = make_settings(
+            tmp_path,
+            openai_base_url=server.openai_base_url,
+            openrouter_base_url=server.openrouter_base_url,
+            agent_models={"strategist": "openai:m-planner"},
+        )
+        # First session: the catalog and an assignment, with the Telegram syntax.
+        stdin_lines(
+            [
+                '/catalog add pinned openai:m-pinned name="Pinned one" max_tokens=99 users=yes',
+                "/setmodel role:chat pinned",
+                "/models",
+                "/model",
+                "/model pinned",
+                "/model default",
+                "/rollback role:chat",
+                "/modelhistory",
+                "/catalog show pinned",
+                "/quit",
+            ]
+        )
+        assert await run_console(settings) == 0
+        shown = capsys.readouterr().out
+        assert "Added pinned: Pinned one (openai:m-pinned), max_tokens=99, offered to users." in (
+            shown
+        )
+        assert "role:chat is now Pinned one (openai:m-pinned) (was not set)." in shown
+        assert "Used by: coach, tutor, trainer." in shown
+        assert "coach       Pinned one (openai:m-pinned)  [role]  set by console:1" in shown
+        assert "  pinned  Pinned one (openai:m-pinned)" in shown  # /model lists it
+        assert "Your model is now pinned." in shown
+        assert "Your model is now the bot default." in shown
+        assert "role:chat is back on its configured model (undid #2 of " in shown
+        assert "catalog:pinned: added openai:m-pinned" in shown
+        assert "  max_tokens: 99" in shown
+
+        # Second session on --model: every agent on it, with its parameters, whatever the
+        # levels say (the strategist has AGENT_MODELS).
+        mark = len(server.requests)
+        stdin_lines(["I work night shifts", "/models", "/quit"])
+        assert await run_console(settings, model="pinned") == 0
+        out = capsys.readouterr()
+        assert "Every agent runs on pinned in this session." in out.err
+        assert "bot> Try a fixed wind-down routine (m-pinned)." in out.out
+        asked = [r for r in server.requests[mark:] if r.api == "openai"]
+        assert {r.model for r in asked} == {"m-pinned"}
+        assert len(asked) == 4  # extraction, strategist, coach, summarizer
+        assert {r.body.get("max_tokens") for r in asked} == {99}
+        assert "strategist  Pinned one (openai:m-pinned)  [session]  set by console --model" in (
+            out.out
+        )
+
+        # A model that cannot run is refused before the session starts.
+        assert await run_console(settings, model="groq:llama") == 2
+        assert "Cannot run on --model groq:llama: groq:llama needs GROQ_API_KEY" in (
+            capsys.readouterr().err
+        )
+
+
+def test_the_command_line_takes_model_for_the_console_only(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import bot.__main__ as entry
+
+    seen: list[str | None] = []
+    monkeypatch.setattr(entry, "_run_console", lambda settings, model=None: seen.append(model) or 0)
+    monkeypatch.setattr(entry, "load_settings", lambda: Settings(_env_file=None))  # type: ignore[call-arg]
+    monkeypatch.setattr("bot.observability.logs.install_log_scrubbing", lambda *a: None)
+    assert entry.main(["console", "--model", "fast"]) == 0
+    assert seen == ["fast"]
+    with pytest.raises(SystemExit):
+        entry.main(["migrate", "--model", "fast"])
+    assert "--model is for `python -m bot console`" in capsys.readouterr().err

@@ -378,13 +378,15 @@ class AdminCommands:
 
 
 def _origin(found: Resolution) -> str:
+    """`set by tg:42 (@ann), <when>`, `from AGENT_MODELS[coach]`, `your choice`."""
     if found.level == "user":
         return "your choice"
+    by = found.set_by or "unknown"
+    if by.isupper():  # an environment variable: say which entry of it
+        return f"from {found.target or by}"
     if found.set_at is not None:
-        return f"set by {found.set_by or 'unknown'}, {when(found.set_at)}"
-    if found.set_by and found.target and found.target != found.set_by:
-        return f"from {found.target}"
-    return f"from {found.set_by}" if found.set_by else ""
+        return f"set by {by}, {when(found.set_at)}"
+    return f"set by {by}"
 
 
 def _history_what(change: ModelConfigChange) -> str:

@@ -167,7 +167,9 @@ class ConfigSnapshot:
     version: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made per message and level that depends on the user, and a frozen
+# dataclass pays a setattr call per field.
+@dataclass(slots=True)
 class LevelQuery:
     agent: str
     pipeline: str | None = None
@@ -197,6 +199,8 @@ class Level(Protocol):
     @property
     def name(self) -> str: ...
 
+    # True: `pick` reads `query.user` (and picks nothing when there is none); False: its pick
+    # depends only on the agent, the pipeline and the snapshot, and is worked out once each.
     @property
     def per_user(self) -> bool: ...
 

@@ -164,6 +164,8 @@ class ModelResolver:
         for step in plan:
             if isinstance(step, Resolution):
                 return step
+            if user is None:
+                continue  # a per-user level has nothing to pick for nobody
             found = self._try(step, LevelQuery(agent, pipeline, user), snapshot, None)
             if found is not None:
                 if log.isEnabledFor(logging.DEBUG):

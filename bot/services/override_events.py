@@ -1,8 +1,10 @@
-"""Tell every replica at once that an admin changed an agent's model.
+"""Tell every replica at once that an admin changed the model configuration.
 
-An admin's `/setmodel` lands on one replica; that replica invalidates its own cache directly. The
-others learn of it here: the change is published on a Redis channel and every replica's listener
-invalidates its cache on receipt. Redis is a speed-up, never a dependency: publishing failures are
+An admin's `/setmodel`, `/resetmodel`, `/rollback` or `/catalog add|edit|remove` lands on one
+replica; that replica applies it to its own copy directly. The others learn of it here: the
+change is published on a Redis channel (its target: an agent, `pipeline:<name>`, `role:<role>`,
+`default`, or `catalog:<alias>`) and every replica's listener invalidates its copy on receipt, so
+its next message reads the tables again, the configuration version with them. Redis is a speed-up, never a dependency: publishing failures are
 logged and swallowed, the listener reconnects with backoff, and the cache TTL (`MODEL_CONFIG_TTL`)
 still bounds staleness when Redis is down.
 """
@@ -28,7 +30,8 @@ OnChange = Callable[[str | None], None]
 
 
 class OverrideEvents:
-    """Publish and receive override changes; `on_change(agent)` runs for other replicas' changes."""
+    """Publish and receive model configuration changes; `on_change(target)` runs for other
+    replicas' changes (the payload's key stays `agent`, as older replicas read it)."""
 
     def __init__(
         self,
@@ -63,7 +66,8 @@ class OverrideEvents:
         return True
 
     async def publish(self, agent: str | None) -> bool:
-        """Announce a change (None: everything changed). Never raises; False when not sent."""
+        """Announce a change of `agent` (any target, or `catalog:<alias>`; None: everything
+        changed). Never raises; False when not sent."""
         payload = json.dumps({"agent": agent, "from": self.instance_id})
         try:
             await self._client.publish(self._channel, payload)

@@ -176,6 +176,48 @@ async def test_setmodel_on_one_replica_changes_the_next_message_on_the_other(
         assert others == {"gpt-4o-mini"}
 
 
+async def test_catalog_changes_reach_the_other_replica_at_once_with_one_configuration_version(
+    tmp_path: Path, postgres_dsn: str, redis_url: str
+) -> None:
+    async with deployment(tmp_path, postgres_dsn, redis_url, ttl=60.0) as dep:
+        user = new_user()
+        await dep.send(1, "hello", user=user)
+        await dep.replies(user, 1)  # replica B's configuration is now cached for 60 s
+
+        await dep.send(0, "/catalog add planner openai:m-planner max_tokens=55", user=ADMIN)
+        await dep.send(0, "/setmodel role:plan planner", user=ADMIN)
+        confirmations = await dep.replies(ADMIN, 2)
+        assert "Effective now, here and on every other replica." in confirmations[1]
+
+        def plans(since: int) -> list[tuple[str, object]]:
+            return [
+                (r.model, r.body.get("max_tokens"))
+                for r in dep.llm.requests[since:]
+                if "ReplyPlan" in json.dumps(r.body.get("response_format") or {})
+            ]
+
+        seen = len(dep.llm.requests)
+        await dep.send(1, "and now?", user=user)
+        await dep.replies(user, 2)
+        assert plans(seen) == [("m-planner", 55)]  # only Redis can have told replica B
+
+        await dep.send(0, "/catalog edit planner max_tokens=44", user=ADMIN)
+        await dep.replies(ADMIN, 3)
+        seen = len(dep.llm.requests)
+        await dep.send(1, "once more", user=user)
+        await dep.replies(user, 3)
+        assert plans(seen) == [("m-planner", 44)]
+
+        # Both replicas are on the same configuration version: the entry, the assignment, the
+        # edit.
+        await dep.send(1, "/models", user=ADMIN)
+        await dep.send(0, "/models", user=ADMIN)
+        tables = await dep.replies(ADMIN, 5)
+        for table in tables[3:]:
+            assert "Configuration version 3." in table
+            assert "openai:m-planner  [role]" in table
+
+
 async def test_with_redis_down_the_change_arrives_within_the_ttl_and_replies_go_on(
     tmp_path: Path, postgres_dsn: str, redis_url: str
 ) -> None:

@@ -431,3 +431,56 @@ async def test_ttl_comes_from_settings() -> None:
     assert service.overrides_enabled
     assert ModelConfigService.CACHE_TTL == 60.0
     await service.close()
+
+
+async def test_every_change_moves_the_configuration_version_and_other_replicas_read_it() -> None:
+    from bot.llm.specs import parse_spec
+    from bot.services.model_catalog import CatalogEntry
+    from tests.services.fakes import FakeCatalogRepo
+
+    repo, history, catalog = FakeConfigRepo(), FakeHistoryRepo(), FakeCatalogRepo()
+    clock = FakeClock()
+    service = ModelConfigService(repo, history, catalog=catalog, ttl=60, clock=clock)
+    told: list[str] = []
+    service.add_change_listener(told.append)
+    assert (await service.snapshot()).version == 0
+    entry = CatalogEntry("fast", parse_spec("openai:x"))
+    added = await service.save_entry(entry, "tg:1", previous=None)
+    assert (added.action, added.version, service.version) == ("add", 1, 1)
+    assert (await service.set_override("role:chat", "fast", "tg:1")).version == 2
+    line = await service.rollback_candidate("role:chat")
+    assert line is not None
+    undone = await service.rollback("role:chat", line, "tg:2")
+    assert (undone.changed, undone.row, undone.version) == (True, None, 3)
+    assert await service.rollback_candidate("role:chat") is None  # nothing left to undo
+    removed = await service.remove_entry(entry, "tg:1")
+    assert removed.version == service.version == 4
+    assert told == ["catalog:fast", "role:chat", "role:chat", "catalog:fast"]
+    assert [(c.agent_name, c.action, c.reverts_id) for c in history.changes] == [
+        ("catalog:fast", "add", None),
+        ("role:chat", "set", None),
+        ("role:chat", "rollback", 2),
+        ("catalog:fast", "remove", None),
+    ]
+
+    # Another replica's change: read with the next refresh, version included.
+    await history.append(history.changes[0].model_copy(update={"idempotency_key": "x"}))
+    service.invalidate()
+    assert (await service.snapshot()).version == 5
+    # A change whose history line cannot be written leaves the version where it was.
+    history.fail = True
+    change = await service.set_override("coach", "x/y", "tg:1")
+    assert (change.history_written, change.version) == (False, 5)
+    await service.close()
+
+
+async def test_unknown_targets_roles_and_pipelines_are_refused() -> None:
+    service, *_ = make()
+    for target, message in [
+        ("role:writer", "unknown role 'writer'"),
+        ("pipeline:chat", "unknown pipeline 'chat'"),
+        ("everything", "unknown target 'everything'"),
+    ]:
+        with pytest.raises(UnknownAgentError, match=message):
+            await service.set_override(target, "x/y", "admin")
+    await service.close()

@@ -259,10 +259,11 @@ async def test_static_levels_are_worked_out_once_per_snapshot_not_per_message() 
     for _ in range(50):
         await resolver.resolve("coach", pipeline="support", user=user)
         await resolver.resolve("coach", pipeline="support")
-    # The admin levels and the defaults were asked once; only the user's choice per message.
+    # The admin levels and the defaults were asked once; only the user's choice per message,
+    # and only for the messages of a user who has settings.
     assert calls.count("override") == 1
     assert calls.count("default") == 2  # the admin's default, then DEFAULT_MODEL
-    assert calls.count("user") == 100
+    assert calls.count("user") == 50
     await w.config.close()
 
 

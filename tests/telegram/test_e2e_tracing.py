@@ -128,3 +128,58 @@ async def test_without_tracing_replies_have_no_buttons_and_trace_says_so(
         assert tg.calls_of("editMessageReplyMarkup") == []
         (reply,) = await bot.say("/trace", user_id=ADMIN)
         assert reply.startswith("Tracing is off")
+
+
+async def test_the_trace_names_each_models_level_who_set_it_and_the_configuration_version(
+    tmp_path: Path,
+    tg: FakeTelegramServer,
+    llm: FakeLLMServer,
+    receiver: OtlpReceiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        tg,
+        llm,
+        langfuse_public_key=f"pk-lf-test-{uuid.uuid4().hex[:12]}",
+        langfuse_secret_key=f"sk-lf-{uuid.uuid4().hex}",
+        langfuse_base_url=receiver.base_url,
+    )
+    admin = f"tg:{ADMIN} (@user{ADMIN})"
+    with caplog.at_level("INFO", logger="bot.services.model_resolution"):
+        async with running_bot(settings, tg, llm, traced=True) as bot:
+            await bot.say('/catalog add planner openai:m-planner name="Planner"', user_id=ADMIN)
+            await bot.say("/setmodel role:plan planner", user_id=ADMIN)
+            await bot.say("I sleep badly", user_id=USER)
+            await bot.services.runner.wait_background()
+            stored = await bot.services.storage.messages.recent(USER, 2)
+            trace_id = stored[-1].trace_id
+            await bot.services.observer.flush()  # type: ignore[attr-defined]
+
+    def trace(r: OtlpReceiver) -> list[ReceivedSpan]:
+        return [span for span in r.spans() if span.trace_id == trace_id]
+
+    assert await receiver.wait_until_async(lambda r: len(trace(r)) >= 9)
+    spans = trace(receiver)
+    steps = {step.name: step for step in children(spans, one(spans, "support"))}
+    strategist = steps["strategist"]
+    assert [strategist.metadata(k) for k in ("level", "set_by", "alias", "config_version")] == [
+        "role",
+        admin,
+        "planner",
+        2,
+    ]
+    (generation,) = children(spans, strategist)
+    assert (generation.metadata("level"), generation.metadata("set_by")) == ("role", admin)
+    coach = steps["coach"]
+    assert [coach.metadata(k) for k in ("level", "set_by", "alias")] == [
+        "agent",
+        "AGENT_MODELS",
+        "m-coach",
+    ]
+    # The logs name it too: each agent's model, its level and who set it, once per change.
+    logged = [r.getMessage() for r in caplog.records]
+    assert (
+        f"strategist in support runs on Planner (openai:m-planner) [role, set by {admin}] "
+        "(configuration version 2)"
+    ) in logged
