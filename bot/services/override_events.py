@@ -4,9 +4,10 @@ An admin's `/setmodel`, `/resetmodel`, `/rollback` or `/catalog add|edit|remove`
 replica; that replica applies it to its own copy directly. The others learn of it here: the
 change is published on a Redis channel (its target: an agent, `pipeline:<name>`, `role:<role>`,
 `default`, or `catalog:<alias>`) and every replica's listener invalidates its copy on receipt, so
-its next message reads the tables again, the configuration version with them. Redis is a speed-up, never a dependency: publishing failures are
-logged and swallowed, the listener reconnects with backoff, and the cache TTL (`MODEL_CONFIG_TTL`)
-still bounds staleness when Redis is down.
+its next message reads the tables again, the configuration version with them. Redis is a
+speed-up, never a dependency: publishing failures are logged and swallowed, the listener
+reconnects with backoff, and the cache TTL (`MODEL_CONFIG_TTL`) still bounds staleness when Redis
+is down.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ layered over them, model text read as an alias, a spec or an OpenRouter id."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -185,7 +186,7 @@ async def test_a_model_that_cannot_run_here_names_what_to_set(tmp_path: Path) ->
     catalog = Catalog.build(configured_models(settings))
     checker = ModelChecker(settings, None, local_available=lambda: False)
     with pytest.raises(
-        ModelProblem, match="needs the local-model extra: pip install -e '.\\[local\\]'"
+        ModelProblem, match=re.escape("needs the local-model extra: pip install -e '.[local]'")
     ):
         await checker.check("mlx:tiny", catalog)
     checker = ModelChecker(settings, None, local_available=lambda: True)
