@@ -17,23 +17,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from bot.archives import ArchiveLimits, ArchiveService
 from bot.config import ConfigError, Settings
-from bot.llm.parameters import ParamsFor
-from bot.llm.protocol import LLMProvider
-from bot.llm.specs import ModelSpec
 from bot.observability.logs import register_secret
 from bot.pipeline.observer import PipelineObserver
 from bot.pipeline.pipelines import build_pipelines
 from bot.pipeline.runner import PipelineRunner
 from bot.pipeline.steps import Pipeline
 from bot.services.conversation import ConversationService, KeyDecrypter
-from bot.services.model_config import ModelConfigService
+from bot.services.model_config import ModelConfigService, ProviderSource
 from bot.services.model_resolution import ModelResolver
 from bot.services.openrouter_models import OpenRouterModels
 from bot.storage.repositories import Storage
@@ -44,17 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Providers(Protocol):
+class Providers(ProviderSource, Protocol):
     """The provider registry as the app uses it (`bot.llm.registry.ProviderRegistry`)."""
-
-    def chain(
-        self,
-        primary: ModelSpec,
-        *,
-        api_key: str | None = None,
-        fallbacks: Sequence[ModelSpec] | None = None,
-        parameters: ParamsFor | None = None,
-    ) -> LLMProvider: ...
 
     async def close(self) -> None: ...
 

@@ -339,25 +339,19 @@ class ModelConfigService:
         previous = old.model_id if old is not None and old.is_active else None
         row = await self._repo.upsert(target, model_id, set_by)
         self._apply_assignment(target, row)
-        line: ModelConfigChange | None = None
-        notified: bool | None = None
-        try:
-            line = await self._append_history(
-                ModelConfigChange(
-                    agent_name=target,
-                    action=action,
-                    old_model_id=previous,
-                    new_model_id=model_id,
-                    changed_by=set_by,
-                    reverts_id=reverts,
-                )
-            )
-        finally:
-            # The change happened: other replicas hear of it whatever became of the history
-            # (even when this coroutine is being cancelled).
-            notified = await self._notify(target)
+        written, notified = await self._record(
+            target,
+            ModelConfigChange(
+                agent_name=target,
+                action=action,
+                old_model_id=previous,
+                new_model_id=model_id,
+                changed_by=set_by,
+                reverts_id=reverts,
+            ),
+        )
         return OverrideChange(
-            target, True, row, previous, line is not None, notified, self._snapshot.version
+            target, True, row, previous, written, notified, self._snapshot.version
         )
 
     async def _unassign(
@@ -379,25 +373,17 @@ class ModelConfigService:
         self._apply_assignment(target, None)
         if not changed:
             return OverrideChange(target, False, None, None, True, None, self._snapshot.version)
-        history_written = True
-        notified: bool | None = None
-        try:
-            if deactivated:
-                line = await self._append_history(
-                    ModelConfigChange(
-                        agent_name=target,
-                        action=action,
-                        old_model_id=previous,
-                        new_model_id=None,
-                        changed_by=by,
-                        reverts_id=reverts,
-                    )
-                )
-                history_written = line is not None
-        finally:
-            notified = await self._notify(target)
+        line = ModelConfigChange(
+            agent_name=target,
+            action=action,
+            old_model_id=previous,
+            new_model_id=None,
+            changed_by=by,
+            reverts_id=reverts,
+        )
+        written, notified = await self._record(target, line if deactivated else None)
         return OverrideChange(
-            target, True, None, previous, history_written, notified, self._snapshot.version
+            target, True, None, previous, written, notified, self._snapshot.version
         )
 
     # --- writes: the catalog ---
@@ -443,23 +429,13 @@ class ModelConfigService:
         new: str | None,
     ) -> CatalogChange:
         target = f"catalog:{alias}"
-        line: ModelConfigChange | None = None
-        notified: bool | None = None
-        try:
-            line = await self._append_history(
-                ModelConfigChange(
-                    agent_name=target,
-                    action=action,
-                    old_model_id=old,
-                    new_model_id=new,
-                    changed_by=by,
-                )
-            )
-        finally:
-            notified = await self._notify(target)
-        return CatalogChange(
-            alias, action, entry, line is not None, notified, self._snapshot.version
+        written, notified = await self._record(
+            target,
+            ModelConfigChange(
+                agent_name=target, action=action, old_model_id=old, new_model_id=new, changed_by=by
+            ),
         )
+        return CatalogChange(alias, action, entry, written, notified, self._snapshot.version)
 
     # --- cache control ---
 
@@ -554,6 +530,21 @@ class ModelConfigService:
         old = self._snapshot
         self._snapshot = ConfigSnapshot(old.assignments, catalog, old.version)
         self.invalidate()
+
+    async def _record(
+        self, target: str, change: ModelConfigChange | None
+    ) -> tuple[bool, bool | None]:
+        """After a change is stored: its history line (None: another call writes it), then the
+        listeners. (history written, replicas told), as `OverrideChange` reports them."""
+        written = True
+        try:
+            if change is not None:
+                written = await self._append_history(change) is not None
+        finally:
+            # The change happened: other replicas hear of it whatever became of the history
+            # (even when this coroutine is being cancelled).
+            notified = await self._notify(target)
+        return written, notified
 
     async def _append_history(self, change: ModelConfigChange) -> ModelConfigChange | None:
         """Append a history line and move the version to it; None (logged for the operator)

@@ -29,7 +29,7 @@ from bot.llm.specs import PROVIDERS, ModelSpec, ModelSpecError, parse_spec
 from bot.llm.types import user
 from bot.observability.logs import register_secret
 from bot.pipeline.pipelines import AGENT_HOME_PIPELINE
-from bot.services.model_catalog import CatalogEntry
+from bot.services.model_catalog import CatalogEntry, Picked
 from bot.services.model_resolution import ModelResolver, UserModelChoice
 from bot.storage.models import UserSettings
 from bot.storage.repositories import Storage
@@ -125,22 +125,23 @@ class UserSettingsService:
         explained = await self.resolver.explain("coach", pipeline=AGENT_HOME_PIPELINE["coach"])
         return explained.resolution.label
 
-    def entry_of(self, choice: str | None) -> CatalogEntry | None:
-        """The catalog entry a stored choice (an alias, or a spec from an older bot) names."""
+    def picked(self, choice: str | None) -> Picked | None:
+        """What a stored choice (an alias, or a spec from an older bot) names; None when it
+        names nothing the catalog knows."""
         if not choice:
             return None
         try:
-            return self.resolver.interpret(choice).entry
+            return self.resolver.interpret(choice)
         except ValueError:
             return None
 
+    def entry_of(self, choice: str | None) -> CatalogEntry | None:
+        picked = self.picked(choice)
+        return picked.entry if picked is not None else None
+
     def spec_of(self, choice: str | None) -> ModelSpec | None:
-        if not choice:
-            return None
-        try:
-            return self.resolver.interpret(choice).spec
-        except ValueError:
-            return None
+        picked = self.picked(choice)
+        return picked.spec if picked is not None else None
 
     async def load(self, user_id: int) -> UserSettings:
         return await self.storage.settings.get(user_id) or UserSettings(user_id=user_id)
