@@ -195,6 +195,18 @@ async def test_rollback_walks_back_through_the_history(
         assert (await bot.say("hi again")) == ["Try a fixed wind-down routine (m-coach)."]
         assert calls_to(llm, "m-two", mark) == []
 
+        roles = {
+            line.split()[0]: line.split()[1]
+            for line in (await admin(bot, "/agents")).splitlines()[:6]
+        }
+        assert roles == {
+            "extraction": "post",
+            "strategist": "plan",
+            "coach": "chat",
+            "tutor": "chat",
+            "trainer": "chat",
+            "summarizer": "post",
+        }
         history = await admin(bot, "/modelhistory coach")
         lines = history.splitlines()
         assert [line.split("  ", 1)[1] for line in lines] == [
