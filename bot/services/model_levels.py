@@ -180,7 +180,8 @@ class LevelQuery:
         return AGENT_ROLES.get(self.agent)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen for the same reason as LevelQuery: per-user levels make one per message.
+@dataclass(slots=True)
 class Pick:
     """What a level names: model text (an alias, a spec or an OpenRouter id), and its origin."""
 

@@ -116,6 +116,9 @@ class Explanation:
         return "; ".join(self.notes) or None
 
 
+# Distinct per-user picks remembered per snapshot (the menu's entries, trial arms: a handful).
+SERVED_LIMIT = 1024
+
 # A plan step: a resolution that always applies from here, or a level to ask per message.
 _Step = Resolution | Level
 
@@ -143,6 +146,7 @@ class ModelResolver:
         self._params_key: object = None
         self._plans: dict[tuple[str, str | None], tuple[_Step, ...]] = {}
         self._planned_for: ConfigSnapshot | None = None
+        self._served: dict[tuple[object, ...], Resolution | None] = {}
         self._logged: dict[tuple[str, str | None], str] = {}
         self._warned: set[str] = set()
 
@@ -166,7 +170,10 @@ class ModelResolver:
                 return step
             if user is None:
                 continue  # a per-user level has nothing to pick for nobody
-            found = self._try(step, LevelQuery(agent, pipeline, user), snapshot, None)
+            pick = step.pick(LevelQuery(agent, pipeline, user), snapshot)
+            if pick is None:
+                continue
+            found = self._serve_per_user(pick, snapshot)
             if found is not None:
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("%s in %s: %s", agent, pipeline, _describe(found))
@@ -230,6 +237,7 @@ class ModelResolver:
     def _new_snapshot(self, snapshot: ConfigSnapshot) -> None:
         self._planned_for = snapshot
         self._plans = {}
+        self._served = {}
         key = snapshot.catalog.params_key()
         if key != self._params_key:
             # Fallbacks' parameters live in the cached chains: they go with a catalog change.
@@ -262,6 +270,29 @@ class ModelResolver:
         pick = level.pick(query, snapshot)
         if pick is None:
             return None
+        return self._serve(pick, snapshot, notes)
+
+    def _serve_per_user(self, pick: Pick, snapshot: ConfigSnapshot) -> Resolution | None:
+        """`_serve`, remembered per pick for this snapshot: many users make the same pick (the
+        same model on the menu, the same trial arm), and what serves it is the same for all
+        of them, unless their own key pays for it (never shared)."""
+        if pick.user is not None and pick.user.api_key is not None:
+            return self._serve(pick, snapshot, None)
+        key = (pick.level, pick.model, pick.set_by, pick.target, pick.set_at)
+        try:
+            return self._served[key]
+        except KeyError:
+            pass
+        found = self._serve(pick, snapshot, None)
+        if len(self._served) >= SERVED_LIMIT:
+            self._served.clear()
+        self._served[key] = found
+        return found
+
+    def _serve(
+        self, pick: Pick, snapshot: ConfigSnapshot, notes: list[str] | None
+    ) -> Resolution | None:
+        """The pick as a resolution, or None (noted, logged once) when it cannot be served."""
         catalog = snapshot.catalog
         try:
             picked = catalog.interpret(pick.model)

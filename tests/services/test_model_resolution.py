@@ -388,3 +388,33 @@ async def test_configured_chains_are_built_once() -> None:
     second: Any = await resolver.resolve("tutor", pipeline="learn")
     assert first.provider is second.provider
     assert providers.built == [(DEFAULT, None)]
+
+
+async def test_users_with_the_same_choice_share_its_resolution_until_the_next_change() -> None:
+    w = world(settings())
+    ann = await w.resolver.resolve(
+        "coach", pipeline="support", user=UserModelChoice(choice="m-user")
+    )
+    bob = await w.resolver.resolve(
+        "coach", pipeline="support", user=UserModelChoice(choice="m-user")
+    )
+    assert ann is bob  # worked out once, not per message
+    own = UserModelChoice(None, "openai", SecretStr(USER_KEY), choice="m-user")
+    mine = await w.resolver.resolve("coach", pipeline="support", user=own)
+    assert mine.provider.api_key == USER_KEY  # type: ignore[attr-defined]
+    assert (
+        await w.resolver.resolve("coach", pipeline="support", user=bob_choice())
+    ).provider.api_key is None  # type: ignore[attr-defined]
+    # Taken off the users' menu: the next message of either is back on the defaults.
+    entry = w.config.peek().catalog.get("m-user")
+    assert entry is not None
+    from dataclasses import replace
+
+    await w.config.save_entry(replace(entry, offered=False), "tg:1", previous=entry)
+    after = await w.resolver.resolve("coach", pipeline="support", user=bob_choice())
+    assert (after.level, after.model) == ("default", DEFAULT)
+    await w.config.close()
+
+
+def bob_choice() -> UserModelChoice:
+    return UserModelChoice(choice="m-user")
