@@ -336,3 +336,24 @@ async def test_closing_with_a_checkpoint_pending_is_quiet(
     assert _wal_size(path) == 0
     with sqlite3.connect(path) as conn:
         assert [row[0] for row in conn.execute("SELECT text FROM messages")] == ["kept"]
+
+
+def test_a_step_that_lands_after_a_later_one_is_still_applied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Features built side by side take neighbouring step numbers and may ship out of order: a
+    # database migrated by a bot that had step N+1 but not N must get N from the next bot.
+    from bot.storage.sqlite import schema
+
+    late = STEPS[-2]
+    conn = sqlite3.connect(tmp_path / "bot.db")
+    try:
+        monkeypatch.setattr(schema, "STEPS", tuple(s for s in STEPS if s is not late))
+        schema.migrate(conn)
+        monkeypatch.setattr(schema, "STEPS", STEPS)
+        applied = schema.migrate(conn)
+        assert [step.version for step in applied] == [late.version]
+        versions = [row[0] for row in conn.execute("SELECT version FROM schema_version")]
+        assert sorted(versions) == [step.version for step in STEPS]
+    finally:
+        conn.close()

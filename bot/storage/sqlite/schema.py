@@ -197,11 +197,15 @@ def current_version(conn: sqlite3.Connection) -> int:
 
 
 def migrate(conn: sqlite3.Connection, *, target: int | None = None) -> list[SchemaStep]:
-    """Apply the steps after the database's version (up to `target`); returns those applied.
+    """Apply the steps the database lacks (up to `target`), in number order; those applied.
 
     Blocking: the caller runs it off the event loop (start-up may wait on another process's lock).
     """
     version = current_version(conn)
+    # Set-based, not "after the newest": steps land in number order only most of the time (two
+    # features built side by side take 6 and 7; 7 may ship first), and a database at 7 must
+    # still get 6 when it arrives. Each step is written to apply on any later schema.
+    done = {int(row[0]) for row in conn.execute("SELECT version FROM schema_version")}
     if version > LATEST_VERSION:
         raise StorageConfigError(
             f"the SQLite database (DATABASE_URL) is at schema version {version}, newer than this "
@@ -209,7 +213,7 @@ def migrate(conn: sqlite3.Connection, *, target: int | None = None) -> list[Sche
         )
     applied: list[SchemaStep] = []
     for step in STEPS:
-        if step.version <= version or (target is not None and step.version > target):
+        if step.version in done or (target is not None and step.version > target):
             continue
         # One transaction per step: a failed step leaves the previous version intact.
         name = step.name.replace("'", "''")
