@@ -13,6 +13,7 @@ import asyncio
 import builtins
 import logging
 import re
+import time
 import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -92,12 +93,55 @@ def clean_name(name: str | None) -> str:
     return base or "document"
 
 
+# How long a replica trusts what it knows of whether a user has an active archive. Its own
+# ingests, deletes and switches update it at once; another replica's reach it within this.
+ACTIVE_TTL = 30.0
+# Users whose answer is remembered (a dict: the oldest entries go first when it is full).
+ACTIVE_REMEMBERED = 50_000
+
+
 class ArchiveService:
     """One user's archives; every method takes the owner's id (Telegram's user id)."""
 
-    def __init__(self, repo: ArchiveRepo, limits: ArchiveLimits | None = None) -> None:
+    def __init__(
+        self,
+        repo: ArchiveRepo,
+        limits: ArchiveLimits | None = None,
+        *,
+        active_ttl: float = ACTIVE_TTL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.repo = repo
         self.limits = limits or ArchiveLimits()
+        self._active_ttl = active_ttl
+        self._clock = clock
+        # user id -> (has an active archive, until when that is trusted).
+        self._active: dict[int, tuple[bool, float]] = {}
+
+    # --- whether there is anything to search ---
+
+    async def has_active(self, user_id: int) -> bool:
+        """Whether the user has an archive searched by default: the pipeline asks it before
+        searching, so a user without archives costs no query (on InsForge, no RPC) per message
+        but one per ACTIVE_TTL. Storage errors propagate (the caller answers without)."""
+        known = self._active.get(user_id)
+        now = self._clock()
+        if known is not None and known[1] > now:
+            return known[0]
+        active = any(archive.is_active for archive in await self.repo.list(user_id))
+        self._remember(user_id, active)
+        return active
+
+    def _remember(self, user_id: int, active: bool) -> None:
+        if len(self._active) >= ACTIVE_REMEMBERED:
+            for stale in list(self._active)[: ACTIVE_REMEMBERED // 10]:
+                del self._active[stale]
+        self._active.pop(user_id, None)
+        self._active[user_id] = (active, self._clock() + self._active_ttl)
+
+    def forget_active(self, user_id: int) -> None:
+        """Ask storage again next time (after a change this replica did not make itself)."""
+        self._active.pop(user_id, None)
 
     # --- ingest ---
 
@@ -127,7 +171,7 @@ class ArchiveService:
         # Refuse early what the limits will refuse anyway, before minutes of parsing. The
         # store checks again, atomically (two uploads at once cannot both squeeze in).
         if not replace:
-            self._check_usage(name, size, await self.repo.usage(user_id))
+            self.check_room(name, size, await self.repo.usage(user_id))
         document = await asyncio.to_thread(_open, name, data, mime)
         passages = await self._read(document, on_progress)
         if not passages:
@@ -157,6 +201,9 @@ class ArchiveService:
             raise self._limit_error(name, size, exc.reason, exc.usage) from None
         except StorageConflict as exc:
             raise ArchiveExists(name) from exc
+        finally:
+            # Whatever happened (a lost answer may still have stored it), ask storage next time.
+            self.forget_active(user_id)
         log.info(
             "archive stored: user %s, archive %s (%s), %d pages, %d passages, %d bytes",
             user_id,
@@ -178,7 +225,14 @@ class ArchiveService:
             await _report(on_progress, IngestProgress("reading", stop, total))
         return passages
 
-    def _check_usage(self, name: str, size: int, usage: ArchiveUsage) -> None:
+    def check_room(self, name: str | None, size: int, usage: ArchiveUsage) -> None:
+        """Raise `ArchiveLimitReached` when a file of `size` bytes would not fit beside `usage`
+        (the Telegram side asks before it downloads anything)."""
+        name = clean_name(name)
+        if size > self.limits.max_bytes:
+            raise ArchiveLimitReached(
+                name, "bytes", limit=self.limits.max_bytes, used=0, size_bytes=size
+            )
         if usage.files + 1 > self.limits.max_files:
             raise self._limit_error(name, size, "files", usage)
         if usage.size_bytes + size > self.limits.max_bytes:
@@ -212,6 +266,7 @@ class ArchiveService:
     async def set_active(self, user_id: int, archive_id: int, active: bool) -> Archive:
         """Search the archive by default (`active`) or only when asked for by id."""
         archive = await self.repo.set_active(user_id, archive_id, active)
+        self.forget_active(user_id)
         if archive is None:
             raise ArchiveNotFound(archive_id)
         return archive
@@ -219,7 +274,11 @@ class ArchiveService:
     async def delete(self, user_id: int, archive_id: int) -> Archive:
         """Delete the archive and its passages; the archive as it was (for the reply)."""
         archive = await self.get(user_id, archive_id)
-        if not await self.repo.delete(user_id, archive_id):
+        try:
+            deleted = await self.repo.delete(user_id, archive_id)
+        finally:
+            self.forget_active(user_id)
+        if not deleted:
             raise ArchiveNotFound(archive_id)
         log.info("archive deleted: user %s, archive %s", user_id, archive_id)
         return archive
@@ -252,10 +311,13 @@ class ArchiveService:
         archive_ids: Sequence[int] | None = None,
         timeout: float = 2.0,
     ) -> builtins.list[PassageHit]:
-        """`search` for a pipeline step: never fails the reply. After `timeout` seconds or on a
-        storage failure it logs a warning and returns no passages. Cancellation propagates."""
+        """`search` for a pipeline step: never fails the reply. A user without an active archive
+        costs no search (`has_active`). After `timeout` seconds or on a storage failure it logs
+        a warning and returns no passages. Cancellation propagates."""
         try:
             async with asyncio.timeout(timeout):
+                if archive_ids is None and not await self.has_active(user_id):
+                    return []
                 return await self.search(user_id, query, limit=limit, archive_ids=archive_ids)
         except TimeoutError:
             log.warning(

@@ -12,8 +12,9 @@ for the group's next answer) and so is update order (one chat's updates one at a
 order sent; different chats concurrently).
 
 Router order matters, first match wins: errors; the commands, behind one "starts with /" gate
-(start/help, settings, admin then its refusal for non-admins, learn, /train and /stop);
-feedback buttons; answers while training; chat (unknown commands, then any text).
+(start/help, settings, admin then its refusal for non-admins, learn, /archives, /train and
+/stop); feedback buttons; documents and the /archives buttons; answers while training; chat
+(unknown commands, then any text).
 """
 
 from __future__ import annotations
@@ -35,7 +36,17 @@ from bot.telegram.flood import FloodControlMiddleware
 from bot.telegram.live_budget import LiveUpdateBudget
 from bot.telegram.middlewares import UserLoaderMiddleware
 from bot.telegram.ordering import ChatEventIsolation
-from bot.telegram.routers import admin, chat, errors, feedback, learn, settings, start, train
+from bot.telegram.routers import (
+    admin,
+    archives,
+    chat,
+    errors,
+    feedback,
+    learn,
+    settings,
+    start,
+    train,
+)
 from bot.telegram.routers.common import MAX_INPUT_CHARS
 from bot.telegram.session import JsonAiohttpSession
 
@@ -44,6 +55,7 @@ BOT_COMMANDS: list[BotCommand] = [
     BotCommand(command="learn", description="A short lesson: /learn <topic>"),
     BotCommand(command="train", description="An exercise to answer: /train [topic]"),
     BotCommand(command="stop", description="Stop training"),
+    BotCommand(command="archives", description="Your notes I search: send a document to add"),
     BotCommand(command="model", description="Choose the model I use for you"),
     BotCommand(command="setkey", description="Use your own API key: /setkey <provider> <key>"),
     BotCommand(command="forget", description="Forget this chat's history"),
@@ -96,12 +108,14 @@ def build_dispatcher(
         settings.create_router(),
         admin.create_router(),
         learn.create_router(),
+        archives.create_command_router(),
         train.create_command_router(),
     )
     dp.include_routers(
         errors.create_router(),
         commands,
         feedback.create_router(),
+        archives.create_router(),
         train.create_router(),
         chat.create_router(),
     )

@@ -73,3 +73,17 @@ def truncated_pdf(pages: Sequence[Sequence[str]]) -> bytes:
     """A real PDF cut off in the middle of its content (a broken download)."""
     data = pdf_bytes(pages)
     return data[: len(data) // 2]
+
+
+FACT = "The Zorbanian capital, Quellport, was founded in 1742 by river traders."
+
+
+def textbook(pages: int = 12, fact_page: int = 7) -> bytes:
+    """A PDF of ordinary geography with one fact (FACT) found on `fact_page` only."""
+    filler = [f"Page {{}} covers ordinary geography, line {i}." for i in range(8)]
+    return pdf_bytes(
+        [
+            [line.format(n) for line in filler] + ([FACT] if n == fact_page else [])
+            for n in range(1, pages + 1)
+        ]
+    )

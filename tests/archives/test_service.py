@@ -30,20 +30,10 @@ from bot.archives.service import clean_name
 from bot.storage.archive_models import ArchiveUsage
 from bot.storage.insforge import InsForgeStorage
 from bot.storage.sqlite import SQLiteStorage
-from tests.archives.documents import corrupt_pdf, encrypted_pdf, pdf_bytes
+from tests.archives.documents import FACT, corrupt_pdf, encrypted_pdf, pdf_bytes, textbook
 from tests.fakes.insforge_server import FakeInsForge
 
-FACT = "The Zorbanian capital, Quellport, was founded in 1742 by river traders."
-
-
-def _textbook(pages: int = 12, fact_page: int = 7) -> bytes:
-    filler = [f"Page {{}} covers ordinary geography, line {i}." for i in range(8)]
-    return pdf_bytes(
-        [
-            [line.format(n) for line in filler] + ([FACT] if n == fact_page else [])
-            for n in range(1, pages + 1)
-        ]
-    )
+_textbook = textbook
 
 
 @pytest.fixture
@@ -260,3 +250,50 @@ def test_the_limits_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatc
     settings = load_settings(_env_file=None)
     limits = ArchiveLimits.from_megabytes(settings.archive_max_files, settings.archive_max_mb)
     assert limits == ArchiveLimits(max_files=3, max_bytes=1_500_000)
+
+
+class CountingRepo:
+    """The real repository, counting what the service asks of it."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        self.calls.append(name)
+        return getattr(self.inner, name)
+
+
+async def test_a_user_without_active_archives_costs_no_search_per_message(
+    storage: SQLiteStorage,
+) -> None:
+    repo = CountingRepo(storage.archives)
+    now = [0.0]
+    archives = ArchiveService(repo, active_ttl=30.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    user_id, other = _user(), _user()
+    for _ in range(5):
+        assert await archives.retrieve(user_id, "When was Quellport founded?") == []
+    assert repo.calls == ["list"]  # asked once, remembered for ACTIVE_TTL; no search at all
+
+    # An ingest, a switch and a delete on this replica are seen at once.
+    archive = await archives.ingest(user_id, "geo.pdf", _textbook())
+    [hit, *_] = await archives.retrieve(user_id, "When was Quellport founded?")
+    assert hit.citation == "geo.pdf, p. 7"
+    assert await archives.retrieve(other, "When was Quellport founded?") == []
+    await archives.set_active(user_id, archive.id, False)
+    repo.calls.clear()
+    assert await archives.retrieve(user_id, "When was Quellport founded?") == []
+    assert repo.calls == ["list"]
+    await archives.set_active(user_id, archive.id, True)
+    assert await archives.retrieve(user_id, "When was Quellport founded?")
+    await archives.delete(user_id, archive.id)
+    repo.calls.clear()
+    assert await archives.retrieve(user_id, "When was Quellport founded?") == []
+    assert repo.calls == ["list"]
+
+    # Another replica's ingest is seen once the remembered answer expires.
+    elsewhere = ArchiveService(storage.archives)
+    await elsewhere.ingest(user_id, "geo.pdf", _textbook())
+    assert await archives.retrieve(user_id, "When was Quellport founded?") == []
+    now[0] += 31.0
+    assert await archives.retrieve(user_id, "When was Quellport founded?")

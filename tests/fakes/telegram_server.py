@@ -20,8 +20,10 @@ Use it::
 Implemented methods: getMe, getUpdates (long polling: `offset` confirms, `limit`, `timeout` waits
 for a push), setWebhook, deleteWebhook, getWebhookInfo, sendMessage, sendMessageDraft (private
 chats only), editMessageText, editMessageReplyMarkup, deleteMessage, sendChatAction,
-answerCallbackQuery, setMyCommands, getMyCommands, deleteMyCommands. Any other method answers
-404 "Not Found", as Telegram does for a method it does not know.
+answerCallbackQuery, setMyCommands, getMyCommands, deleteMyCommands, getFile (with the download
+route `GET /file/bot{token}/{file_path}`; files over Telegram's 20 MB for bots are refused with
+`400 Bad Request: file is too big`). Any other method answers 404 "Not Found", as Telegram does
+for a method it does not know.
 
 Validation that matters for the bot: `parse_mode=HTML` text is parsed with Telegram's tag set;
 unknown or unbalanced tags and bad `&entities;` are refused with Telegram's own
@@ -31,7 +33,9 @@ refused with `400 Bad Request: message is not modified: ...`.
 
 Test controls:
 - inject updates: `user_message(...)` (private or group, with `bot_command`/`mention` entities and
-  `reply_to_message_id`), `callback_query(...)`, or any raw `push_update({...})`;
+  `reply_to_message_id`), `user_document(data, file_name=...)` (the bytes are kept for `getFile`
+  and the download; `downloads` counts them), `callback_query(...)`, or any raw
+  `push_update({...})`;
 - observe: `calls` (every request: method, decoded params, time, status, result/description),
   `calls_of(method, chat_id=...)`, `wait_for(predicate, timeout)`, `wait_for_call(method, ...)`,
   `chat_messages(chat_id)` (the bot's messages as the chat would show them now, after edits and
@@ -275,6 +279,7 @@ class BotMessage:
 _CANONICAL = [
     "getMe",
     "getUpdates",
+    "getFile",
     "setWebhook",
     "deleteWebhook",
     "getWebhookInfo",
@@ -291,6 +296,10 @@ _CANONICAL = [
     "close",
     "logOut",
 ]
+
+
+# What getFile serves a bot at most (Telegram's limit for bots on the public Bot API).
+MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
 
 
 class FakeTelegramServer:
@@ -329,6 +338,10 @@ class FakeTelegramServer:
         self._disabled: set[str] = set()
         self._latency: dict[str, float] = {}
         self._methods = {name.lower(): name for name in _CANONICAL}
+        # file_id -> (file_path, bytes); `downloads` lists the paths fetched, in order.
+        self._files: dict[str, tuple[str, bytes]] = {}
+        self._file_ids = itertools.count(1)
+        self.downloads: list[str] = []
         self._closing = False
 
         self._runner: web.AppRunner | None = None
@@ -342,6 +355,7 @@ class FakeTelegramServer:
     async def start(self) -> FakeTelegramServer:
         app = web.Application(client_max_size=50 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._download)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -467,6 +481,43 @@ class FakeTelegramServer:
                 message["reply_to_message"] = replied
         self._user_messages[(chat_id, message_id)] = message
         return self.push_update({"message": message})
+
+    def user_document(
+        self,
+        data: bytes,
+        *,
+        file_name: str | None = "notes.txt",
+        mime_type: str | None = None,
+        user_id: int = 1001,
+        chat_id: int | None = None,
+        caption: str | None = None,
+        file_size: int | None = None,
+    ) -> dict[str, Any]:
+        """Queue a document message; `data` is what `getFile` + the download give back.
+
+        `file_size` overrides the size the update announces (a file "too big" without sending
+        20 MB through the test)."""
+        chat_id = user_id if chat_id is None else chat_id
+        number = next(self._file_ids)
+        file_id = f"DOC{number:06d}-{'x' * 40}"
+        self._files[file_id] = (f"documents/file_{number}.bin", data)
+        update = self.user_message(caption or "", user_id=user_id, chat_id=chat_id)
+        message = update["message"]
+        message.pop("text", None)
+        message.pop("entities", None)
+        if caption:
+            message["caption"] = caption
+        document: dict[str, Any] = {
+            "file_id": file_id,
+            "file_unique_id": f"U{number:06d}",
+            "file_size": len(data) if file_size is None else file_size,
+        }
+        if file_name is not None:
+            document["file_name"] = file_name
+        if mime_type is not None:
+            document["mime_type"] = mime_type
+        message["document"] = document
+        return update
 
     def callback_query(
         self,
@@ -726,6 +777,31 @@ class FakeTelegramServer:
 
     async def _m_getMe(self, params: dict[str, Any]) -> Any:
         return self._me()
+
+    async def _m_getFile(self, params: dict[str, Any]) -> Any:
+        found = self._files.get(str(params.get("file_id", "")))
+        if found is None:
+            raise BotAPIError(400, "Bad Request: invalid file_id")
+        path, data = found
+        if len(data) > MAX_DOWNLOAD_BYTES:
+            raise BotAPIError(400, "Bad Request: file is too big")
+        file_id = str(params["file_id"])
+        return {
+            "file_id": file_id,
+            "file_unique_id": f"U{file_id[3:9]}",
+            "file_size": len(data),
+            "file_path": path,
+        }
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["token"] != self.token:
+            return web.Response(status=401)
+        path = request.match_info["path"]
+        for stored_path, data in self._files.values():
+            if stored_path == path:
+                self.downloads.append(path)
+                return web.Response(body=data, content_type="application/octet-stream")
+        return web.Response(status=404, text="Not Found")
 
     async def _m_getUpdates(self, params: dict[str, Any]) -> Any:
         if self.webhook_url:

@@ -6,11 +6,15 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiogram import Bot, Dispatcher
 
+from bot.app import Services, build_services
+from bot.config import Settings
+from bot.pipeline.observer import NullObserver
 from bot.telegram.flood import FloodControlMiddleware
 from tests.fakes.telegram_server import FakeTelegramServer
 
@@ -69,3 +73,24 @@ async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 Wait = Callable[[], Awaitable[None]]
+
+
+@asynccontextmanager
+async def fake_model_services(tmp_path: Path, **extra: Any) -> AsyncIterator[Services]:
+    """The real services on a SQLite file in `tmp_path`, models in-process (`FakeProviders`),
+    no tracing; `extra` settings on top (the handlers' tests through `dp.feed_update`)."""
+    from tests.services.fakes import FakeProviders
+
+    values: dict[str, Any] = {
+        "_env_file": None,
+        "database_url": f"sqlite:///{tmp_path / 'bot.db'}",
+        "default_model": "openai:gpt-4o-mini",
+        "openai_api_key": "sk-test",
+        # Nothing listens here: the catalog cannot be fetched in these tests.
+        "openrouter_base_url": "http://127.0.0.1:9/api/v1",
+        **extra,
+    }
+    async with build_services(
+        Settings(**values), providers=FakeProviders(), observer=NullObserver()
+    ) as built:
+        yield built

@@ -13,14 +13,13 @@ from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.filters import Command
 from aiogram.types import Message, Update
 
-from bot.app import Services, build_services
-from bot.config import Settings
-from bot.pipeline.observer import NullObserver
+from bot.app import Services
 from bot.telegram.dispatcher import BOT_COMMANDS, build_dispatcher
 from bot.telegram.live_budget import LiveUpdateBudget
 from bot.telegram.routers.admin import ADMIN_COMMANDS, REFUSAL
 from tests.fakes.telegram_server import FakeTelegramServer
 from tests.services.fakes import FakeProviders
+from tests.telegram.conftest import fake_model_services
 
 ADMIN = 7
 USER = 8
@@ -29,18 +28,8 @@ GROUP = -100
 
 @pytest.fixture
 async def services(tmp_path: Path) -> AsyncIterator[Services]:
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        database_url=f"sqlite:///{tmp_path / 'bot.db'}",
-        default_model="openai:gpt-4o-mini",
-        openai_api_key="sk-test",
-        openrouter_api_key="sk-or-test",
-        # Nothing listens here: the catalog cannot be fetched in these tests.
-        openrouter_base_url="http://127.0.0.1:9/api/v1",
-        admin_ids=[ADMIN],
-    )
-    async with build_services(
-        settings, providers=FakeProviders(), observer=NullObserver()
+    async with fake_model_services(
+        tmp_path, openrouter_api_key="sk-or-test", admin_ids=[ADMIN]
     ) as built:
         yield built
 
@@ -89,6 +78,7 @@ async def test_every_router_is_included_and_commands_are_listed(dp: Dispatcher) 
         "bot.telegram.routers.errors",
         "commands",
         "bot.telegram.routers.feedback",
+        "bot.telegram.routers.archives",
         "bot.telegram.routers.train",
         "bot.telegram.routers.chat",
     ]
@@ -98,10 +88,12 @@ async def test_every_router_is_included_and_commands_are_listed(dp: Dispatcher) 
         "bot.telegram.routers.settings",
         "bot.telegram.routers.admin",
         "bot.telegram.routers.learn",
+        "bot.telegram.routers.archives.commands",
         "bot.telegram.routers.train.commands",
     ]
     assert dp.resolve_used_update_types() == ["callback_query", "message"]
-    assert {c.command for c in BOT_COMMANDS} >= {"start", "help", "learn", "train", "model"}
+    commands_listed = {c.command for c in BOT_COMMANDS}
+    assert commands_listed >= {"start", "help", "learn", "train", "model", "archives"}
 
 
 async def test_a_plain_message_skips_every_command_filter_and_commands_still_work(

@@ -13,6 +13,8 @@ I'm your coach: tell me what you're working on and I'll help you keep going.
 
 /learn <topic> - a short lesson on a topic
 /train [topic] - an exercise; your next message is graded, then the next one comes (/stop ends it)
+/archives - your notes, which I search and cite; to add one, send me a document here \
+(PDF, text, Markdown or HTML, up to 20 MB)
 /model - choose the model I use for you
 /setkey <provider> <key> - use your own API key (send it in a private chat)
 /forget - forget this chat's history
