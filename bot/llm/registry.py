@@ -6,8 +6,9 @@
     ...
     await registry.close()                                         # closes every SDK client
 
-- Leaf providers are cached per (spec, key) and wrapped once by `wrap` (tracing), so every attempt
-  inside a fallback chain is its own traced generation.
+- Leaf providers are cached per (spec, key) and wrapped once: by their output bounds
+  (`bot.llm.bounds`), then by `wrap` (tracing), so every attempt inside a fallback chain is its
+  own traced generation, and none outgrows its `max_tokens`.
 - On the shared keys: one SDK client per (provider, key, base URL), shared by every model of that
   provider: its connection pool is reused, and closing the registry closes each client once.
   These are bounded by configuration (a handful of providers), so they live as long as the
@@ -40,11 +41,12 @@ from typing import Any
 from pydantic import BaseModel, SecretStr
 
 from bot.config import Settings
+from bot.llm.bounds import bounded
 from bot.llm.fallback import FallbackProvider
 from bot.llm.health import ModelHealth
 from bot.llm.parameters import ModelParams, ParameterizedProvider, ParamsFor
 from bot.llm.protocol import LLMProvider
-from bot.llm.specs import ModelSpec, ModelSpecError, parse_spec
+from bot.llm.specs import PROVIDERS, ModelSpec, ModelSpecError, parse_spec
 from bot.llm.types import ChatMessage, LLMResponse, StreamChunk
 
 __all__ = ["USER_KEY_LIMIT", "ProviderRegistry", "validate_settings"]
@@ -237,7 +239,7 @@ class ProviderRegistry:
             return cached
         leaf = self._build(parsed, key)
         self._leaves.append(leaf)
-        provider = self._wrap(leaf) if self._wrap is not None else leaf
+        provider = self._wrapped(leaf)
         self._providers[cache_key] = provider
         return provider
 
@@ -301,6 +303,13 @@ class ProviderRegistry:
 
     # --- internals ---
 
+    def _wrapped(self, leaf: LLMProvider) -> LLMProvider:
+        """The leaf as callers get it: output bounds kept (a local model keeps them itself, in
+        its generation loop), then traced, so the trace shows what the bot actually kept."""
+        info = PROVIDERS.get(leaf.provider)
+        inner = leaf if info is not None and info.wire == "local" else bounded(leaf)
+        return self._wrap(inner) if self._wrap is not None else inner
+
     def _with_parameters(
         self, spec: ModelSpec, leaf: LLMProvider, parameters: ParamsFor | None, *, keep: bool
     ) -> LLMProvider:
@@ -326,8 +335,7 @@ class ProviderRegistry:
             return cached[1]
         entry = _UserKeyEntry(str(spec), lambda: self._build(spec, key, own_client=True))
         assert entry.leaf is not None
-        leased: LLMProvider = _LeasedProvider(entry, entry.leaf)
-        provider = self._wrap(leased) if self._wrap is not None else leased
+        provider = self._wrapped(_LeasedProvider(entry, entry.leaf))
         self._user_providers[cache_key] = (entry, provider)
         while len(self._user_providers) > self._user_key_limit:
             _, (evicted, _) = self._user_providers.popitem(last=False)

@@ -11,6 +11,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Literal
 
+from bot.quoting import quoted
+
 WireFormat = Literal["openai", "anthropic", "local"]
 
 
@@ -107,6 +109,10 @@ class ModelSpec:
         return f"{self.provider}:{self.model}"
 
 
+# Longer than any real model id (or a local model's path); a longer one is a paste gone wrong.
+MAX_MODEL_CHARS = 256
+
+
 def parse_spec(raw: str, *, variable: str | None = None) -> ModelSpec:
     """Parse `provider:model`; the model part may itself contain `/` and `:`.
 
@@ -120,14 +126,19 @@ def parse_spec(raw: str, *, variable: str | None = None) -> ModelSpec:
     model = model.strip()
     if not sep or not provider or not model:
         raise ModelSpecError(
-            f"{where}{raw!r} is not a model spec; write provider:model, "
+            f"{where}{quoted(raw)} is not a model spec; write provider:model, "
             f"e.g. openrouter:openai/gpt-4o-mini (providers: {', '.join(PROVIDERS)})"
         )
     if provider not in PROVIDERS:
         close = difflib.get_close_matches(provider, PROVIDERS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ModelSpecError(
-            f"{where}unknown provider {provider!r} in {raw!r}{hint} "
+            f"{where}unknown provider {quoted(provider)} in {quoted(raw)}{hint} "
             f"(providers: {', '.join(PROVIDERS)})"
+        )
+    if len(model) > MAX_MODEL_CHARS:
+        raise ModelSpecError(
+            f"{where}the model name in {quoted(raw)} is {len(model)} characters long; "
+            f"at most {MAX_MODEL_CHARS}"
         )
     return ModelSpec(provider, model)

@@ -416,9 +416,12 @@ class Tracing:
         name: str,
         value: float | bool,
         comment: str | None = None,
+        *,
+        score_id: str | None = None,
     ) -> bool:
         """Record a score (a user's 👍/👎) on a trace. Queued and sent by the SDK's own thread;
-        False when tracing is off or there is no trace."""
+        False when tracing is off or there is no trace. Langfuse keeps one score per
+        `score_id`: recording the same id again replaces it instead of adding one."""
         client = self._client
         if client is None or self._closed or not trace_id:
             return False
@@ -427,6 +430,7 @@ class Tracing:
                 name=name,
                 value=float(value),
                 trace_id=trace_id,
+                score_id=score_id,
                 data_type="BOOLEAN" if isinstance(value, bool) else "NUMERIC",
                 comment=self.scrubber.text(comment) if comment else None,
             )

@@ -19,6 +19,7 @@ import logging
 
 from bot.config import Settings
 from bot.llm.specs import ModelSpec, ModelSpecError, parse_spec
+from bot.quoting import quoted
 from bot.services.command_args import OptionError, parse_options, split_args
 from bot.services.command_replies import STORAGE_PROBLEM, outcome_notes, when
 from bot.services.model_catalog import (
@@ -150,7 +151,7 @@ class CatalogCommands:
     async def add(self, alias: str, spec_text: str, words: list[str], *, by: str) -> str:
         alias = alias.lower()
         if not ALIAS_PATTERN.fullmatch(alias):
-            return f"Not changed: alias {alias!r} must be {ALIAS_RULE}"
+            return f"Not changed: alias {quoted(alias)} must be {ALIAS_RULE}"
         snapshot = await self.model_config.snapshot()
         existing = snapshot.catalog.get(alias)
         if existing is not None:

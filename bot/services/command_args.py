@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from bot.quoting import clipped, quoted
+
 __all__ = ["OPTION_KEYS", "OptionError", "Options", "parse_options", "split_args"]
 
 QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "«": '"', "»": '"'})
@@ -28,18 +30,20 @@ def split_args(text: str) -> list[str]:
     """Whitespace-separated words, keeping quoted spans (`name="a b"`) in one word."""
     words: list[str] = []
     current: list[str] = []
-    quoted = False
+    in_quote = False
     for char in text.translate(QUOTES):
         if char == '"':
-            quoted = not quoted
-        elif char.isspace() and not quoted:
+            in_quote = not in_quote
+        elif char.isspace() and not in_quote:
             if current:
                 words.append("".join(current))
                 current = []
             continue
         current.append(char)
-    if quoted:
-        raise OptionError(f'the quote in {"".join(current)} is not closed; write name="..."')
+    if in_quote:
+        raise OptionError(
+            f'the quote in {clipped("".join(current))} is not closed; write name="..."'
+        )
     if current:
         words.append("".join(current))
     return words
@@ -49,7 +53,7 @@ def _unquote(value: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] == '"':
         return value[1:-1]
     if '"' in value:
-        raise OptionError(f"a quote in {value} is misplaced; quote the whole value")
+        raise OptionError(f"a quote in {clipped(value)} is misplaced; quote the whole value")
     return value
 
 
@@ -64,9 +68,11 @@ def _number(kind: type[int] | type[float], low: float, high: float, what: str) -
         try:
             number = kind(value)
         except ValueError:
-            raise OptionError(f"{what} must be {_range(kind, low, high)}, not {value!r}") from None
+            raise OptionError(
+                f"{what} must be {_range(kind, low, high)}, not {quoted(value)}"
+            ) from None
         if not low <= number <= high or number != number:  # NaN is not in any range
-            raise OptionError(f"{what} must be {_range(kind, low, high)}, not {value!r}")
+            raise OptionError(f"{what} must be {_range(kind, low, high)}, not {quoted(value)}")
         return number
 
     return parse
@@ -80,7 +86,7 @@ def _range(kind: type[int] | type[float], low: float, high: float) -> str:
 def _yes_no(value: str) -> bool:
     lowered = value.lower()
     if lowered not in ("yes", "no"):
-        raise OptionError(f"users must be yes or no, not {value!r}")
+        raise OptionError(f"users must be yes or no, not {quoted(value)}")
     return lowered == "yes"
 
 
@@ -108,11 +114,13 @@ def parse_options(words: list[str]) -> Options:
         key, sep, raw = word.partition("=")
         key = key.strip().lower()
         if not sep:
-            raise OptionError(f"expected key=value, got {word!r} (keys: {', '.join(OPTION_KEYS)})")
+            raise OptionError(
+                f"expected key=value, got {quoted(word)} (keys: {', '.join(OPTION_KEYS)})"
+            )
         parser = OPTION_KEYS.get(key)
         if parser is None:
             hint = " (the spec of an alias never changes: add a new alias)" if key == "spec" else ""
-            raise OptionError(f"unknown key {key!r}; keys: {', '.join(OPTION_KEYS)}{hint}")
+            raise OptionError(f"unknown key {quoted(key)}; keys: {', '.join(OPTION_KEYS)}{hint}")
         if key in values:
             raise OptionError(f"{key} is given twice")
         value = _unquote(raw.strip())

@@ -37,6 +37,7 @@ from datetime import datetime
 from bot.config import Settings
 from bot.llm.parameters import NO_PARAMS, ModelParams
 from bot.llm.specs import ModelSpec, ModelSpecError, parse_spec
+from bot.quoting import quoted
 from bot.storage.models import ModelCatalogRow
 
 __all__ = [
@@ -63,7 +64,7 @@ class UnknownAliasError(ValueError):
         close = difflib.get_close_matches(alias.lower(), list(known), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         listed = ", ".join(sorted(known)) or "(empty)"
-        super().__init__(f"unknown alias {alias!r}{hint} (catalog: {listed})")
+        super().__init__(f"unknown alias {quoted(alias)}{hint} (catalog: {listed})")
         self.alias = alias
         self.suggestions = close
 

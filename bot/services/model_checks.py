@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bot.config import Settings
 from bot.llm.specs import ModelSpec, ModelSpecError
+from bot.quoting import quoted
 from bot.services.model_catalog import Catalog, Picked, UnknownAliasError
 from bot.services.openrouter_models import OpenRouterModels
 
@@ -63,7 +64,7 @@ class ModelChecker:
                 if check.suggestions
                 else "No similar id found; see https://openrouter.ai/models"
             )
-            raise ModelProblem(f"{spec.model!r} is not in OpenRouter's model catalog. {hint}")
+            raise ModelProblem(f"{quoted(spec.model)} is not in OpenRouter's model catalog. {hint}")
         if check.status == "unverified":
             return [
                 "Note: OpenRouter's model list could not be fetched, so this id was not checked. "

@@ -31,6 +31,7 @@ from pydantic import SecretStr
 
 from bot.config import AGENT_NAMES, PIPELINE_NAMES, Settings
 from bot.llm.specs import ModelSpec
+from bot.quoting import quoted
 from bot.services.model_catalog import Catalog
 from bot.storage.models import AgentModelConfig
 
@@ -101,7 +102,7 @@ def target_names() -> str:
 def _unknown(kind: str, value: str, known: tuple[str, ...] | list[str]) -> UnknownTargetError:
     close = difflib.get_close_matches(value, list(known), n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    return UnknownTargetError(f"unknown {kind} {value!r}{hint} ({kind}s: {', '.join(known)})")
+    return UnknownTargetError(f"unknown {kind} {quoted(value)}{hint} ({kind}s: {', '.join(known)})")
 
 
 def parse_target(text: str) -> Target:
@@ -124,7 +125,9 @@ def parse_target(text: str) -> Target:
     known = [*AGENT_NAMES, "default"]
     close = difflib.get_close_matches(raw, known, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise UnknownTargetError(f"unknown target {text.strip()!r}{hint}; targets: {target_names()}")
+    raise UnknownTargetError(
+        f"unknown target {quoted(text.strip())}{hint}; targets: {target_names()}"
+    )
 
 
 # --- what the levels read ---

@@ -6,10 +6,10 @@
     await bot.set_my_commands(BOT_COMMANDS)
 
 Handlers get by name: `services` (the whole `Services`), `admin` (`AdminCommands`), `users`
-(`UserSettingsService`), `max_input_chars`, `live_budget`, plus `db_user` and `storage_ok`
-from the user loader. Chat state is per chat (`FSMStrategy.CHAT`: a `/train` in a group waits
-for the group's next answer) and so is update order (one chat's updates one at a time, in the
-order sent; different chats concurrently).
+(`UserSettingsService`), `max_input_chars`, `live_budget`, `votes` (who rated which reply),
+plus `db_user` and `storage_ok` from the user loader. Chat state is per chat
+(`FSMStrategy.CHAT`: a `/train` in a group waits for the group's next answer) and so is update
+order (one chat's updates one at a time, in the order sent; different chats concurrently).
 
 Router order matters, first match wins: errors; the commands, behind one "starts with /" gate
 (start/help, settings, admin then its refusal for non-admins, learn, /archives, /train and
@@ -34,6 +34,7 @@ from bot.services.user_settings import UserSettingsService
 from bot.telegram.filters import LooksLikeCommand
 from bot.telegram.flood import FloodControlMiddleware
 from bot.telegram.live_budget import LiveUpdateBudget
+from bot.telegram.long_text import LongTextGuard
 from bot.telegram.middlewares import UserLoaderMiddleware
 from bot.telegram.ordering import ChatEventIsolation
 from bot.telegram.routers import (
@@ -48,6 +49,7 @@ from bot.telegram.routers import (
     train,
 )
 from bot.telegram.routers.common import MAX_INPUT_CHARS
+from bot.telegram.routers.feedback import VoteBook
 from bot.telegram.session import JsonAiohttpSession
 
 BOT_COMMANDS: list[BotCommand] = [
@@ -64,7 +66,8 @@ BOT_COMMANDS: list[BotCommand] = [
 
 
 def create_bot(settings: Settings) -> Bot:
-    """A Bot on TELEGRAM_API_BASE (when set), with flood control; formatting is per call."""
+    """A Bot on TELEGRAM_API_BASE (when set), with flood control and the long-text guard;
+    formatting is per call."""
     token = settings.telegram_bot_token
     if token is None:
         raise ConfigError("TELEGRAM_BOT_TOKEN is not set: get a token from @BotFather")
@@ -75,6 +78,9 @@ def create_bot(settings: Settings) -> Bot:
     )
     session = JsonAiohttpSession(api=api) if api is not None else JsonAiohttpSession()
     session.middleware(FloodControlMiddleware())
+    # Before the request goes out, whatever middleware retries it: a too-long plain answer is
+    # shortened instead of refused.
+    session.middleware(LongTextGuard())
     # parse_mode None: the streamer renders replies to HTML itself and falls back to plain text.
     return Bot(token.get_secret_value(), session=session, default=DefaultBotProperties())
 
@@ -94,6 +100,7 @@ def build_dispatcher(
         users=UserSettingsService.from_services(services),
         max_input_chars=MAX_INPUT_CHARS,
         live_budget=LiveUpdateBudget(services.settings.live_updates_per_second),
+        votes=VoteBook(),
     )
     # After the Dispatcher's own FSM middleware: runs inside the chat's isolation lock.
     # Without the settings repository: the conversation loads the settings it needs, and

@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiogram import BaseMiddleware, Bot
-from aiogram.exceptions import TelegramAPIError
+from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError
 from aiogram.types import TelegramObject
 from aiogram.types import User as TelegramUser
 
@@ -144,6 +144,8 @@ async def typing_action(
                 await bot.send_chat_action(
                     chat_id=chat_id, action=action, message_thread_id=message_thread_id
                 )
+            except TelegramForbiddenError:
+                return  # blocked or removed: every later call would be refused too
             except TelegramAPIError as exc:
                 log.debug("sendChatAction failed in chat %s: %s", chat_id, exc)
             await asyncio.sleep(interval)

@@ -153,6 +153,9 @@ class ReplyStreamer:
         self._last_update = 0.0
         self._finished = False
         self._markup_attached = False
+        # Telegram answered 403 (the user blocked the bot, or it left the group): nothing more
+        # is sent, since every further call would be refused the same way.
+        self.unreachable = False
 
     # ------------------------------------------------------------------ public API
 
@@ -191,11 +194,16 @@ class ReplyStreamer:
                 # its final message without a draft in between (one Bot API call fewer).
                 self._last_update = time.monotonic()
                 return
+            except TelegramForbiddenError as exc:
+                self._forbidden(exc)
+                return
             except TelegramAPIError as exc:
                 self._drafts_failed(exc)
         if not self._shown:
             try:
                 self._shown.append(await self._send(escape(self.placeholder), first=True))
+            except TelegramForbiddenError as exc:
+                self._forbidden(exc)
             except TelegramAPIError as exc:
                 log.warning("Could not send the placeholder in chat %s: %s", self.chat_id, exc)
         self._last_update = time.monotonic()
@@ -263,6 +271,8 @@ class ReplyStreamer:
         self._finished = True
         if final_text is not None:
             self.text = final_text
+        if self.unreachable:
+            return []
         chunks = [c for c in split_html(self.render(self.text), self.limit) if _has_text(c)]
         with patient():
             if self.mode == "edit" and self._shown and chunks:
@@ -322,6 +332,8 @@ class ReplyStreamer:
                 if self._stop.is_set():
                     return  # finishing: the final delivery supersedes this update
             self._wake.clear()
+            if self.unreachable:
+                continue
             if not self._may_update():
                 # Over the bot's budget: skip this one, try again at the next interval.
                 self._last_update = time.monotonic()
@@ -329,6 +341,8 @@ class ReplyStreamer:
             try:
                 await self._live_update()
                 self.live_updates += 1
+            except TelegramForbiddenError as exc:
+                self._forbidden(exc)
             except TelegramAPIError as exc:
                 log.info("Live update in chat %s failed (next one retries): %s", self.chat_id, exc)
             except Exception:
@@ -350,6 +364,11 @@ class ReplyStreamer:
                 if not self._drafts_failed(exc):
                     raise
         await self._sync(chunks)
+
+    def _forbidden(self, exc: TelegramForbiddenError) -> None:
+        if not self.unreachable:
+            log.info("Chat %s does not take messages from the bot (%s)", self.chat_id, exc.message)
+        self.unreachable = True
 
     def _drafts_failed(self, exc: TelegramAPIError) -> bool:
         """After a draft failed for good: switch to edits. False for transient failures."""

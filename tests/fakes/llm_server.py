@@ -39,6 +39,8 @@ Fault injection beyond the named faults:
     server.script("m", "a b c", fault=Fault.CUT_STREAM)     # ends cleanly, no terminal event
     server.script("m", "a b c", fault=Fault.DROP_MID_STREAM)  # socket aborted mid-answer
     server.script("m", "a b c", fault=Fault.STALL_MID_STREAM)  # silence mid-answer
+    server.script("m", "more ", endless=True)             # streams forever, max_tokens or not
+    server.script("m", tokens=["a ", "\ud83d", "\ude00"])  # these chunks exactly
 
 `server.connections_opened` and `server.connections_closed` count TCP connections, so a test can
 tell a reused keep-alive connection from a new one and see a client hang up.
@@ -54,7 +56,7 @@ import itertools
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -164,6 +166,12 @@ class Script:
     cost: float | None = None  # OpenRouter's `usage.cost`, in USD
     finish_reason: str = "stop"
     served: int = 0  # requests seen for this model (counted by the server)
+    # Streams only: the exact chunks to send (e.g. an emoji's surrogate halves apart), instead
+    # of the text's words.
+    tokens: list[str] | None = None
+    # Streams only: a model that never stops: the tokens again and again, whatever max_tokens
+    # says, until the client hangs up.
+    endless: bool = False
 
     def reply_for(self, request: RecordedRequest) -> str:
         if callable(self.text):
@@ -172,6 +180,15 @@ class Script:
 
 
 _TOKEN = re.compile(r"\s*\S+\s*|\s+")
+
+
+def _streamed(script: Script, text: str) -> Iterator[str]:
+    tokens = script.tokens if script.tokens is not None else split_tokens(text)
+    if not script.endless:
+        yield from tokens
+        return
+    while tokens:
+        yield from tokens
 
 
 def split_tokens(text: str) -> list[str]:
@@ -519,7 +536,7 @@ class FakeLLMServer:
         for _ in range(script.keepalive_comments):
             await stream.comment("OPENROUTER PROCESSING")
         await stream.data(chunk({"role": "assistant", "content": ""}))
-        for i, token in enumerate(split_tokens(text)):
+        for i, token in enumerate(_streamed(script, text)):
             if i == script.error_after_tokens and await stream.cut(fault):
                 return
             if fault is Fault.MID_STREAM_ERROR and i == script.error_after_tokens:
@@ -598,7 +615,7 @@ class FakeLLMServer:
             },
         )
         await stream.event("ping", {"type": "ping"})
-        for i, token in enumerate(split_tokens(text)):
+        for i, token in enumerate(_streamed(script, text)):
             if i == script.error_after_tokens and await stream.cut(fault):
                 return
             if fault is Fault.MID_STREAM_ERROR and i == script.error_after_tokens:

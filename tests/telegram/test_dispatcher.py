@@ -221,13 +221,23 @@ async def test_redis_isolation_without_redis_still_orders_locally() -> None:
 
 
 async def test_typing_action_survives_telegram_errors(tg: FakeTelegramServer, bot: Bot) -> None:
-    tg.fail_next("sendChatAction", status=403, description="Forbidden: bot was kicked")
+    tg.fail_next("sendChatAction", status=400, description="Bad Request: not enough rights")
     async with typing_action(bot, -66, interval=0.02):
         await eventually(lambda: len(tg.calls_of("sendChatAction")) >= 3)
     count = len(tg.calls_of("sendChatAction"))
     await asyncio.sleep(0.06)
     assert len(tg.calls_of("sendChatAction")) == count  # stopped with the block
-    assert tg.calls_of("sendChatAction")[0].status == 403
+    assert tg.calls_of("sendChatAction")[0].status == 400
+
+
+async def test_typing_action_stops_in_a_chat_that_blocked_the_bot(
+    tg: FakeTelegramServer, bot: Bot
+) -> None:
+    tg.fail_next("sendChatAction", status=403, description="Forbidden: bot was blocked by the user")
+    async with typing_action(bot, 66, interval=0.02):
+        await asyncio.sleep(0.1)
+    # Every later call would be refused the same way: one attempt, then none.
+    assert [c.status for c in tg.calls_of("sendChatAction")] == [403]
 
 
 async def test_closing_the_isolation_with_updates_in_flight_lets_them_finish_cleanly() -> None:

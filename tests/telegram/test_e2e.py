@@ -290,7 +290,8 @@ async def test_setkey_tests_stores_encrypted_deletes_and_pays_for_the_users_agen
     # What writes the replies when the user chooses nothing: here the coach's AGENT_MODELS.
     assert menu.startswith("Your model: the bot's default (anthropic:m-coach)")
     mark = len(tg.calls)
-    tg.callback_query("model:m-default", user_id=USER)  # the first offered: openai:m-default
+    # The first offered: openai:m-default.
+    tg.callback_query(f"model:m-default:{USER}", user_id=USER)
     await tg.wait_for_call("answerCallbackQuery", since=mark)
     await tg.wait_for_call("editMessageText", chat_id=USER, since=mark)
     stored = await harness.services.storage.settings.get(USER)

@@ -229,7 +229,7 @@ async def test_the_users_menu_is_the_catalogs_entries_for_users(
         buttons = [row[0] for row in menu.params["reply_markup"]["inline_keyboard"]]
         assert [b["text"] for b in buttons] == ["m-default", "Cheap & quick", "✅ Bot default"]
         mark = len(tg.calls)
-        tg.callback_query("model:cheap", user_id=USER)
+        tg.callback_query(f"model:cheap:{USER}", user_id=USER)
         (answer,) = await tg.wait_for_call("answerCallbackQuery", since=mark)
         assert answer.params["text"] == "Saved: Cheap & quick"
         stored = await bot.services.storage.settings.get(USER)

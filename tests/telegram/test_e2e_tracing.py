@@ -63,8 +63,8 @@ async def test_trace_link_and_rating_buttons(
         buttons = message.reply_markup["inline_keyboard"][0]
         assert [b["text"] for b in buttons] == ["👍", "👎"]
         assert [b["callback_data"] for b in buttons] == [
-            f"rate:up:{trace_id}",
-            f"rate:down:{trace_id}",
+            f"rate:up:{trace_id}:{ADMIN}",
+            f"rate:down:{trace_id}:{ADMIN}",
         ]
 
         (link,) = await bot.say("/trace", user_id=ADMIN)
@@ -76,7 +76,9 @@ async def test_trace_link_and_rating_buttons(
         assert refused == "Sorry, that command is for the bot's admins."
 
         mark = len(tg.calls)
-        tg.callback_query(f"rate:down:{trace_id}", user_id=ADMIN, message_id=message.message_id)
+        tg.callback_query(
+            f"rate:down:{trace_id}:{ADMIN}", user_id=ADMIN, message_id=message.message_id
+        )
         (answer,) = await tg.wait_for_call("answerCallbackQuery", since=mark)
         assert answer.params["text"] == "Thanks for the feedback!"
         await tg.wait_for_call("editMessageReplyMarkup", chat_id=ADMIN, since=mark)

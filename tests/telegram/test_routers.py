@@ -289,7 +289,7 @@ async def test_setkey_usage_and_unknown_provider(feed: Feed) -> None:
     replies = feed.sent(USER)
     assert replies[0].startswith("Usage: /setkey <provider> <key>")
     assert replies[1].startswith("Usage: /setkey <provider> <key>")
-    assert replies[2].startswith("I don't know the provider 'opnai'.")
+    assert replies[2].startswith("I don't know the provider 'opnai'. Did you mean openai?")
     # Anything that may carry a key is deleted; the bare command is not.
     assert len(feed.tg.calls_of("deleteMessage", chat_id=USER)) == 2
 
@@ -302,8 +302,11 @@ async def test_model_keyboard_offers_the_allowed_models_and_the_default(
     rows = call.params["reply_markup"]["inline_keyboard"]
     # The catalog's entries for users, by display name (an environment entry: its model).
     assert [row[0]["text"] for row in rows] == ["gpt-4o-mini", "✅ Bot default"]
-    assert [row[0]["callback_data"] for row in rows] == ["model:gpt-4o-mini", "model:-"]
-    await feed.raw(feed.tg.callback_query("model:removed-since", user_id=USER))
+    assert [row[0]["callback_data"] for row in rows] == [
+        f"model:gpt-4o-mini:{USER}",
+        f"model:-:{USER}",
+    ]
+    await feed.raw(feed.tg.callback_query(f"model:removed-since:{USER}", user_id=USER))
     (stale,) = feed.tg.calls_of("answerCallbackQuery")
     assert "no longer offered" in stale.params["text"]
     assert await services.storage.settings.get(USER) is None

@@ -1,4 +1,5 @@
-"""Everything else: text runs the `support` pipeline; unknown commands and non-text get help.
+"""Everything else: text runs the `support` pipeline; unknown commands and non-text get help;
+a button no other router reads is answered as stale.
 
 This router goes last. In groups the bot answers only when mentioned or replied to.
 """
@@ -6,9 +7,10 @@ This router goes last. In groups the bot answers only when mentioned or replied 
 from __future__ import annotations
 
 from aiogram import Bot, F, Router
-from aiogram.types import Message
+from aiogram.types import CallbackQuery, Message
 
 from bot.app import Services
+from bot.quoting import clipped
 from bot.telegram.filters import Magic
 from bot.telegram.live_budget import LiveUpdateBudget
 from bot.telegram.routers.common import (
@@ -27,7 +29,8 @@ async def on_unknown_command(message: Message, bot: Bot) -> None:
         me = await bot.me()
         if not mention or mention.lower() != (me.username or "").lower():
             return  # a command for another bot, or for nobody in particular
-    await message.answer(f"I don't know {command.split('@')[0]}. Send /help for the commands.")
+    name = clipped(command.split("@")[0])
+    await message.answer(f"I don't know {name}. Send /help for the commands.")
 
 
 async def on_text(
@@ -53,9 +56,19 @@ async def on_other(message: Message) -> None:
     await message.answer("I can only read text for now. Tell me in words?")
 
 
+STALE_BUTTON = "That button is not valid any more."
+
+
+async def on_unknown_button(query: CallbackQuery) -> None:
+    """A button whose data no handler reads (an old keyboard, a forged query): answered, so the
+    client's spinner stops, and nothing else happens."""
+    await query.answer(STALE_BUTTON)
+
+
 def create_router() -> Router:
     router = Router(name=__name__)
     router.message.register(on_unknown_command, Magic(F.text.startswith("/")))
     router.message.register(on_text, Magic(F.text), AddressedToBot())
     router.message.register(on_other, Magic(F.chat.type == "private"), Magic(~F.text))
+    router.callback_query.register(on_unknown_button)
     return router

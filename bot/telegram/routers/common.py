@@ -58,7 +58,13 @@ class TraceReview(Protocol):
     async def trace_url(self, trace_id: str | None, *, timeout: float = 3.0) -> str | None: ...
 
     async def score(
-        self, trace_id: str | None, name: str, value: float | bool, comment: str | None = None
+        self,
+        trace_id: str | None,
+        name: str,
+        value: float | bool,
+        comment: str | None = None,
+        *,
+        score_id: str | None = None,
     ) -> bool: ...
 
 
@@ -70,25 +76,21 @@ def trace_review(services: Services) -> TraceReview | None:
 
 
 class RateReply(CallbackData, prefix="rate"):
-    """👍/👎 under a reply; `trace` is the id of the trace that produced it (32 hex chars)."""
+    """👍/👎 under a reply; `trace` is the id of the trace that produced it (32 hex chars),
+    `user` the id of the user it answered: only they may rate it (at most 59 bytes of the 64
+    Telegram allows)."""
 
     vote: str  # "up" | "down"
     trace: str
+    user: int
 
 
-def rating_keyboard(trace_id: str) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
-            [
-                InlineKeyboardButton(
-                    text="👍", callback_data=RateReply(vote="up", trace=trace_id).pack()
-                ),
-                InlineKeyboardButton(
-                    text="👎", callback_data=RateReply(vote="down", trace=trace_id).pack()
-                ),
-            ]
-        ]
-    )
+def rating_keyboard(trace_id: str, user_id: int) -> InlineKeyboardMarkup:
+    def button(text: str, vote: str) -> InlineKeyboardButton:
+        data = RateReply(vote=vote, trace=trace_id, user=user_id).pack()
+        return InlineKeyboardButton(text=text, callback_data=data)
+
+    return InlineKeyboardMarkup(inline_keyboard=[[button("👍", "up"), button("👎", "down")]])
 
 
 class AddressedToBot(Filter):
@@ -186,8 +188,11 @@ async def answer_with_pipeline(
             final = result.error_message or SORRY_GENERIC
         # Rating buttons ride on the reply's last message (not a separate edit afterwards).
         buttons = (
-            rating_keyboard(result.trace_id)
-            if result.success and result.trace_id and trace_review(services) is not None
+            rating_keyboard(result.trace_id, user_id)
+            if result.success
+            and result.trace_id
+            and user_id is not None
+            and trace_review(services) is not None
             else None
         )
         await streamer.finish(final, reply_markup=buttons)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from aiogram import Bot, Router
-from aiogram.exceptions import TelegramAPIError
+from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError
 from aiogram.types import ErrorEvent
 
 from bot.telegram.routers.common import SORRY_GENERIC
@@ -16,6 +16,11 @@ log = logging.getLogger(__name__)
 async def on_error(event: ErrorEvent, bot: Bot) -> bool:
     update = event.update
     exc = event.exception
+    if isinstance(exc, TelegramForbiddenError):
+        # The user blocked the bot (or it was removed from the group): nothing can be told to
+        # them, and it is not the bot's fault; one line, no traceback, no apology attempt.
+        log.info("update %s not answered: %s", update.update_id, exc.message)
+        return True
     log.error(
         "update %s failed: %s",
         update.update_id,

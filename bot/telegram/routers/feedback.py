@@ -1,12 +1,19 @@
 """👍/👎 under a reply: recorded as a Langfuse score (`user_rating`) on the reply's trace.
 
-The buttons go once a rating is in, so one reply gets one rating from the chat.
+One vote per reply, from the person it answered. The button carries that user's id: in a private
+chat nobody else sees it, and in a group another member's press (or a query forged with another
+reply's data) is turned away without recording anything. A second press by the same user is
+turned away too; and since the score's id is derived from the trace and the user, even a second
+vote that reaches Langfuse from another replica, or after a restart, replaces the first instead
+of counting twice. The buttons go once the rating is in.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+from collections import OrderedDict
 
 from aiogram import Router
 from aiogram.exceptions import TelegramAPIError
@@ -19,12 +26,46 @@ log = logging.getLogger(__name__)
 
 _TRACE_ID = re.compile(r"^[0-9a-f]{16,64}$")
 SCORE_NAME = "user_rating"
+NOT_YOURS = "Only the person this reply answered can rate it."
+ALREADY = "You've already rated this reply. Thanks!"
 
 
-async def on_rate(query: CallbackQuery, callback_data: RateReply, services: Services) -> None:
+def score_id(trace_id: str, user_id: int) -> str:
+    """The one score a user may leave on a reply (the same id for the same vote, everywhere)."""
+    return hashlib.sha256(f"{SCORE_NAME}:{trace_id}:{user_id}".encode()).hexdigest()[:32]
+
+
+class VoteBook:
+    """The (trace, user) pairs that voted in this process, the newest `limit` of them."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
+
+    def __contains__(self, key: tuple[str, int]) -> bool:
+        return key in self._seen
+
+    def add(self, key: tuple[str, int]) -> None:
+        self._seen[key] = None
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.limit:
+            self._seen.popitem(last=False)
+
+
+async def on_rate(
+    query: CallbackQuery, callback_data: RateReply, services: Services, votes: VoteBook
+) -> None:
     tracing = trace_review(services)
     if callback_data.vote not in ("up", "down") or not _TRACE_ID.match(callback_data.trace):
         await query.answer("That button is not valid any more.")
+        return
+    voter = query.from_user.id
+    if voter != callback_data.user:
+        await query.answer(NOT_YOURS)
+        return
+    key = (callback_data.trace, voter)
+    if key in votes:
+        await query.answer(ALREADY)
         return
     recorded = False
     if tracing is not None:
@@ -32,11 +73,13 @@ async def on_rate(query: CallbackQuery, callback_data: RateReply, services: Serv
             callback_data.trace,
             SCORE_NAME,
             callback_data.vote == "up",
-            comment=f"telegram user {query.from_user.id}",
+            comment=f"telegram user {voter}",
+            score_id=score_id(callback_data.trace, voter),
         )
     if not recorded:
         await query.answer("Thanks! (Ratings can't be recorded just now.)")
         return
+    votes.add(key)
     await query.answer("Thanks for the feedback!")
     if isinstance(query.message, Message):
         try:

@@ -6,7 +6,9 @@ work in groups, and never repeats the key: replies name the provider only.
 
 from __future__ import annotations
 
+import difflib
 import logging
+import re
 
 from aiogram import Bot, Router
 from aiogram.exceptions import TelegramAPIError
@@ -31,32 +33,28 @@ SETKEY_USAGE = (
 
 
 class PickModel(CallbackData, prefix="model"):
-    """A button of `/model`: a catalog alias, or `-` for the bot's default."""
+    """A button of `/model`: a catalog alias, or `-` for the bot's default; `user` is who sent
+    `/model`, the only one whose choice the menu shows and sets."""
 
     alias: str
+    user: int
+
+
+NOT_YOUR_MENU = "This menu is someone else's: send /model to choose your own model."
 
 
 BOT_DEFAULT = "-"
 
 
-def model_keyboard(offered: list[CatalogEntry], current: str | None) -> InlineKeyboardMarkup:
-    rows = [
-        [
-            InlineKeyboardButton(
-                text=("✅ " if entry.alias == current else "") + entry.name,
-                callback_data=PickModel(alias=entry.alias).pack(),
-            )
-        ]
-        for entry in offered
-    ]
-    rows.append(
-        [
-            InlineKeyboardButton(
-                text=("✅ " if current is None else "") + "Bot default",
-                callback_data=PickModel(alias=BOT_DEFAULT).pack(),
-            )
-        ]
-    )
+def model_keyboard(
+    offered: list[CatalogEntry], current: str | None, user_id: int
+) -> InlineKeyboardMarkup:
+    def row(text: str, alias: str, ticked: bool) -> list[InlineKeyboardButton]:
+        data = PickModel(alias=alias, user=user_id).pack()
+        return [InlineKeyboardButton(text=("✅ " if ticked else "") + text, callback_data=data)]
+
+    rows = [row(entry.name, entry.alias, entry.alias == current) for entry in offered]
+    rows.append(row("Bot default", BOT_DEFAULT, current is None))
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
@@ -99,13 +97,18 @@ async def on_model(
         return
     await message.answer(
         await model_text(users, choice, offered),
-        reply_markup=model_keyboard(offered, _current_alias(users, choice)),
+        reply_markup=model_keyboard(offered, _current_alias(users, choice), message.from_user.id),
     )
 
 
 async def on_pick_model(
     query: CallbackQuery, callback_data: PickModel, users: UserSettingsService
 ) -> None:
+    if query.from_user.id != callback_data.user:
+        # Another group member's press: their choice is theirs to make with their own menu, and
+        # this one keeps showing its owner's.
+        await query.answer(NOT_YOUR_MENU, show_alert=True)
+        return
     choice = None if callback_data.alias == BOT_DEFAULT else callback_data.alias
     try:
         offered = await users.offered()
@@ -125,16 +128,40 @@ async def on_pick_model(
         try:
             await query.message.edit_text(
                 await model_text(users, choice, offered),
-                reply_markup=model_keyboard(offered, choice),
+                reply_markup=model_keyboard(offered, choice, query.from_user.id),
             )
         except TelegramAPIError as exc:
             log.info("could not update the /model message: %s", exc)
 
 
+# What an unknown provider may look like to be named back: a short word of letters. Anything else
+# (`sk-proj-...`, a long token) may be a key typed in the wrong place and is never repeated.
+_PROVIDER_LIKE = re.compile(r"^[a-z]{1,16}$")
+
+
+def unknown_provider_text(provider: str) -> str:
+    """What to say about a provider the bot doesn't know, without ever repeating a key."""
+    if not _PROVIDER_LIKE.match(provider):
+        return "The first word after /setkey must be the provider."
+    close = difflib.get_close_matches(provider, key_providers(), n=1, cutoff=0.6)
+    hint = f" Did you mean {close[0]}?" if close else ""
+    return f"I don't know the provider {provider!r}.{hint}"
+
+
+def setkey_words(args: list[str]) -> tuple[str, str]:
+    """(provider, key) from the two words of `/setkey`, in either order: a user who typed the
+    key first (`/setkey sk-... openai`) means the same thing."""
+    first, second = args
+    providers = key_providers()
+    if first.lower() not in providers and second.lower() in providers:
+        return second, first
+    return first, second
+
+
 def key_reply(outcome: KeyOutcome, users: UserSettingsService) -> str:
     provider = outcome.provider
     if outcome.status == "bad_provider":
-        return f"I don't know the provider {provider!r}.\n{SETKEY_USAGE}"
+        return f"{unknown_provider_text(provider)}\n{SETKEY_USAGE}"
     if outcome.status == "disabled":
         return (
             "This bot is not set up to store users' keys (the operator has to set BOT_SECRET_KEY)."
@@ -200,7 +227,7 @@ async def on_setkey(
     if len(args) != 2:
         await message.answer(SETKEY_USAGE)
         return
-    provider, key = args
+    provider, key = setkey_words(args)
     async with typing_action(bot, message.chat.id):
         try:
             outcome = await users.set_key(user_id, provider, key)
