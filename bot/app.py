@@ -29,10 +29,12 @@ from bot.pipeline.observer import PipelineObserver
 from bot.pipeline.pipelines import build_pipelines
 from bot.pipeline.runner import PipelineRunner
 from bot.pipeline.steps import Pipeline
+from bot.services.access import ACCESS_TARGET, AccessService, open_access_warning
 from bot.services.conversation import ConversationService, KeyDecrypter
 from bot.services.model_config import ModelConfigService, ProviderSource
 from bot.services.model_resolution import ModelResolver
 from bot.services.openrouter_models import OpenRouterModels
+from bot.services.rate_limit import RateLimiter, create_rate_limiter
 from bot.storage.repositories import Storage
 
 if TYPE_CHECKING:
@@ -65,6 +67,9 @@ class Services:
     shutdown: ShutdownDeadline | None = None
     # Users' archives (ingest, list, search) within ARCHIVE_MAX_FILES / ARCHIVE_MAX_MB.
     archives: ArchiveService | None = None
+    # Who may use the bot (ACCESS_MODE, /users) and how fast (USER_MESSAGES_PER_MINUTE).
+    access: AccessService | None = None
+    rate_limiter: RateLimiter | None = None
 
 
 def _key_decrypter(settings: Settings, scrub: list[object]) -> KeyDecrypter | None:
@@ -156,13 +161,27 @@ async def build_services(
             catalog=storage.model_catalog,
         )
         stack.push_async_callback(model_config.close)
+        access = AccessService.from_settings(settings, storage.access)
+        warning = open_access_warning(settings)
+        if warning is not None:
+            log.warning("%s", warning)
+        rate_limiter = create_rate_limiter(settings)
+        stack.push_async_callback(rate_limiter.close)
         if settings.redis_url:
             from bot.services.override_events import OverrideEvents
 
-            events = OverrideEvents(settings.redis_url, lambda _target: model_config.invalidate())
+            def on_change(target: str | None) -> None:
+                # Access changes ride the same channel as "access:<id>".
+                if target is not None and target.startswith(ACCESS_TARGET):
+                    access.invalidate()
+                else:
+                    model_config.invalidate()
+
+            events = OverrideEvents(settings.redis_url, on_change)
             await events.start()
             stack.push_async_callback(events.close)
             model_config.add_change_listener(events.publish)
+            access.add_change_listener(lambda subject: events.publish(f"{ACCESS_TARGET}{subject}"))
 
         resolver = ModelResolver(settings, providers, model_config)
         runner = PipelineRunner(observer, step_timeout=settings.step_timeout)
@@ -195,6 +214,8 @@ async def build_services(
             openrouter_models=openrouter_models,
             shutdown=shutdown,
             archives=archives,
+            access=access,
+            rate_limiter=rate_limiter,
         )
 
 

@@ -16,6 +16,7 @@ import httpx
 
 from bot.config import Settings
 from bot.llm.specs import PROVIDERS
+from bot.services.access import open_access_warning
 
 CHECK_TIMEOUT = 10.0
 
@@ -170,11 +171,28 @@ def _webhook_line(settings: Settings) -> str:
     )
 
 
+def _access_line(settings: Settings) -> str:
+    warning = open_access_warning(settings)
+    if warning is not None:
+        return f"WARN {'access':<22} {warning}"
+    if settings.access_mode == "allowlist":
+        detail = (
+            f"allowlist: {len(settings.allowed_user_ids)} user(s), "
+            f"{len(settings.allowed_chat_ids)} group(s) in the environment, plus /users allow"
+        )
+    elif settings.access_mode == "approval":
+        detail = f"approval: strangers wait for one of {len(settings.admin_ids)} admin(s)"
+    else:
+        detail = "open (no shared key configured)"
+    return f"ok   {'access':<22} {detail}"
+
+
 async def run_check(settings: Settings) -> int:
     problems = settings.missing_key_problems()
     print(f"{'ok  ' if not problems else 'FAIL'} {'configuration':<22} ", end="")
     print("valid" if not problems else "; ".join(problems))
     print(_scrub(_webhook_line(settings), settings))
+    print(_access_line(settings))
     results = await collect_checks(settings)
     for result in results:
         print(result.line())

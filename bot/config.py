@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from functools import cached_property
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -133,6 +133,17 @@ class Settings(BaseSettings):
     model_config_ttl: float = Field(default=60.0, gt=0)
     bot_secret_key: SecretStr | None = None
 
+    # --- Access (who may use the bot) ---
+    # open: anyone; allowlist: ALLOWED_USER_IDS / ALLOWED_CHAT_IDS (and /users allow);
+    # approval: a stranger's first message asks the admins (Approve / Deny buttons).
+    access_mode: Literal["open", "allowlist", "approval"] = "open"
+    allowed_user_ids: CsvInts = Field(default_factory=list)
+    # Group chats (negative ids) whose members may use the bot there.
+    allowed_chat_ids: CsvInts = Field(default_factory=list)
+    # Messages one user may send per minute (sliding window) before a notice; 0: no limit.
+    # Admins are exempt. Shared by replicas through REDIS_URL.
+    user_messages_per_minute: int = Field(default=20, ge=0, le=10_000)
+
     # --- Archives (users' own documents, searched for the tutor and coach) ---
     archive_max_files: int = Field(default=20, ge=1, le=1000)
     # Megabytes (10^6 bytes) of uploaded files one user may keep, all archives together.
@@ -154,9 +165,14 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     shutdown_timeout: float = Field(default=20.0, gt=0)
 
-    _split_lists = field_validator("admin_ids", "fallback_models", "user_models", mode="before")(
-        _split_csv
-    )
+    _split_lists = field_validator(
+        "admin_ids",
+        "allowed_user_ids",
+        "allowed_chat_ids",
+        "fallback_models",
+        "user_models",
+        mode="before",
+    )(_split_csv)
     _split_maps = field_validator("agent_models", "pipeline_models", mode="before")(_split_pairs)
 
     @field_validator(
@@ -250,6 +266,15 @@ class Settings(BaseSettings):
                 "WEBHOOK_SECRET is required when WEBHOOK_URL is set: Telegram sends it with every "
                 "update and the bot refuses requests without it (1-256 characters of A-Z, a-z, "
                 "0-9, _ and -, e.g. the output of `openssl rand -hex 32`)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _approval_needs_admins(self) -> Settings:
+        if self.access_mode == "approval" and not self.admin_ids:
+            raise ValueError(
+                "ACCESS_MODE=approval needs ADMIN_IDS: strangers wait for an admin's Approve, "
+                "and without admins nobody could give it"
             )
         return self
 

@@ -14,6 +14,7 @@ import builtins
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal, Protocol
 
+from bot.storage.access_models import AccessEntry, AccessStatus
 from bot.storage.archive_models import (
     Archive,
     ArchiveUsage,
@@ -268,6 +269,46 @@ class ArchiveRepo(Protocol):
         ...
 
 
+class AccessRepo(Protocol):
+    async def get(self, subject_id: int) -> AccessEntry | None: ...
+
+    async def list(self) -> builtins.list[AccessEntry]:
+        """Every row (allowed, pending, blocked, refused), newest change first."""
+        ...
+
+    async def create(self, entry: AccessEntry) -> AccessEntry | None:
+        """Insert the row unless the subject has one; the new row, or None when it existed
+        (so exactly one replica sends a stranger's refusal or asks the admins)."""
+        ...
+
+    async def set_status(
+        self, subject_id: int, status: AccessStatus, *, decided_by: str, label: str | None = None
+    ) -> AccessEntry:
+        """Insert or change the subject's status (an admin's decision); clears `notified`,
+        keeps a waiting message (answered by the caller once allowed). The row after."""
+        ...
+
+    async def decide_pending(
+        self, subject_id: int, status: AccessStatus, *, decided_by: str
+    ) -> AccessEntry | None:
+        """Move a *pending* subject to `status`; the row after (its waiting update kept until
+        the caller clears it), or None when it was not pending (another admin decided first)."""
+        ...
+
+    async def update(
+        self,
+        subject_id: int,
+        *,
+        admin_messages: str | None = None,
+        notified: bool | None = None,
+        clear_waiting: bool = False,
+    ) -> None: ...
+
+    async def claim_notice(self, subject_id: int) -> bool:
+        """Mark the row's notice as sent; True only for the one call that changed it."""
+        ...
+
+
 class Storage(Protocol):
     """Every repository of one backend, opened and closed together."""
 
@@ -281,6 +322,7 @@ class Storage(Protocol):
     model_history: ModelConfigHistoryRepo
     archives: ArchiveRepo
     model_catalog: ModelCatalogRepo
+    access: AccessRepo
 
     @property
     def backend(self) -> str:

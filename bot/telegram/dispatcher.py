@@ -12,9 +12,9 @@ plus `db_user` and `storage_ok` from the user loader. Chat state is per chat
 order (one chat's updates one at a time, in the order sent; different chats concurrently).
 
 Router order matters, first match wins: errors; the commands, behind one "starts with /" gate
-(start/help, settings, admin then its refusal for non-admins, learn, /archives, /train and
-/stop); feedback buttons; documents and the /archives buttons; answers while training; chat
-(unknown commands, then any text).
+(start/help, settings, access (/users, Approve / Deny), admin then its refusal for non-admins,
+learn, /archives, /train and /stop); feedback buttons; documents and the /archives buttons;
+answers while training; chat (unknown commands, then any text).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from bot.app import Services
 from bot.config import ConfigError, Settings
 from bot.services.admin_commands import AdminCommands
 from bot.services.user_settings import UserSettingsService
+from bot.telegram.access import install as install_access
 from bot.telegram.filters import LooksLikeCommand
 from bot.telegram.flood import FloodControlMiddleware
 from bot.telegram.live_budget import LiveUpdateBudget
@@ -47,6 +48,7 @@ from bot.telegram.routers import (
     settings,
     start,
     train,
+    users,
 )
 from bot.telegram.routers.common import MAX_INPUT_CHARS
 from bot.telegram.routers.feedback import VoteBook
@@ -102,6 +104,9 @@ def build_dispatcher(
         live_budget=LiveUpdateBudget(services.settings.live_updates_per_second),
         votes=VoteBook(),
     )
+    # Who may use the bot, and how fast: before the user loader, so a refused stranger is not
+    # recorded as a user.
+    install_access(dp, services)
     # After the Dispatcher's own FSM middleware: runs inside the chat's isolation lock.
     # Without the settings repository: the conversation loads the settings it needs, and
     # /model loads them itself (one read per message instead of two).
@@ -113,6 +118,7 @@ def build_dispatcher(
     commands.include_routers(
         start.create_router(),
         settings.create_router(),
+        users.create_router(),
         admin.create_router(),
         learn.create_router(),
         archives.create_command_router(),

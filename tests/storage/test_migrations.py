@@ -29,6 +29,7 @@ EXPECTED_TABLES = {
     "archive_uploads",
     "archive_terms",
     "model_catalog",
+    "access_list",
 }
 
 

@@ -86,6 +86,7 @@ async def test_every_router_is_included_and_commands_are_listed(dp: Dispatcher) 
     assert [router.name for router in commands.sub_routers] == [
         "bot.telegram.routers.start",
         "bot.telegram.routers.settings",
+        "bot.telegram.routers.users",
         "bot.telegram.routers.admin",
         "bot.telegram.routers.learn",
         "bot.telegram.routers.archives.commands",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.storage.insforge.access import InsForgeAccessRepo
 from bot.storage.insforge.archives import InsForgeArchiveRepo
 from bot.storage.insforge.repos import (
     InsForgeAgentModelConfigRepo,
@@ -16,6 +17,7 @@ from bot.storage.insforge.repos import (
 )
 from bot.storage.insforge_client import InsForgeClient
 from bot.storage.repositories import (
+    AccessRepo,
     AgentModelConfigRepo,
     ArchiveRepo,
     ExerciseRepo,
@@ -54,6 +56,7 @@ class InsForgeStorage:
         self.model_history: ModelConfigHistoryRepo = InsForgeModelConfigHistoryRepo(client)
         self.archives: ArchiveRepo = InsForgeArchiveRepo(client)
         self.model_catalog: ModelCatalogRepo = InsForgeModelCatalogRepo(client)
+        self.access: AccessRepo = InsForgeAccessRepo(client)
 
     @classmethod
     def from_url(

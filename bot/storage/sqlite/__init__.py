@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot.storage.repositories import (
+    AccessRepo,
     AgentModelConfigRepo,
     ArchiveRepo,
     ExerciseRepo,
@@ -14,6 +15,7 @@ from bot.storage.repositories import (
     UserRepo,
     UserSettingsRepo,
 )
+from bot.storage.sqlite.access import SQLiteAccessRepo
 from bot.storage.sqlite.archives import SQLiteArchiveRepo
 from bot.storage.sqlite.database import SQLiteDatabase
 from bot.storage.sqlite.repos import (
@@ -56,6 +58,7 @@ class SQLiteStorage:
         self.model_history: ModelConfigHistoryRepo = SQLiteModelConfigHistoryRepo(self.db)
         self.archives: ArchiveRepo = SQLiteArchiveRepo(self.db)
         self.model_catalog: ModelCatalogRepo = SQLiteModelCatalogRepo(self.db)
+        self.access: AccessRepo = SQLiteAccessRepo(self.db)
 
     @property
     def path(self) -> str:

@@ -13,6 +13,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from bot.storage.repositories import StorageConfigError
+from bot.storage.sqlite.access_schema import ACCESS_SQL
 from bot.storage.sqlite.archives_schema import ARCHIVES_SQL
 
 
@@ -181,6 +182,8 @@ STEPS: tuple[SchemaStep, ...] = (
             ON agent_model_config_history (idempotency_key);
         """,
     ),
+    # insforge/migrations/013: who may use the bot (ACCESS_MODE, /users).
+    SchemaStep(9, "access-list", ACCESS_SQL),
 )
 
 LATEST_VERSION = STEPS[-1].version

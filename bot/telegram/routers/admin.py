@@ -24,7 +24,8 @@ from bot.telegram.routers.common import trace_review
 
 log = logging.getLogger(__name__)
 
-ADMIN_COMMANDS = (*MODEL_COMMANDS, "trace")
+# `/users` is `bot.telegram.routers.users` (before this router); refused here like the rest.
+ADMIN_COMMANDS = (*MODEL_COMMANDS, "trace", "users")
 REFUSAL = "Sorry, that command is for the bot's admins."
 
 

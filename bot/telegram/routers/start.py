@@ -33,7 +33,8 @@ alias, provider:model or an OpenRouter id):
 /agents - the agents and their roles
 /modelhistory [target] - who changed what, when
 /catalog - the named models; /catalog show|add|edit|remove ...
-/trace - the link to this chat's latest trace"""
+/trace - the link to this chat's latest trace
+/users - who may use the bot; /users allow <id>, /users block <id>"""
 
 
 def help_text(services: Services, user_id: int | None) -> str:
