@@ -186,7 +186,13 @@ async def build_services(
         resolver = ModelResolver(settings, providers, model_config)
         runner = PipelineRunner(observer, step_timeout=settings.step_timeout)
         stack.push_async_callback(_drain, runner, shutdown)
-        pipelines = build_pipelines(storage, summary_every=settings.summary_every)
+        archives = ArchiveService(
+            storage.archives,
+            ArchiveLimits.from_megabytes(settings.archive_max_files, settings.archive_max_mb),
+        )
+        pipelines = build_pipelines(
+            storage, summary_every=settings.summary_every, archives=archives
+        )
         conversation = ConversationService(
             storage,
             runner,
@@ -197,10 +203,6 @@ async def build_services(
         )
         openrouter_models = OpenRouterModels(settings.openrouter_base_url)
         stack.push_async_callback(openrouter_models.close)
-        archives = ArchiveService(
-            storage.archives,
-            ArchiveLimits.from_megabytes(settings.archive_max_files, settings.archive_max_mb),
-        )
         yield Services(
             settings=settings,
             storage=storage,

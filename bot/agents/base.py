@@ -40,6 +40,9 @@ class Agent(ABC):
     replies: bool = False
     # The prompt file's name without `.md`; defaults to the agent's name.
     prompt_name: str = ""
+    # False for a step that calls no model (a search): the runner resolves none for it, and
+    # `/models` does not list it.
+    uses_model: bool = True
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

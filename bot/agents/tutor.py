@@ -1,10 +1,20 @@
-"""Tutor: a short lesson on the topic of `/learn`, streamed."""
+"""Tutor: a short lesson on the topic of `/learn`, streamed.
+
+When the user's notes cover the topic (the search step found passages), the lesson teaches from
+them and cites them by document and page (`bot.agents.archives`).
+"""
 
 from __future__ import annotations
 
+from bot.agents.archives import NOTES_RULE, notes_of, with_notes
 from bot.agents.base import Agent, conversation, stream_reply
 from bot.agents.strategist import ReplyPlan
 from bot.pipeline.context import AgentOutput, PipelineContext
+
+FROM_NOTES = (
+    "Teach from the user's notes where they cover the topic: the lesson follows what the "
+    "passages say, and cites them."
+)
 
 
 class TutorAgent(Agent):
@@ -16,7 +26,11 @@ class TutorAgent(Agent):
         extras = [f"Topic of the lesson: {ctx.topic}" if ctx.topic else ""]
         if isinstance(plan, ReplyPlan):
             extras.append(plan.as_instructions())
-        text = await stream_reply(ctx, conversation(ctx, self.prompt, *extras))
+        notes = notes_of(ctx)
+        if notes:
+            extras += [NOTES_RULE, FROM_NOTES]
+        messages = with_notes(conversation(ctx, self.prompt, *extras), notes)
+        text = await stream_reply(ctx, messages)
         if not text.strip():
             raise ValueError("the model returned an empty lesson")
         return AgentOutput.ok(text=text)

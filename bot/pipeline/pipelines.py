@@ -1,16 +1,19 @@
 """The bot's pipelines, declared by their shape.
 
-    support  Parallel(extraction, strategist) -> coach -> Background(summarizer)
-    learn    strategist -> tutor -> Background(extraction, summarizer)
+    support  Parallel(extraction, strategist, archives) -> coach -> Background(summarizer)
+    learn    Parallel(strategist, archives) -> tutor -> Background(extraction, summarizer)
     train    trainer grades the answer (if an exercise is open) -> trainer sets the next one
              -> Background(summarizer)
 
-Helpers whose failure must not cost the user their reply (extraction, strategist, summarizer)
-are optional; the agent that writes the reply is required.
+Helpers whose failure must not cost the user their reply (extraction, strategist, summarizer,
+the search of the user's archives) are optional; the agent that writes the reply is required.
+`archives` (`bot.agents.archives.ArchiveSearch`) calls no model: it searches the user's own
+notes beside the helpers, and only when archives are given.
 """
 
 from __future__ import annotations
 
+from bot.agents.archives import ArchiveSearch, PassageSource
 from bot.agents.coach import CoachAgent
 from bot.agents.extraction import ExtractionAgent
 from bot.agents.strategist import StrategistAgent
@@ -22,9 +25,13 @@ from bot.storage.repositories import Storage
 
 
 def build_pipelines(
-    storage: Storage | None = None, *, summary_every: int = 1
+    storage: Storage | None = None,
+    *,
+    summary_every: int = 1,
+    archives: PassageSource | None = None,
 ) -> dict[str, Pipeline]:
-    """Every pipeline by name; agents store facts, summaries and exercises in `storage`.
+    """Every pipeline by name; agents store facts, summaries and exercises in `storage`, and
+    the coach and tutor draw on the user's archives through `archives` (none: no search step).
 
     `summary_every`: the summarizer rewrites a chat's summary once it is that many messages
     behind (SUMMARY_EVERY); 1 rewrites it after every exchange.
@@ -37,11 +44,13 @@ def build_pipelines(
     extraction = ExtractionAgent(facts)
     strategist = StrategistAgent()
     summarizer = SummarizerAgent(summaries, messages, every=summary_every)
+    # Beside the helpers: the search takes milliseconds, the helpers a model call each.
+    search = [Step(ArchiveSearch(archives), optional=True)] if archives is not None else []
 
     support = Pipeline(
         "support",
         (
-            Parallel([Step(extraction, optional=True), Step(strategist, optional=True)]),
+            Parallel([Step(extraction, optional=True), Step(strategist, optional=True), *search]),
             Step(CoachAgent()),
             Background(Step(summarizer, optional=True)),
         ),
@@ -49,7 +58,9 @@ def build_pipelines(
     learn = Pipeline(
         "learn",
         (
-            Step(strategist, optional=True),
+            Parallel([Step(strategist, optional=True), *search])
+            if search
+            else Step(strategist, optional=True),
             Step(TutorAgent()),
             Background(Step(extraction, optional=True), Step(summarizer, optional=True)),
         ),

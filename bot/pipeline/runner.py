@@ -27,10 +27,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from bot.llm.errors import AllModelsFailed, LLMError, ProviderError, StructuredOutputError
+from bot.llm.protocol import LLMProvider
 from bot.llm.specs import ModelSpecError
 from bot.pipeline.context import AgentOutput, PipelineContext
 from bot.pipeline.observer import NullObserver, PipelineObserver, RunHandle, RunInfo, StepInfo
 from bot.pipeline.steps import Background, Pipeline, Step
+from bot.services.model_resolution import Resolution
 from bot.storage.repositories import StorageError
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,9 @@ log = logging.getLogger(__name__)
 # The span of a step whose model could not be resolved names no model.
 UNRESOLVED_MODEL = "(unresolved)"
 UNRESOLVED_SOURCE = "unresolved"
+# The span of a step that calls no model (a search).
+NO_MODEL = "(none)"
+NO_MODEL_SOURCE = "no model"
 
 Hook = Callable[[PipelineContext], Awaitable[None]]
 ReplyHook = Callable[[PipelineContext, "RunResult"], Awaitable[None]]
@@ -56,6 +61,25 @@ def user_message(error: BaseException | None) -> str:
     if isinstance(error, StorageError):
         return "Sorry, I couldn't reach my memory just now. Please try again in a minute."
     return "Sorry, something went wrong on my side. Please try again."
+
+
+def _step_info(
+    agent: str, kind: str, llm: LLMProvider, resolution: Resolution | None, handle: RunHandle
+) -> StepInfo:
+    """The span's model and why: the resolution recorded on the context, if any."""
+    if resolution is None:
+        return StepInfo(agent, kind, llm.spec, "default")
+    if resolution.source == "override":
+        handle.add_tags(f"override:{agent}")
+    return StepInfo(
+        agent,
+        kind,
+        resolution.model,
+        resolution.source,
+        resolution.set_by,
+        resolution.alias,
+        resolution.config_version,
+    )
 
 
 def describe(error: BaseException) -> str:
@@ -168,23 +192,13 @@ class PipelineRunner:
         # and running the agent.
         try:
             async with asyncio.timeout(timeout) as scope:
-                llm = await ctx.get_llm_for_agent(agent)
-                phase = agent
-                resolution = ctx.resolutions.get(agent)
-                if resolution is not None:
-                    info = StepInfo(
-                        agent,
-                        kind,
-                        resolution.model,
-                        resolution.source,
-                        resolution.set_by,
-                        resolution.alias,
-                        resolution.config_version,
-                    )
-                    if resolution.source == "override":
-                        handle.add_tags(f"override:{agent}")
+                if step.uses_model:
+                    llm = await ctx.get_llm_for_agent(agent)
+                    info = _step_info(agent, kind, llm, ctx.resolutions.get(agent), handle)
                 else:
-                    info = StepInfo(agent, kind, llm.spec, "default")
+                    llm = ctx.default_llm
+                    info = StepInfo(agent, kind, NO_MODEL, NO_MODEL_SOURCE)
+                phase = agent
                 with self.observer.step(info) as step_handle:
                     traced = True
                     try:

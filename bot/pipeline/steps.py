@@ -54,6 +54,11 @@ class Step:
     def key(self) -> str:
         return self.agent.key or self.agent.name
 
+    @property
+    def uses_model(self) -> bool:
+        """False for a step that calls no model (`Agent.uses_model`): nothing is resolved."""
+        return bool(getattr(self.agent, "uses_model", True))
+
 
 @dataclass(frozen=True, slots=True)
 class Parallel:
@@ -90,11 +95,11 @@ class Pipeline:
     stages: Sequence[Stage] = field(default_factory=tuple)
 
     def agents(self) -> list[str]:
-        """Agent names in the order they run (for `/models` and logs)."""
+        """Names of the agents that run on a model, in the order they run (for `/models`)."""
         names: list[str] = []
         for stage in self.stages:
             steps = [stage] if isinstance(stage, Step) else list(stage.steps)
             for step in steps:
-                if step.name not in names:
+                if step.uses_model and step.name not in names:
                     names.append(step.name)
         return names

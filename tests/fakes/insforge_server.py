@@ -838,6 +838,26 @@ def dsn_for(admin_dsn: str, database: str) -> str:
     return urlunsplit(parts._replace(path="/" + database))
 
 
+async def create_migrated_database(admin_dsn: str) -> str:
+    """A new database with the real migrations applied through the fake's migrations endpoint
+    (as an operator applies them to InsForge); dropped again when that fails."""
+    from bot.storage.insforge_client import InsForgeClient
+    from bot.storage.migrate import apply_insforge_migrations
+
+    name = await create_database(admin_dsn)
+    try:
+        async with FakeInsForge(dsn_for(admin_dsn, name)) as fake:
+            client = InsForgeClient(fake.url, fake.api_key)
+            try:
+                await apply_insforge_migrations(client)
+            finally:
+                await client.aclose()
+    except BaseException:
+        await drop_database(admin_dsn, name)
+        raise
+    return name
+
+
 async def create_database(admin_dsn: str, *, template: str | None = None) -> str:
     """A new empty database (or a copy of `template`) with a random name; returns the name."""
     name = "test_" + secrets.token_hex(6)

@@ -27,13 +27,13 @@ import pytest
 
 from bot.storage.insforge import InsForgeStorage
 from bot.storage.insforge_client import InsForgeClient
-from bot.storage.migrate import apply_insforge_migrations, missing_insforge_migrations
+from bot.storage.migrate import missing_insforge_migrations
 from bot.storage.repositories import Storage
 from bot.storage.sqlite import SQLiteStorage
 from tests.conftest import LIVE_INSFORGE
 from tests.fakes.insforge_server import (
     FakeInsForge,
-    create_database,
+    create_migrated_database,
     drop_database,
     dsn_for,
     truncate_public_tables,
@@ -55,21 +55,7 @@ def _started_with(names: tuple[str, ...]) -> dict[str, str]:
 def insforge_run_db(postgres_dsn: str) -> Iterator[str]:
     """This run's database, with the real migrations applied through the migrations endpoint."""
 
-    async def build() -> str:
-        name = await create_database(postgres_dsn)
-        try:
-            async with FakeInsForge(dsn_for(postgres_dsn, name)) as fake:
-                client = InsForgeClient(fake.url, fake.api_key)
-                try:
-                    await apply_insforge_migrations(client)
-                finally:
-                    await client.aclose()
-        except BaseException:
-            await drop_database(postgres_dsn, name)
-            raise
-        return name
-
-    name = asyncio.run(build())
+    name = asyncio.run(create_migrated_database(postgres_dsn))
     yield name
     asyncio.run(drop_database(postgres_dsn, name))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,15 @@ from bot.app import Services, build_services
 from bot.config import Settings
 from bot.pipeline.observer import NullObserver
 from bot.telegram.flood import FloodControlMiddleware
+from tests.fakes.agent_replies import agent_reply
+from tests.fakes.insforge_server import (
+    FakeInsForge,
+    create_migrated_database,
+    drop_database,
+    dsn_for,
+    truncate_public_tables,
+)
+from tests.fakes.llm_server import FakeLLMServer
 from tests.fakes.telegram_server import FakeTelegramServer
 
 
@@ -94,3 +103,44 @@ async def fake_model_services(tmp_path: Path, **extra: Any) -> AsyncIterator[Ser
         Settings(**values), providers=FakeProviders(), observer=NullObserver()
     ) as built:
         yield built
+
+
+# --- both storage backends for end-to-end tests (`backend`: settings to add) ---
+
+
+@pytest.fixture(scope="module")
+def insforge_db(postgres_dsn: str) -> Iterator[str]:
+    """One database for this module, with the real migrations applied; emptied per test."""
+
+    name = asyncio.run(create_migrated_database(postgres_dsn))
+    yield dsn_for(postgres_dsn, name)
+    asyncio.run(drop_database(postgres_dsn, name))
+
+
+@pytest.fixture(params=["sqlite", "insforge"])
+def backend_name(request: pytest.FixtureRequest) -> str:
+    if request.param == "insforge":
+        request.getfixturevalue("insforge_db")  # built here, outside any event loop
+    return str(request.param)
+
+
+@pytest.fixture
+async def backend(
+    backend_name: str, request: pytest.FixtureRequest
+) -> AsyncIterator[dict[str, Any]]:
+    """Settings that put the bot's storage on SQLite (the default) or on InsForge."""
+    if backend_name == "sqlite":
+        yield {}
+        return
+    dsn = request.getfixturevalue("insforge_db")
+    await truncate_public_tables(dsn)
+    async with FakeInsForge(dsn) as fake:
+        yield {"insforge_url": fake.url, "insforge_api_key": fake.api_key}
+
+
+@pytest.fixture
+async def llm() -> AsyncIterator[FakeLLMServer]:
+    """The loopback model server, every model answering like its agent (`agent_reply`)."""
+    async with FakeLLMServer() as server:
+        server.default.text = agent_reply
+        yield server

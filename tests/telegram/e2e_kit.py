@@ -94,6 +94,35 @@ class Harness:
         )
         return [_visible(self.tg, chat, c.result["message_id"]) for c in calls]
 
+    async def send_document(
+        self,
+        data: bytes,
+        name: str,
+        *,
+        user_id: int = USER,
+        done: str = "Added ",
+        timeout: float = 15.0,
+    ) -> str:
+        """Send a document in the user's private chat; wait until the bot's status message
+        reads its outcome (starting with `done`) and return that text."""
+        self.tg.user_document(data, file_name=name, user_id=user_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            shown = [m.text for m in self.tg.chat_messages(user_id)]
+            if shown and shown[-1].startswith(done):
+                return shown[-1]
+            if loop.time() > deadline:
+                raise AssertionError(f"no {done!r} message; the chat shows {shown[-3:]}")
+            await asyncio.sleep(0.02)
+
+    async def press(self, data: str, *, user_id: int = USER) -> None:
+        """Press an inline button carrying `data` under the bot's latest message; wait for the
+        bot's answer to the callback."""
+        mark = len(self.tg.calls)
+        self.tg.callback_query(data, user_id=user_id)
+        await self.tg.wait_for_call("answerCallbackQuery", since=mark)
+
     def agent_requests(self, agent: str, since: int = 0) -> list[RecordedRequest]:
         model = AGENT_MODELS[agent].split(":", 1)[1]
         return [r for r in self.llm.requests[since:] if r.model == model]

@@ -20,13 +20,6 @@ from tests.telegram.e2e_kit import ADMIN, OVERRIDE, USER, Harness, make_settings
 
 
 @pytest.fixture
-async def llm() -> AsyncIterator[FakeLLMServer]:
-    async with FakeLLMServer() as server:
-        server.default.text = agent_reply
-        yield server
-
-
-@pytest.fixture
 async def harness(
     tmp_path: Path, tg: FakeTelegramServer, llm: FakeLLMServer
 ) -> AsyncIterator[Harness]:

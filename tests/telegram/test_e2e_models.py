@@ -6,75 +6,15 @@ per pipeline, per role, per agent, the users' menu and per-model parameters."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from bot.storage.insforge_client import InsForgeClient
-from bot.storage.migrate import apply_insforge_migrations
-from tests.fakes.agent_replies import agent_reply, schema_title
-from tests.fakes.insforge_server import (
-    FakeInsForge,
-    create_database,
-    drop_database,
-    dsn_for,
-    truncate_public_tables,
-)
+from tests.fakes.agent_replies import schema_title
 from tests.fakes.llm_server import FakeLLMServer, RecordedRequest
 from tests.fakes.telegram_server import FakeTelegramServer
 from tests.telegram.e2e_kit import ADMIN, USER, Harness, make_settings, running_bot
 
 OPENROUTER_ID = "anthropic/claude-sonnet-4.5"
-
-
-@pytest.fixture(scope="module")
-def insforge_db(postgres_dsn: str) -> Iterator[str]:
-    """One database for this module, with the real migrations applied; emptied per test."""
-
-    async def build() -> str:
-        name = await create_database(postgres_dsn)
-        async with FakeInsForge(dsn_for(postgres_dsn, name)) as fake:
-            client = InsForgeClient(fake.url, fake.api_key)
-            try:
-                await apply_insforge_migrations(client)
-            finally:
-                await client.aclose()
-        return name
-
-    name = asyncio.run(build())
-    yield dsn_for(postgres_dsn, name)
-    asyncio.run(drop_database(postgres_dsn, name))
-
-
-@pytest.fixture(params=["sqlite", "insforge"])
-def backend_name(request: pytest.FixtureRequest) -> str:
-    if request.param == "insforge":
-        request.getfixturevalue("insforge_db")  # built here, outside any event loop
-    return str(request.param)
-
-
-@pytest.fixture
-async def backend(
-    backend_name: str, request: pytest.FixtureRequest
-) -> AsyncIterator[dict[str, Any]]:
-    """Settings that put the bot's storage on SQLite (the default) or on InsForge."""
-    if backend_name == "sqlite":
-        yield {}
-        return
-    dsn = request.getfixturevalue("insforge_db")
-    await truncate_public_tables(dsn)
-    async with FakeInsForge(dsn) as fake:
-        yield {"insforge_url": fake.url, "insforge_api_key": fake.api_key}
-
-
-@pytest.fixture
-async def llm() -> AsyncIterator[FakeLLMServer]:
-    async with FakeLLMServer() as server:
-        server.default.text = agent_reply
-        yield server
 
 
 def calls_to(llm: FakeLLMServer, model: str, since: int = 0) -> list[RecordedRequest]:

@@ -4,13 +4,12 @@ loopback OTLP receiver; `/trace` links the chat's latest trace and 👍/👎 bec
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bot.telegram.routers.common import trace_review
-from tests.fakes.agent_replies import agent_reply
 from tests.fakes.llm_server import FakeLLMServer
 from tests.fakes.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.fakes.telegram_server import FakeTelegramServer
@@ -23,13 +22,6 @@ SUPPORT_AGENTS = ["coach", "extraction", "strategist", "summarizer"]
 @pytest.fixture
 def receiver() -> Iterator[OtlpReceiver]:
     with OtlpReceiver() as server:
-        yield server
-
-
-@pytest.fixture
-async def llm() -> AsyncIterator[FakeLLMServer]:
-    async with FakeLLMServer() as server:
-        server.default.text = agent_reply
         yield server
 
 
@@ -98,22 +90,25 @@ async def test_trace_link_and_rating_buttons(
     def trace(r: OtlpReceiver) -> list[ReceivedSpan]:
         return [span for span in r.spans() if span.trace_id == trace_id]
 
-    assert await receiver.wait_until_async(lambda r: len(trace(r)) >= 9)
+    assert await receiver.wait_until_async(lambda r: len(trace(r)) >= 10)
     spans = trace(receiver)
     root = one(spans, "support")
     assert root.parent_id is None
     steps = children(spans, root)
-    assert sorted(step.name for step in steps) == SUPPORT_AGENTS
+    assert sorted(step.name for step in steps) == sorted([*SUPPORT_AGENTS, "archives"])
     for step in steps:
         assert step.observation_type == "agent"
         assert step.metadata("success") is True
+        if step.name == "archives":  # the search of the user's notes calls no model
+            assert children(spans, step) == []
+            continue
         (generation,) = children(spans, step)
         assert generation.observation_type == "generation"
         assert generation.metadata("source") == "agent"
         provider, model = AGENT_MODELS[step.name].split(":", 1)
         assert generation.metadata("provider") == provider
         assert generation.attributes["langfuse.observation.model.name"] == model
-    assert len(spans) == 1 + 4 + 4
+    assert len(spans) == 1 + 5 + 4
     # One generation per model call the LLM server saw, nothing more.
     calls = [r.model for r in llm.requests if r.api in ("openai", "anthropic")]
     assert sorted(calls) == sorted(
