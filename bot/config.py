@@ -164,6 +164,12 @@ class Settings(BaseSettings):
     webhook_port: int = Field(default=8080, ge=1, le=65535)
     redis_url: str | None = None
     shutdown_timeout: float = Field(default=20.0, gt=0)
+    # An update stored but not answered for this long (the bot was down) gets an apology instead.
+    stale_update_seconds: float = Field(default=600.0, gt=0)
+    # How long a final reply is retried through Telegram's 5xx and network errors.
+    delivery_retry_seconds: float = Field(default=120.0, ge=0)
+    # The intake's SQLite file (updates stored until answered); default beside the database.
+    intake_path: str | None = None
 
     _split_lists = field_validator(
         "admin_ids",
@@ -180,6 +186,7 @@ class Settings(BaseSettings):
         "insforge_url",
         "webhook_url",
         "redis_url",
+        "intake_path",
         "mlx_model_path",
         "langfuse_public_key",
         mode="before",

@@ -25,6 +25,7 @@ for _name in list(os.environ):
     if _name.endswith(("_API_KEY", "_BASE_URL")) or _name in {
         "TELEGRAM_BOT_TOKEN",
         "DATABASE_URL",
+        "INTAKE_PATH",
         "INSFORGE_URL",
         "REDIS_URL",
         "LANGFUSE_PUBLIC_KEY",

@@ -173,7 +173,10 @@ class ConversationService:
         text: str,
         topic: str | None = None,
         on_text: TextSink | None = None,
+        message_key: str | None = None,
     ) -> RunResult:
+        """`message_key`: names the incoming message for good (Telegram: chat and message id),
+        so a turn run again after a restart stores its message and reply once, not twice."""
         if pipeline not in self.pipelines:
             raise UnknownPipelineError(
                 f"unknown pipeline {pipeline!r} (pipelines: {', '.join(self.pipelines)})"
@@ -194,6 +197,7 @@ class ConversationService:
                     text=text,
                     pipeline=pipeline,
                     trace_id=run_ctx.trace_id,
+                    **_key(message_key, "user"),
                 )
             )
 
@@ -208,9 +212,15 @@ class ConversationService:
                     text=result.reply,
                     pipeline=pipeline,
                     trace_id=run_ctx.trace_id,
+                    **_key(message_key, "assistant"),
                 )
             )
 
         return await self.runner.run(
             self.pipelines[pipeline], ctx, on_start=store_input, on_reply=store_reply
         )
+
+
+def _key(message_key: str | None, role: str) -> dict[str, str]:
+    # Without a key the row gets a fresh one (the model's default): stored once per call.
+    return {"idempotency_key": f"{message_key}:{role}"} if message_key else {}

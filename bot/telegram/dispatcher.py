@@ -34,6 +34,7 @@ from bot.services.user_settings import UserSettingsService
 from bot.telegram.access import install as install_access
 from bot.telegram.filters import LooksLikeCommand
 from bot.telegram.flood import FloodControlMiddleware
+from bot.telegram.intake_feed import StaleUpdateMiddleware
 from bot.telegram.live_budget import LiveUpdateBudget
 from bot.telegram.long_text import LongTextGuard
 from bot.telegram.middlewares import UserLoaderMiddleware
@@ -110,6 +111,12 @@ def build_dispatcher(
     # After the Dispatcher's own FSM middleware: runs inside the chat's isolation lock.
     # Without the settings repository: the conversation loads the settings it needs, and
     # /model loads them itself (one read per message instead of two).
+    # First inside the lock: an update that waited too long is apologized for, not answered.
+    dp.update.outer_middleware(
+        StaleUpdateMiddleware(
+            services.settings.stale_update_seconds, services.settings.delivery_retry_seconds
+        )
+    )
     dp.update.outer_middleware(UserLoaderMiddleware(services.storage.users))
     # The routers whose message handlers are all commands, behind one check: a plain message
     # goes straight on to training answers and the chat (their callback queries are not gated).

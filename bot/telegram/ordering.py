@@ -135,6 +135,20 @@ class RedisChatEventIsolation(BaseEventIsolation):
                         # to undo, the lock is gone either way.
                         log.warning("Redis chat lock release failed: %s", exc)
 
+    async def clear(self, bot_id: int) -> int:
+        """Drop every chat lock of the bot; how many there were.
+
+        For the polling process at its start: only one process polls a bot, so a lock still
+        held is a killed predecessor's, and it would hold its chat for `lock_timeout`.
+        """
+        dropped = 0
+        try:
+            async for name in self.redis.scan_iter(match=f"{self.prefix}:{bot_id}:*"):
+                dropped += await self.redis.delete(name)
+        except RedisError as exc:
+            log.warning("could not clear stale chat locks: %s", exc)
+        return dropped
+
     async def close(self) -> None:
         await self._local.close()
         if self._owns_client:

@@ -1,13 +1,17 @@
 """Run the Telegram bot: long polling (default) or webhook, until SIGTERM/SIGINT; then stop cleanly.
 
+Every update is stored in the intake (`bot.intake`: the SQLite file beside the database, or a
+Redis stream with `REDIS_URL`) before Telegram is told it was received, and marked done once
+answered; at start-up, what an earlier run left open (a SIGTERM past the deadline, a crash, a
+SIGKILL) is answered first, in order (`UpdateFeeder.recover`), before new updates are taken.
+
 Shutdown, in this order, so nothing is half-written, within ONE deadline (`SHUTDOWN_TIMEOUT`
 after the signal) that every waiting step below shares:
 1. `/healthz` answers 503 and no new update is taken (polling stops; the webhook answers 503, so
    Telegram re-delivers to another replica or to this one after its restart);
 2. updates in flight finish their pipelines; those still running at the deadline are cancelled
-   (and logged), so none of them meets a closed database;
-3. in polling mode, the updates already handled are confirmed to Telegram (one `getUpdates` with
-   the next offset) so a restart does not answer them twice;
+   (and logged), so none of them meets a closed database; they stay in the intake;
+3. in polling mode, the stored offset is confirmed to Telegram (one `getUpdates`);
 4. background steps (summaries, facts) drain with what is left of the deadline, the rest is
    cancelled; then the Telegram side closes (HTTP server, FSM storage, chat queue, bot session);
 5. traces flush, clients and the database close (`build_services` does this on exit, in reverse
@@ -28,8 +32,6 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiogram import Bot, Dispatcher
 from aiogram.exceptions import (
@@ -40,14 +42,16 @@ from aiogram.exceptions import (
 )
 from aiogram.fsm.storage.base import BaseEventIsolation, BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
-from aiogram.types import TelegramObject, Update
 
 from bot.app import Services, build_services
 from bot.config import ConfigError, Settings
+from bot.intake import Intake, open_intake
 from bot.telegram.chat_queue import RedisChatQueue
 from bot.telegram.dispatcher import BOT_COMMANDS, build_dispatcher, create_bot
 from bot.telegram.fsm_storage import ResilientStorage
-from bot.telegram.ordering import build_event_isolation
+from bot.telegram.intake_feed import UpdateFeeder
+from bot.telegram.ordering import RedisChatEventIsolation, build_event_isolation
+from bot.telegram.polling import GetRawUpdates, Poller
 from bot.telegram.warmup import freeze_startup_heap, pin_response_types
 from bot.telegram.webhook import WebServer, cancel_updates, webhook_path
 
@@ -60,25 +64,6 @@ STARTUP_WAIT = 60.0
 
 class TelegramUnreachable(RuntimeError):
     """The Bot API did not answer at start-up within STARTUP_WAIT."""
-
-
-class UpdateTracker:
-    """Remembers the newest update id taken, to confirm it to Telegram at shutdown."""
-
-    def __init__(self) -> None:
-        self.last_update_id: int | None = None
-
-    async def __call__(
-        self,
-        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
-        event: TelegramObject,
-        data: dict[str, Any],
-    ) -> Any:
-        if isinstance(event, Update) and (
-            self.last_update_id is None or event.update_id > self.last_update_id
-        ):
-            self.last_update_id = event.update_id
-        return await handler(event, data)
 
 
 def build_fsm(
@@ -110,6 +95,7 @@ class BotRuntime:
         bot: Bot | None = None,
         *,
         startup_wait: float = STARTUP_WAIT,
+        intake: Intake | None = None,
     ) -> None:
         self.services = services
         self.startup_wait = startup_wait
@@ -123,13 +109,27 @@ class BotRuntime:
         self.dispatcher: Dispatcher = build_dispatcher(
             services, fsm_storage=self.fsm_storage, events_isolation=isolation
         )
-        self.tracker = UpdateTracker()
-        self.dispatcher.update.outer_middleware(self.tracker)
+        self.isolation = isolation
+        self.intake: Intake = intake or open_intake(self.settings, bot_id=self.bot.id)
+        self.feeder = UpdateFeeder(
+            self.dispatcher,
+            self.bot,
+            self.intake,
+            isolation=isolation,
+            chat_queue=self.chat_queue,
+        )
+        self.poller = Poller(
+            self.bot,
+            self.intake,
+            self.feeder,
+            allowed_updates=self.dispatcher.resolve_used_update_types(),
+        )
         self.server = WebServer(
             self.settings.webhook_host, self.settings.webhook_port, metrics=self.metrics
         )
         self.stopping = asyncio.Event()
         self._polling: asyncio.Task[None] | None = None
+        self._reclaiming: asyncio.Task[None] | None = None
 
     @property
     def webhook_mode(self) -> bool:
@@ -143,6 +143,8 @@ class BotRuntime:
             "model_config_failed_reads": model_config.failed_reads,
             # Summaries and facts still being written after their replies went out.
             "background_steps": len(self.services.runner.background_jobs()),
+            "updates_in_flight": len(self.feeder.tasks),
+            "undecodable_updates": self.feeder.undecodable,
         }
 
     def request_stop(self) -> None:
@@ -151,6 +153,7 @@ class BotRuntime:
             self.stopping.set()
 
     async def start(self) -> None:
+        await self.intake.start()
         await self._reach_telegram()
         allowed = self.dispatcher.resolve_used_update_types()
         if self.webhook_mode:
@@ -161,6 +164,7 @@ class BotRuntime:
                 self.bot,
                 webhook_path(self.settings.webhook_url),
                 secret.get_secret_value() if secret else None,
+                feeder=self.feeder,
                 chat_queue=self.chat_queue,
             )
         try:
@@ -171,29 +175,37 @@ class BotRuntime:
             # In polling mode the HTTP server only serves /healthz: not worth refusing to run.
             log.warning("health endpoint not started on port %d: %s", self.server.port, exc)
         await self._announce_commands()
+        await self.dispatcher.emit_startup(bot=self.bot, **self.dispatcher.workflow_data)
         if self.webhook_mode:
             assert self.settings.webhook_url is not None
             secret = self.settings.webhook_secret
-            await self.dispatcher.emit_startup(bot=self.bot, **self.dispatcher.workflow_data)
+            # What an earlier run left, before Telegram sends anything new.
+            await self.feeder.recover()
             await self.bot.set_webhook(
                 self.settings.webhook_url,
                 secret_token=secret.get_secret_value() if secret else None,
                 allowed_updates=allowed,
             )
             log.info("webhook registered; serving updates on port %d", self.server.port)
+            if self.settings.redis_url:
+                # Replicas share the stream: what one that died left is taken up by another.
+                self._reclaiming = asyncio.create_task(self._reclaim_orphans(), name="reclaim")
         else:
             # A webhook left from an earlier deployment would make getUpdates fail.
             await self.bot.delete_webhook(drop_pending_updates=False)
-            self._polling = asyncio.create_task(
-                self.dispatcher.start_polling(
-                    self.bot,
-                    handle_signals=False,
-                    close_bot_session=False,
-                    allowed_updates=allowed,
-                ),
-                name="polling",
-            )
+            # One process polls a bot: every open entry and chat lock is an earlier run's.
+            if isinstance(self.isolation, RedisChatEventIsolation):
+                dropped = await self.isolation.clear(self.bot.id)
+                if dropped:
+                    log.info("dropped %d chat lock(s) left by an earlier run", dropped)
+            await self.feeder.recover(everything=True)
+            self._polling = asyncio.create_task(self.poller.run(), name="polling")
             self._polling.add_done_callback(self._polling_ended)
+
+    async def _reclaim_orphans(self, every: float = 5.0) -> None:
+        while True:
+            await asyncio.sleep(every)
+            await self.feeder.recover()
 
     async def _reach_telegram(self) -> None:
         """`getMe` before anything else (see STARTUP_WAIT): a rejected token is a configuration
@@ -246,22 +258,20 @@ class BotRuntime:
             else time.monotonic() + self.settings.shutdown_timeout
         )
         self.server.healthy = False
+        if self._reclaiming is not None:
+            self._reclaiming.cancel()
+            await asyncio.wait([self._reclaiming])
         if self.webhook_mode:
             await self.server.stop_accepting(_left(deadline))
-            await self.dispatcher.emit_shutdown(bot=self.bot, **self.dispatcher.workflow_data)
         else:
+            self.poller.stop()
             if self._polling is not None and not self._polling.done():
-                try:
-                    await self.dispatcher.stop_polling()
-                except RuntimeError:
-                    # Stopped before polling had begun (aiogram: "Polling is not started"): it
-                    # has taken nothing yet, so it is simply cancelled.
-                    self._polling.cancel()
-                # Polling must not outlive the session closed below: a getUpdates still running
-                # would open a new session, never closed.
-                await asyncio.wait([self._polling], timeout=_left(deadline))
-            await self._wait_updates(deadline)
+                # A getUpdates in flight has confirmed nothing yet: cancelling it loses nothing.
+                self._polling.cancel()
+                await asyncio.wait([self._polling])
+            await cancel_updates(await self.feeder.wait(_left(deadline)))
             await self._confirm_offset()
+        await self.dispatcher.emit_shutdown(bot=self.bot, **self.dispatcher.workflow_data)
         # The same deadline, not a new one: `build_services` would otherwise give the background
         # steps another full SHUTDOWN_TIMEOUT after the updates had used theirs.
         cancelled = await self.services.runner.drain(_left(deadline))
@@ -272,21 +282,15 @@ class BotRuntime:
         if self.chat_queue is not None:
             await self.chat_queue.close()
         await self.bot.session.close()
-
-    async def _wait_updates(self, deadline: float) -> None:
-        tasks = set(getattr(self.dispatcher, "_handle_update_tasks", ()))
-        if not tasks:
-            return
-        log.info("waiting for %d update(s) in flight", len(tasks))
-        _, pending = await asyncio.wait(tasks, timeout=max(0.1, _left(deadline)))
-        await cancel_updates(pending)
+        await self.intake.close()
 
     async def _confirm_offset(self) -> None:
-        if self.tracker.last_update_id is None:
+        # What was stored is confirmed, so a deployment switching to the webhook starts clean.
+        if self.poller.offset is None:
             return
         try:
-            await self.bot.get_updates(
-                offset=self.tracker.last_update_id + 1, limit=1, timeout=0, request_timeout=5
+            await self.bot(
+                GetRawUpdates(offset=self.poller.offset, limit=1, timeout=0), request_timeout=5
             )
         except Exception as exc:
             log.warning("could not confirm handled updates to Telegram: %s", type(exc).__name__)

@@ -17,8 +17,10 @@ calls too long is split smaller and sent plain; an edit of a message that has go
 new message that replaces it (and every later message of the reply, so the order holds; the old
 ones are deleted, so no text shows twice); "message is not modified" counts as done. Live updates
 are best effort (a failed draft or edit is logged and the next one tries again, and flood control
-gives them only a few short waits); the final delivery waits out every 429 (`flood.patient`) and
-raises only when Telegram refuses plain text too, or the network fails.
+gives them only a few short waits); the final delivery waits out every 429 (`flood.patient`),
+retries Telegram's 5xx and network errors for `delivery_retry` seconds (`delivery.patiently`,
+the pending chunks stored so a restart delivers them), and raises only when Telegram refuses
+plain text too, or that window passes.
 
     async with ReplyStreamer(bot, chat_id, reply_to_message_id=msg.message_id) as streamer:
         async for delta in llm.stream(...):
@@ -49,6 +51,7 @@ from aiogram.exceptions import (
 )
 from aiogram.types import InlineKeyboardMarkup, ReplyParameters
 
+from bot.telegram.delivery import DELIVERY_RETRY_SECONDS, PendingReply, patiently
 from bot.telegram.flood import patient
 from bot.telegram.formatting import escape, html_to_text, markdown_to_html
 from bot.telegram.live_budget import LiveUpdateBudget
@@ -122,8 +125,10 @@ class ReplyStreamer:
         edit_interval: float | None = None,
         placeholder: str = "…",
         budget: LiveUpdateBudget | None = None,
+        delivery_retry: float = DELIVERY_RETRY_SECONDS,
     ) -> None:
         self.bot = bot
+        self.delivery_retry = delivery_retry
         # Live updates of the whole bot share it; without one, every live update goes out.
         self.budget = budget
         self.chat_id = chat_id
@@ -281,7 +286,11 @@ class ReplyStreamer:
                 pause = self._last_update + gap - time.monotonic()
                 if pause > 0:
                     await asyncio.sleep(pause)
-            await self._sync(chunks, markup=reply_markup)
+            await patiently(
+                lambda: self._sync(chunks, markup=reply_markup),
+                window=self.delivery_retry,
+                pending=lambda until: self._pending(chunks, until),
+            )
             for extra in self._shown[len(chunks) :]:
                 self._stale.extend(extra.message_ids)
             del self._shown[len(chunks) :]
@@ -295,6 +304,37 @@ class ReplyStreamer:
                 )
             except TelegramAPIError as exc:
                 log.info("Could not attach buttons in chat %s: %s", self.chat_id, exc)
+        return self.message_ids
+
+    def _pending(self, chunks: list[str], until: float) -> PendingReply:
+        """The chunks not yet shown as they should be, for a restart to deliver."""
+        done = 0
+        while (
+            done < len(chunks)
+            and done < len(self._shown)
+            and self._shown[done].html == chunks[done]
+        ):
+            done += 1
+        replace = [mid for shown in self._shown[done:] for mid in shown.message_ids]
+        return PendingReply(
+            chat_id=self.chat_id,
+            chunks=chunks[done:],
+            thread=self.message_thread_id,
+            reply_to=self.reply_to_message_id if done == 0 else None,
+            replace=tuple(replace + self._stale),
+            until=until,
+        )
+
+    async def resend(self, reply: PendingReply) -> list[int]:
+        """Deliver a reply stored by an earlier process (`PendingReply`) until its window ends."""
+        self._finished = True
+        self._stale = list(reply.replace)
+        window = reply.until - time.time()
+        if window <= 0 or not reply.chunks:
+            return []
+        with patient():
+            await patiently(lambda: self._sync(reply.chunks), window=window)
+        self.message_ids = [mid for shown in self._shown for mid in shown.message_ids]
         return self.message_ids
 
     async def aclose(self) -> None:

@@ -1,9 +1,9 @@
 """The bot's HTTP side: `/healthz` always, and the webhook endpoint when `WEBHOOK_URL` is set.
 
 Telegram posts each update to the webhook with `X-Telegram-Bot-Api-Secret-Token`; a request
-without the configured secret is refused with 401 before anything is parsed. Updates are answered
-at once (200) and handled in tracked tasks, so a slow pipeline never makes Telegram time out and
-re-deliver; on shutdown `drain()` waits for the tasks in flight.
+without the configured secret is refused with 401 before anything is parsed. Updates are stored in
+the intake, then answered 200 and handled in tracked tasks, so a slow pipeline never makes Telegram
+time out and re-deliver; on shutdown `drain()` waits for the tasks in flight.
 
 The health endpoint answers 200 while the bot runs and 503 once shutdown has begun, so a load
 balancer stops sending traffic before the process stops taking it.
@@ -21,7 +21,9 @@ from aiogram import Bot, Dispatcher
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 
+from bot.intake import IntakeError
 from bot.telegram.chat_queue import RedisChatQueue, update_chat_id
+from bot.telegram.intake_feed import UpdateFeeder
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,8 @@ async def cancel_updates(pending: set[asyncio.Task[Any]], *, grace: float = 5.0)
     if not pending:
         return 0
     log.warning(
-        "%d update(s) still running at the shutdown deadline: cancelled, their chats get no "
-        "reply to them",
+        "%d update(s) still running at the shutdown deadline: cancelled, kept in the intake for "
+        "the next start",
         len(pending),
     )
     for task in pending:
@@ -51,9 +53,12 @@ async def cancel_updates(pending: set[asyncio.Task[Any]], *, grace: float = 5.0)
 
 
 class TrackedRequestHandler(SimpleRequestHandler):
-    """aiogram's handler, with the update tasks it starts visible and drainable.
+    """aiogram's handler, answering Telegram only once the update is stored in the intake.
 
-    With a `RedisChatQueue`, each update is queued for its chat before Telegram gets its 200, and
+    The update is then handled by the feeder (`bot.telegram.intake_feed`), which marks it done
+    once answered; an update the intake cannot store is answered 503, so Telegram sends it
+    again; one it stored before (a re-delivery) is answered 200 and not handled twice. With a
+    `RedisChatQueue`, each update is queued for its chat before Telegram gets its 200, and
     handled only when every earlier update of that chat (on any replica) is done.
     """
 
@@ -62,42 +67,49 @@ class TrackedRequestHandler(SimpleRequestHandler):
         dispatcher: Dispatcher,
         bot: Bot,
         *,
+        feeder: UpdateFeeder,
         chat_queue: RedisChatQueue | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(dispatcher, bot, handle_in_background=True, **kwargs)
         self.accepting = True
+        self.feeder = feeder
         self.chat_queue = chat_queue
 
     async def _handle_request_background(self, bot: Bot, request: web.Request) -> web.Response:
-        update = await request.json(loads=bot.session.json_loads)
-        ticket: tuple[int, int] | None = None
-        chat_id = update_chat_id(update) if isinstance(update, dict) else None
+        body = await request.text()
+        try:
+            update = bot.session.json_loads(body)
+        except ValueError:
+            update = None
         update_id = update.get("update_id") if isinstance(update, dict) else None
+        if not isinstance(update, dict) or not isinstance(update_id, int):
+            log.warning("webhook: a request that is not an update; ignored")
+            return web.json_response({}, dumps=bot.session.json_dumps)
+        chat_id = update_chat_id(update)
+        try:
+            keys = await self.feeder.intake.put([(update_id, chat_id, body)], offset=None)
+        except IntakeError as exc:
+            log.error(
+                "webhook: could not store update %s (Telegram sends it again): %s", update_id, exc
+            )
+            return web.Response(status=503, text="cannot store the update now")
+        if keys[0] is None:
+            log.info("webhook: update %s was delivered before; not handled twice", update_id)
+            return web.json_response({}, dumps=bot.session.json_dumps)
+        ticket: tuple[int, int] | None = None
         if (
             self.chat_queue is not None
             and chat_id is not None
-            and isinstance(update_id, int)
             and await self.chat_queue.register(chat_id, update_id)
         ):
             ticket = (chat_id, update_id)
-        task = asyncio.create_task(self._feed_in_turn(bot, update, ticket))
-        self._background_feed_update_tasks.add(task)
-        task.add_done_callback(self._background_feed_update_tasks.discard)
+        self.feeder.feed(update, keys[0], queued=ticket)
         return web.json_response({}, dumps=bot.session.json_dumps)
-
-    async def _feed_in_turn(
-        self, bot: Bot, update: dict[str, Any], ticket: tuple[int, int] | None
-    ) -> None:
-        if ticket is None or self.chat_queue is None:
-            await self._background_feed_update(bot, update)
-            return
-        async with self.chat_queue.turn(*ticket):
-            await self._background_feed_update(bot, update)
 
     @property
     def in_flight(self) -> int:
-        return len(self._background_feed_update_tasks)
+        return len(self.feeder.tasks)
 
     async def handle(self, request: web.Request) -> web.Response:
         if not self.accepting:
@@ -109,14 +121,11 @@ class TrackedRequestHandler(SimpleRequestHandler):
     async def drain(self, timeout: float) -> bool:
         """Stop accepting, wait up to `timeout` s for updates in flight, cancel the rest.
 
-        True when every update finished; False when some had to be cancelled (Telegram had
-        its 200 for them already, so they are not re-delivered: the log says how many).
+        True when every update finished; False when some had to be cancelled (they stay in
+        the intake: the next start, or another replica, answers them).
         """
         self.accepting = False
-        tasks = set(self._background_feed_update_tasks)
-        if not tasks:
-            return True
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        pending = await self.feeder.wait(timeout)
         return not await cancel_updates(pending)
 
     async def close(self) -> None:
@@ -151,10 +160,12 @@ class WebServer:
         bot: Bot,
         path: str,
         secret: str | None,
+        *,
+        feeder: UpdateFeeder,
         chat_queue: RedisChatQueue | None = None,
     ) -> None:
         self.webhook = TrackedRequestHandler(
-            dispatcher, bot, secret_token=secret, chat_queue=chat_queue
+            dispatcher, bot, secret_token=secret, feeder=feeder, chat_queue=chat_queue
         )
         self.webhook.register(self.app, path=path)
 

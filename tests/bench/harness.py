@@ -42,7 +42,7 @@ from tests.fakes.agent_replies import SCHEMA_REPLIES, schema_title
 from tests.fakes.bot_process import BotProcess, clean_env
 from tests.fakes.llm_server import FakeLLMServer, RecordedRequest
 from tests.fakes.ports import free_port
-from tests.fakes.telegram_server import BotAPIError, Call, FakeTelegramServer
+from tests.fakes.telegram_server import BotAPIError, Call, FakeTelegramServer, unique_token
 
 TAG_RE = re.compile(r"\bq(\d+)x(\d+)\b")
 MODEL = "gpt-4o-mini"
@@ -173,7 +173,8 @@ class TrackingTelegramServer(FakeTelegramServer):
     """
 
     def __init__(self) -> None:
-        super().__init__()
+        # A bot id of its own: a run on Redis never meets an earlier run's keys.
+        super().__init__(token=unique_token())
         self.messages: dict[str, Message] = {}
         self._open: defaultdict[int, deque[Message]] = defaultdict(deque)
         self._by_message_id: dict[tuple[int, int], Message] = {}
@@ -417,7 +418,11 @@ async def open_storage(kind: str, workdir: Path) -> AsyncIterator[Storage]:
             await apply_insforge_migrations(client)
         finally:
             await client.aclose()
-        env = {"INSFORGE_URL": insforge.url, "INSFORGE_API_KEY": insforge.api_key}
+        env = {
+            "INSFORGE_URL": insforge.url,
+            "INSFORGE_API_KEY": insforge.api_key,
+            "INTAKE_PATH": str(workdir / "intake.db"),
+        }
         yield Storage(env, pg_dsn=dsn, insforge=insforge)
     finally:
         await insforge.stop()

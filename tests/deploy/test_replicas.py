@@ -32,7 +32,7 @@ from tests.fakes.insforge_server import FakeInsForge, create_database, drop_data
 from tests.fakes.llm_server import FakeLLMServer, RecordedRequest
 from tests.fakes.ports import free_port
 from tests.fakes.tcp_proxy import TcpProxy
-from tests.fakes.telegram_server import FakeTelegramServer
+from tests.fakes.telegram_server import FakeTelegramServer, unique_token
 
 ADMIN = 1001
 OVERRIDE = "anthropic/claude-sonnet-4.5"
@@ -85,7 +85,7 @@ async def deployment(
     llm_server: FakeLLMServer | None = None,
 ) -> AsyncIterator[Deployment]:
     llm = llm_server or FakeLLMServer()
-    async with FakeTelegramServer() as tg, llm:
+    async with FakeTelegramServer(token=unique_token()) as tg, llm:
         llm.default.text = agent_reply
         llm.catalog.append({"id": OVERRIDE, "name": "Claude Sonnet 4.5"})
         database = await create_database(postgres_dsn)
@@ -111,6 +111,7 @@ async def deployment(
                     OPENROUTER_BASE_URL=llm.openrouter_base_url,
                     INSFORGE_URL=insforge.url,
                     INSFORGE_API_KEY=insforge.api_key,
+                    INTAKE_PATH=str(tmp_path / f"intake-{index}.db"),
                     REDIS_URL=redis_url,
                     WEBHOOK_URL=f"http://127.0.0.1:{port}/webhook",
                     WEBHOOK_SECRET=SECRET,
@@ -305,7 +306,7 @@ async def test_one_chats_updates_alternating_between_replicas_are_answered_in_or
 async def test_sigterm_during_a_pipeline_finishes_the_reply_and_the_summary(
     tmp_path: Path, mode: str
 ) -> None:
-    async with FakeTelegramServer() as tg, FakeLLMServer() as llm:
+    async with FakeTelegramServer(token=unique_token()) as tg, FakeLLMServer() as llm:
         llm.default.text = agent_reply
         llm.script("coach-model", agent_reply, latency=1.0)
         llm.script("summary-model", agent_reply, latency=0.8)

@@ -90,9 +90,22 @@ class BotProcess:
         except TimeoutError:
             self.process.kill()
             code = await self.process.wait()
+        self._close_log()
+        return code
+
+    def _close_log(self) -> None:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    async def kill(self) -> int:
+        """SIGKILL (no shutdown at all: a crash, an OOM kill) and wait. Returns the exit code."""
+        if self.process is None:
+            return 0
+        if self.process.returncode is None:
+            self.process.kill()
+        code = await self.process.wait()
+        self._close_log()
         return code
 
     def tail(self, lines: int = 60) -> str:

@@ -41,7 +41,8 @@ Test controls:
   `chat_messages(chat_id)` (the bot's messages as the chat would show them now, after edits and
   deletions), `drafts`;
 - inject faults: `fail_next(method, status=..., description=..., retry_after=..., times=N)` and the
-  shorthands `flood_next`, `parse_error_next`, `server_error_next`; `disable_method(name)` (404);
+  shorthands `flood_next`, `parse_error_next`, `server_error_next`; `outage(method, seconds=...)`
+  (every call 502 for a while); `disable_method(name)` (404);
   `set_latency(method, seconds)`;
 - webhook mode: after the bot calls `setWebhook`, pushed updates are POSTed in order to that URL
   with the `X-Telegram-Bot-Api-Secret-Token` header; `post_to_webhook(update, secret=...)` sends
@@ -58,6 +59,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import random
 import re
 import time
 from collections import defaultdict, deque
@@ -302,6 +304,12 @@ _CANONICAL = [
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
 
 
+def unique_token() -> str:
+    """A bot token with a bot id of its own: a test sharing Redis with others (whose keys carry
+    the bot id, e.g. the intake's record of update ids seen) meets only its own keys."""
+    return f"{random.randint(10**8, 10**9 - 1)}:TEST-token-for-the-fake-server"
+
+
 class FakeTelegramServer:
     """A Bot API server for one bot token. See the module docstring for the API."""
 
@@ -336,6 +344,8 @@ class FakeTelegramServer:
         self._callback_ids = itertools.count(1)
         self._faults: defaultdict[str, deque[Fault]] = defaultdict(deque)
         self._disabled: set[str] = set()
+        # method -> (monotonic time the outage ends, status): every call fails until then.
+        self._outages: dict[str, tuple[float, int]] = {}
         self._latency: dict[str, float] = {}
         self._methods = {name.lower(): name for name in _CANONICAL}
         # file_id -> (file_path, bytes); `downloads` lists the paths fetched, in order.
@@ -666,6 +676,14 @@ class FakeTelegramServer:
     def server_error_next(self, method: str, *, status: int = 500, times: int = 1) -> None:
         self.fail_next(method, status=status, description="Internal Server Error", times=times)
 
+    def outage(self, method: str, *, seconds: float = float("inf"), status: int = 502) -> None:
+        """Every call of `method` fails with `status` (Telegram's 5xx) for `seconds`, or until
+        `end_outage(method)`."""
+        self._outages[method] = (time.monotonic() + seconds, status)
+
+    def end_outage(self, method: str) -> None:
+        self._outages.pop(method, None)
+
     def disable_method(self, method: str) -> None:
         """Answer 404 Not Found for `method`, like a Bot API server that lacks it."""
         self._disabled.add(method)
@@ -751,6 +769,11 @@ class FakeTelegramServer:
         self._call_event.set()
 
     def _raise_fault(self, method: str, params: dict[str, Any]) -> None:
+        outage = self._outages.get(method)
+        if outage is not None:
+            if time.monotonic() < outage[0]:
+                raise BotAPIError(outage[1], "Bad Gateway" if outage[1] == 502 else "Server Error")
+            del self._outages[method]
         faults = self._faults.get(method)
         if not faults:
             return

@@ -151,6 +151,7 @@ async def answer_with_pipeline(
         message_thread_id=thread,
         reply_to_message_id=None if private else message.message_id,
         budget=live_budget,
+        delivery_retry=services.settings.delivery_retry_seconds,
     )
     user_id = message.from_user.id if message.from_user else None
     async with typing_action(bot, chat.id, message_thread_id=thread):
@@ -163,6 +164,7 @@ async def answer_with_pipeline(
                 text=text,
                 topic=topic,
                 on_text=streamer.push,
+                message_key=f"tg:{chat.id}:{message.message_id}",
             )
         except StorageError as exc:
             # The operator's log says what failed; the user gets what was written, and a note.
