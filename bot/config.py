@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     vllm_api_key: SecretStr | None = None
     vllm_base_url: str = PROVIDERS["vllm"].default_base_url or ""
     mlx_model_path: str | None = None
+    # The local model (`mlx:...`, `vllm:...`, or a catalog alias of one) that serves users who
+    # chose `/prefer local` wherever the levels name a cloud model. Empty: the first local
+    # model of the catalog, if any.
+    local_model: str = ""
 
     # --- Storage ---
     database_url: str = "sqlite:///data/bot.db"
@@ -309,6 +313,14 @@ class Settings(BaseSettings):
                 problems.append(str(exc))
 
         check(self.default_model, "DEFAULT_MODEL")
+        local = self.local_model = self.local_model.strip()
+        if ":" in local:
+            check(local, "LOCAL_MODEL")
+            if not problems and not parse_spec(local).is_local:
+                problems.append(
+                    f"LOCAL_MODEL: {local} is not a local model; name an mlx: or vllm: model "
+                    "(or a catalog alias of one)"
+                )
         for raw in self.fallback_models:
             check(raw, "FALLBACK_MODELS")
         for raw in self.user_models:
@@ -375,6 +387,8 @@ class Settings(BaseSettings):
         specs += [("FALLBACK_MODELS", raw) for raw in self.fallback_models]
         specs += [("AGENT_MODELS", raw) for raw in self.agent_models.values()]
         specs += [("PIPELINE_MODELS", raw) for raw in self.pipeline_models.values()]
+        if ":" in self.local_model:
+            specs.append(("LOCAL_MODEL", self.local_model))
         problems: list[str] = []
         for variable, raw in specs:
             spec = parse_spec(raw)

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+
+from bot.storage.sqlite import SQLiteStorage
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -66,3 +70,14 @@ def postgres_dsn() -> str:
 def redis_url() -> str:
     require_service("Redis", "127.0.0.1", 6379)
     return "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+async def sqlite_storage(tmp_path: Path) -> AsyncIterator[SQLiteStorage]:
+    """The real SQLite storage on a file in `tmp_path`, connected; closed after the test."""
+    made = SQLiteStorage(str(tmp_path / "bot.db"))
+    await made.connect()
+    try:
+        yield made
+    finally:
+        await made.close()

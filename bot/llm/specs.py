@@ -37,6 +37,9 @@ class ProviderInfo:
     # The per-model parameters its API takes (`bot.llm.parameters`); anthropic 2.x
     # `messages.create` has no temperature.
     takes: frozenset[str] = frozenset({"timeout", "max_tokens", "temperature"})
+    # Runs on the operator's own machines (mlx in the bot's process, the operator's vLLM
+    # server): what a user's `local` preference allows, and `online` refuses.
+    local: bool = False
 
 
 PROVIDERS: dict[str, ProviderInfo] = {
@@ -90,8 +93,9 @@ PROVIDERS: dict[str, ProviderInfo] = {
             "VLLM_BASE_URL",
             "http://127.0.0.1:8000/v1",
             needs_key=False,
+            local=True,
         ),
-        ProviderInfo("mlx", "local", None, None, None, needs_key=False),
+        ProviderInfo("mlx", "local", None, None, None, needs_key=False, local=True),
     )
 }
 
@@ -107,6 +111,11 @@ class ModelSpec:
 
     def __str__(self) -> str:
         return f"{self.provider}:{self.model}"
+
+    @property
+    def is_local(self) -> bool:
+        """On the operator's machines (mlx, vLLM); a user's `local` preference allows only these."""
+        return PROVIDERS[self.provider].local
 
 
 # Longer than any real model id (or a local model's path); a longer one is a paste gone wrong.

@@ -251,6 +251,8 @@ class Tracing:
                 metadata["level"] = step.source
                 if step.set_by is not None:
                     metadata["set_by"] = step.set_by
+                if step.preference != "any":
+                    metadata["preference"] = step.preference
             if call.previous_error is not None:
                 metadata["fallback_reason"] = self._error_text(call.previous_error)
             name = f"{spec} (fallback #{call.attempt})" if call.is_fallback else spec
@@ -389,6 +391,7 @@ class Tracing:
                         "set_by": info.set_by,
                         "alias": info.alias,
                         "config_version": info.config_version,
+                        "preference": info.preference,
                     }
                 ),
             )

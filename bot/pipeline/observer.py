@@ -50,6 +50,8 @@ class StepInfo:
     set_by: str | None = None
     alias: str | None = None
     config_version: int | None = None
+    # The user's `/prefer` (`any`, `local`, `online`) the model was resolved under.
+    preference: str = "any"
 
 
 class StepHandle(Protocol):

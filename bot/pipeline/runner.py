@@ -71,6 +71,8 @@ def _step_info(
         return StepInfo(agent, kind, llm.spec, "default")
     if resolution.source == "override":
         handle.add_tags(f"override:{agent}")
+    if resolution.preference != "any":
+        handle.add_tags(f"preference:{resolution.preference}")
     return StepInfo(
         agent,
         kind,
@@ -79,6 +81,7 @@ def _step_info(
         resolution.set_by,
         resolution.alias,
         resolution.config_version,
+        resolution.preference,
     )
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bot.config import AGENT_NAMES, Settings
+from bot.llm.specs import ModelSpecError
 from bot.pipeline.pipelines import AGENT_HOME_PIPELINE, build_pipelines
 from bot.pipeline.steps import Pipeline
 from bot.services.catalog_commands import CATALOG_USAGE, CatalogCommands
@@ -108,6 +109,10 @@ SETMODEL_USAGE = (
 RESETMODEL_USAGE = "Usage: /resetmodel <target>\n" + TARGETS
 ROLLBACK_USAGE = "Usage: /rollback <target> (undoes its latest change)\n" + TARGETS
 HISTORY_USAGE = "Usage: /modelhistory [target]\n" + TARGETS + ", catalog:<alias>"
+MODELS_USAGE = (
+    "Usage: /models [user id]: each agent's model, level and who set it; with a Telegram user "
+    "id, as that user's messages get them (their model and /prefer preference)."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +181,10 @@ class AdminCommands:
                 return AdminReply(HISTORY_USAGE)
             return AdminReply(await self.model_history(words[0] if words else None), True)
         if name == "models":
+            if len(words) > 1 or (words and not words[0].lstrip("-").isdigit()):
+                return AdminReply(MODELS_USAGE)
+            if words:
+                return AdminReply(await self.models(int(words[0]), of_user=True), True)
             return AdminReply(await self.models(user_id), True)
         if name == "agents":
             return AdminReply(self.agents(), True)
@@ -270,8 +279,9 @@ class AdminCommands:
 
     # --- what runs where ---
 
-    async def models(self, user_id: int | None = None) -> str:
-        """Per pipeline, each agent's effective model, its level, and who set it."""
+    async def models(self, user_id: int | None = None, *, of_user: bool = False) -> str:
+        """Per pipeline, each agent's effective model, its level, and who set it: for the
+        asking admin, or (`of_user`, `/models <user id>`) as that user's messages get them."""
         try:
             user = await self.load_user_model(user_id)
             snapshot = await self.model_config.snapshot()
@@ -280,10 +290,22 @@ class AdminCommands:
             return READ_PROBLEM
         width = max(len(a) for a in AGENT_NAMES)
         lines = []
+        preference = user.preference if user is not None else "any"
+        if of_user:
+            lines.append(
+                f"For user {user_id}: model {user.model if user and user.model else 'not chosen'}"
+                f", preference {preference}."
+            )
+        elif preference != "any":
+            lines.append(f"Your preference: {preference}.")
         for name, pipeline in self.pipelines.items():
             lines.append(name)
             for agent in pipeline.agents():
-                explained = await self.resolver.explain(agent, pipeline=name, user=user)
+                try:
+                    explained = await self.resolver.explain(agent, pipeline=name, user=user)
+                except ModelSpecError as exc:
+                    lines.append(f"  {agent:<{width}}  none: {exc}")
+                    continue
                 found = explained.resolution
                 line = f"  {agent:<{width}}  {found.label}  [{found.level}]  {_origin(found)}"
                 if explained.note:

@@ -38,8 +38,13 @@ class UnknownPipelineError(ValueError):
 def user_model_choice(
     row: UserSettings | None, decrypt: KeyDecrypter | None
 ) -> UserModelChoice | None:
-    """The user's model and decrypted key from their settings row (None: bot defaults)."""
-    if row is None or (row.default_model is None and row.api_key_encrypted is None):
+    """The user's model, decrypted key and preference from their settings row (None: bot
+    defaults)."""
+    if row is None or (
+        row.default_model is None
+        and row.api_key_encrypted is None
+        and row.model_preference == "any"
+    ):
         return None
     spec = None
     # A catalog alias (what `/model` stores) is read by the resolver; a spec (stored by an
@@ -60,7 +65,13 @@ def user_model_choice(
             log.warning(
                 "user %s's own API key cannot be decrypted (%s)", row.user_id, type(exc).__name__
             )
-    return UserModelChoice(spec, row.api_key_provider, api_key, choice=row.default_model)
+    return UserModelChoice(
+        spec,
+        row.api_key_provider,
+        api_key,
+        choice=row.default_model,
+        preference=row.model_preference,
+    )
 
 
 class ConversationService:

@@ -194,6 +194,8 @@ def configured_models(settings: Settings) -> list[ConfiguredModel]:
         add(raw, f"AGENT_MODELS[{agent}]")
     for pipeline, raw in settings.pipeline_models.items():
         add(raw, f"PIPELINE_MODELS[{pipeline}]")
+    if ":" in settings.local_model:  # a spec; an alias names an entry already there
+        add(settings.local_model, "LOCAL_MODEL")
     menu = settings.user_models or [settings.default_model, *settings.fallback_models]
     offered = {parse_spec(raw) for raw in menu}
     return [ConfiguredModel(spec, tuple(named[spec]), spec in offered) for spec in order]

@@ -33,7 +33,7 @@ from bot.config import AGENT_NAMES, PIPELINE_NAMES, Settings
 from bot.llm.specs import ModelSpec
 from bot.quoting import quoted
 from bot.services.model_catalog import Catalog
-from bot.storage.models import AgentModelConfig
+from bot.storage.models import AgentModelConfig, ModelPreference
 
 __all__ = [
     "AGENT_ROLES",
@@ -45,10 +45,13 @@ __all__ = [
     "LevelQuery",
     "Pick",
     "Pinned",
+    "Preferred",
     "Target",
     "UnknownTargetError",
     "UserModelChoice",
     "UsersChoice",
+    "allows",
+    "local_model_of",
     "parse_target",
     "standard_levels",
     "target_names",
@@ -146,6 +149,8 @@ class UserModelChoice:
     key_provider: str | None = None
     api_key: SecretStr | None = field(default=None, repr=False)
     choice: str | None = None
+    # `/prefer`: `local` lets only local models serve this user, `online` only cloud ones.
+    preference: ModelPreference = "any"
 
     @property
     def model(self) -> str | None:
@@ -177,6 +182,8 @@ class LevelQuery:
     agent: str
     pipeline: str | None = None
     user: UserModelChoice | None = None
+    # The asking user's preference (plans are made per preference, so levels may read it).
+    preference: ModelPreference = "any"
 
     @property
     def role(self) -> str | None:
@@ -277,6 +284,49 @@ class Pinned:
         return Pick(self.name, self.model, self.set_by, "session")
 
 
+def allows(preference: ModelPreference, spec: ModelSpec) -> bool:
+    """Whether a user with `preference` may be served by `spec` (a pick or a fallback)."""
+    if preference == "local":
+        return spec.is_local
+    if preference == "online":
+        return not spec.is_local
+    return True
+
+
+def local_model_of(local_model: str, catalog: Catalog) -> tuple[str, str] | None:
+    """The model text serving `local` users where the levels name cloud models, and who set
+    it: LOCAL_MODEL when it names a local model, else the catalog's first local entry."""
+    if local_model:
+        try:
+            if catalog.interpret(local_model).spec.is_local:
+                return local_model, "LOCAL_MODEL"
+        except ValueError:
+            pass
+    for entry in catalog:
+        if entry.spec.is_local:
+            return entry.alias, "the catalog"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Preferred:
+    """The last level for users who chose `local`: LOCAL_MODEL (or the catalog's first local
+    model), so that they are served where every other level names a cloud model."""
+
+    local_model: str
+    name: str = "preference"
+    per_user: bool = False
+
+    def pick(self, query: LevelQuery, snapshot: ConfigSnapshot) -> Pick | None:
+        if query.preference != "local":
+            return None
+        found = local_model_of(self.local_model, snapshot.catalog)
+        if found is None:
+            return None
+        model, set_by = found
+        return Pick(self.name, model, set_by, set_by if set_by == "LOCAL_MODEL" else None)
+
+
 def _pipeline_target(query: LevelQuery) -> str | None:
     return f"pipeline:{query.pipeline}" if query.pipeline else None
 
@@ -298,4 +348,5 @@ def standard_levels(settings: Settings) -> tuple[Level, ...]:
         ),
         Assigned("default", lambda q: DEFAULT_TARGET),
         Configured("default", "DEFAULT_MODEL", {"": settings.default_model}, lambda q: ""),
+        Preferred(settings.local_model),
     )

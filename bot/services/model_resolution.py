@@ -14,6 +14,14 @@ The levels (`bot.services.model_levels.standard_levels`), most specific first:
     agent             AGENT_MODELS[agent]
     pipeline-default  PIPELINE_MODELS[pipeline]
     default           the admin's `/setmodel default ...`, then DEFAULT_MODEL
+    preference        LOCAL_MODEL, for a user who chose `/prefer local` (the levels above
+                      named cloud models only)
+
+The user's preference filters every level: `local` passes over each pick that is not a local
+model (mlx, vLLM), whoever made it (an admin's override, a trial's arm), and keeps only local
+fallbacks; `online` passes over local picks and skips local fallbacks. A `local` user for whom
+nothing local is configured gets no model at all (`ModelSpecError`: the step fails) rather than
+a cloud one. Plans are made per preference (three values), so this costs nothing per message.
 
 A level's model is a catalog alias, a `provider:model` spec or a bare OpenRouter id; it runs with
 its catalog entry's parameters. A level whose model cannot be served (no key for its provider,
@@ -50,8 +58,10 @@ from bot.services.model_levels import (
     Pick,
     Pinned,
     UserModelChoice,
+    allows,
     standard_levels,
 )
+from bot.storage.models import ModelPreference
 
 __all__ = [
     "ModelResolver",
@@ -89,6 +99,9 @@ class Resolution:
     # The configuration version this came from (the newest history line's id).
     config_version: int = 0
     params: ModelParams | None = None
+    # The user's `/prefer` this was resolved under: wrappers that change the model later (a
+    # budget's downgrade) must keep to it.
+    preference: ModelPreference = "any"
 
     @property
     def model(self) -> str:
@@ -141,10 +154,16 @@ class ModelResolver:
             tuple(levels) if levels is not None else standard_levels(settings)
         )
         self._without_config = ConfigSnapshot({}, Catalog.build(configured_models(settings)), 0)
-        # Chains over the shared keys only, by (spec, parameters); users' own keys never go in.
-        self._chains: dict[tuple[ModelSpec, ModelParams], LLMProvider] = {}
+        # Chains over the shared keys only, by (spec, parameters, preference); users' own keys
+        # never go in.
+        self._chains: dict[tuple[ModelSpec, ModelParams, ModelPreference], LLMProvider] = {}
         self._params_key: object = None
-        self._plans: dict[tuple[str, str | None], tuple[_Step, ...]] = {}
+        # Per preference: plans by (agent, pipeline).
+        self._plans: dict[ModelPreference, dict[tuple[str, str | None], tuple[_Step, ...]]] = {
+            "any": {},
+            "local": {},
+            "online": {},
+        }
         self._planned_for: ConfigSnapshot | None = None
         self._served: dict[tuple[object, ...], Resolution | None] = {}
         self._logged: dict[tuple[str, str | None], str] = {}
@@ -162,36 +181,38 @@ class ModelResolver:
         snapshot = await self._snapshot()
         if snapshot is not self._planned_for:
             self._new_snapshot(snapshot)
-        plan = self._plans.get((agent, pipeline))
+        preference: ModelPreference = user.preference if user is not None else "any"
+        plan = self._plans[preference].get((agent, pipeline))
         if plan is None:
-            plan = self._plan(agent, pipeline, snapshot)
+            plan = self._plan(agent, pipeline, snapshot, preference)
         for step in plan:
             if isinstance(step, Resolution):
                 return step
             if user is None:
                 continue  # a per-user level has nothing to pick for nobody
-            pick = step.pick(LevelQuery(agent, pipeline, user), snapshot)
+            pick = step.pick(LevelQuery(agent, pipeline, user, preference), snapshot)
             if pick is None:
                 continue
-            found = self._serve_per_user(pick, snapshot)
+            found = self._serve_per_user(pick, snapshot, preference)
             if found is not None:
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("%s in %s: %s", agent, pipeline, _describe(found))
                 return found
-        raise ModelSpecError(f"no model can be served for {agent}: set DEFAULT_MODEL and its key")
+        raise _nothing_for(agent, preference)
 
     async def explain(
         self, agent: str, *, pipeline: str | None = None, user: UserModelChoice | None = None
     ) -> Explanation:
         """What `resolve` would pick, and why: every level that was passed over says so."""
         snapshot = await self._snapshot()
-        query = LevelQuery(agent, pipeline, user)
+        preference: ModelPreference = user.preference if user is not None else "any"
+        query = LevelQuery(agent, pipeline, user, preference)
         notes: list[str] = []
         for level in self.levels:
             found = self._try(level, query, snapshot, notes)
             if found is not None:
                 return Explanation(found, tuple(notes))
-        raise ModelSpecError(f"no model can be served for {agent}: set DEFAULT_MODEL and its key")
+        raise _nothing_for(agent, preference)
 
     def pinned(self, model: str, set_by: str) -> ModelResolver:
         """A resolver that runs every agent on `model` (level `session`), sharing this one's
@@ -220,7 +241,7 @@ class ModelResolver:
     def shared_chain(self, spec: ModelSpec) -> LLMProvider:
         """The chain for `spec` on the shared keys, with the catalog's parameters for it."""
         catalog = self._current().catalog
-        return self._chain(Picked(str(spec), spec, catalog.for_spec(spec)), None, catalog)
+        return self._chain(Picked(str(spec), spec, catalog.for_spec(spec)), None, catalog, "any")
 
     # --- internals ---
 
@@ -236,7 +257,7 @@ class ModelResolver:
 
     def _new_snapshot(self, snapshot: ConfigSnapshot) -> None:
         self._planned_for = snapshot
-        self._plans = {}
+        self._plans = {"any": {}, "local": {}, "online": {}}
         self._served = {}
         key = snapshot.catalog.params_key()
         if key != self._params_key:
@@ -245,11 +266,15 @@ class ModelResolver:
             self._chains.clear()
 
     def _plan(
-        self, agent: str, pipeline: str | None, snapshot: ConfigSnapshot
+        self,
+        agent: str,
+        pipeline: str | None,
+        snapshot: ConfigSnapshot,
+        preference: ModelPreference = "any",
     ) -> tuple[_Step, ...]:
         """The levels that depend on the user, up to the first one that does not and can be
-        served: that one's resolution ends the plan."""
-        query = LevelQuery(agent, pipeline)
+        served (under `preference`): that one's resolution ends the plan."""
+        query = LevelQuery(agent, pipeline, preference=preference)
         steps: list[_Step] = []
         for level in self.levels:
             if level.per_user:
@@ -258,10 +283,11 @@ class ModelResolver:
             found = self._try(level, query, snapshot, None)
             if found is not None:
                 steps.append(found)
-                self._log_change(agent, pipeline, found)
+                if preference == "any":
+                    self._log_change(agent, pipeline, found)
                 break
         plan = tuple(steps)
-        self._plans[(agent, pipeline)] = plan
+        self._plans[preference][(agent, pipeline)] = plan
         return plan
 
     def _try(
@@ -270,27 +296,33 @@ class ModelResolver:
         pick = level.pick(query, snapshot)
         if pick is None:
             return None
-        return self._serve(pick, snapshot, notes)
+        return self._serve(pick, snapshot, notes, query.preference)
 
-    def _serve_per_user(self, pick: Pick, snapshot: ConfigSnapshot) -> Resolution | None:
+    def _serve_per_user(
+        self, pick: Pick, snapshot: ConfigSnapshot, preference: ModelPreference
+    ) -> Resolution | None:
         """`_serve`, remembered per pick for this snapshot: many users make the same pick (the
         same model on the menu, the same trial arm), and what serves it is the same for all
         of them, unless their own key pays for it (never shared)."""
         if pick.user is not None and pick.user.api_key is not None:
-            return self._serve(pick, snapshot, None)
-        key = (pick.level, pick.model, pick.set_by, pick.target, pick.set_at)
+            return self._serve(pick, snapshot, None, preference)
+        key = (pick.level, pick.model, pick.set_by, pick.target, pick.set_at, preference)
         try:
             return self._served[key]
         except KeyError:
             pass
-        found = self._serve(pick, snapshot, None)
+        found = self._serve(pick, snapshot, None, preference)
         if len(self._served) >= SERVED_LIMIT:
             self._served.clear()
         self._served[key] = found
         return found
 
     def _serve(
-        self, pick: Pick, snapshot: ConfigSnapshot, notes: list[str] | None
+        self,
+        pick: Pick,
+        snapshot: ConfigSnapshot,
+        notes: list[str] | None,
+        preference: ModelPreference = "any",
     ) -> Resolution | None:
         """The pick as a resolution, or None (noted, logged once) when it cannot be served."""
         catalog = snapshot.catalog
@@ -299,13 +331,22 @@ class ModelResolver:
         except (ModelSpecError, UnknownAliasError) as exc:
             self._pass_over(pick, str(exc), notes)
             return None
+        if not allows(preference, picked.spec):
+            # Expected, not a fault: noted for /models, never logged as a warning.
+            if notes is not None:
+                kind = "a cloud model" if preference == "local" else "a local model"
+                notes.append(
+                    f"{_who(pick)} {pick.model} passed over: it is {kind}, and the user's "
+                    f"preference is {preference}"
+                )
+            return None
         user = pick.user
         if user is not None and not (picked.entry is not None and picked.entry.offered_to_users):
             self._pass_over(pick, "it is not offered to users any more", notes)
             return None
         key = user.key_for(picked.spec) if user is not None else None
         try:
-            provider = self._chain(picked, key, catalog)
+            provider = self._chain(picked, key, catalog, preference)
         except ModelSpecError as exc:
             self._pass_over(pick, str(exc), notes)
             return None
@@ -322,33 +363,38 @@ class ModelResolver:
             set_at=pick.set_at,
             config_version=snapshot.version,
             params=picked.params,
+            preference=preference,
         )
 
-    def _chain(self, picked: Picked, key: str | None, catalog: Catalog) -> LLMProvider:
+    def _fallbacks(self, preference: ModelPreference) -> list[ModelSpec] | None:
+        """FALLBACK_MODELS the preference allows (None: all of them, the registry's default)."""
+        if preference == "any":
+            return None
+        return [spec for spec in self._settings.fallback_specs if allows(preference, spec)]
+
+    def _chain(
+        self, picked: Picked, key: str | None, catalog: Catalog, preference: ModelPreference
+    ) -> LLMProvider:
         spec, params = picked.spec, picked.params
+        options: dict[str, object] = {}
+        fallbacks = self._fallbacks(preference)
+        if fallbacks is not None:
+            options["fallbacks"] = fallbacks
+        # Without parameters anywhere, no `parameters` (what every provider source takes).
+        if params or catalog.any_params:
+            options["parameters"] = _parameters_for(spec, params, catalog)
         if key is not None:
             # The user's own key: built for this message, never cached where others could reach.
-            if not params and not catalog.any_params:
-                return self._providers.chain(spec, api_key=key)
-            return self._providers.chain(
-                spec, api_key=key, parameters=_parameters_for(spec, params, catalog)
-            )
-        cache_key = (spec, params)
+            return self._providers.chain(spec, api_key=key, **options)  # type: ignore[arg-type]
+        cache_key = (spec, params, preference)
         chain = self._chains.get(cache_key)
         if chain is None:
-            # Without parameters anywhere, the plain call (what every provider source takes).
-            if not params and not catalog.any_params:
-                chain = self._providers.chain(spec)
-            else:
-                chain = self._providers.chain(
-                    spec, parameters=_parameters_for(spec, params, catalog)
-                )
+            chain = self._providers.chain(spec, **options)  # type: ignore[arg-type]
             self._chains[cache_key] = chain
         return chain
 
     def _pass_over(self, pick: Pick, why: str, notes: list[str] | None) -> None:
-        who = "your model" if pick.user is not None else f"{pick.level} {pick.target or ''}".strip()
-        text = f"{who} {pick.model} cannot be used: {why}"
+        text = f"{_who(pick)} {pick.model} cannot be used: {why}"
         if notes is not None:
             notes.append(text)
         warned = f"{pick.level}|{pick.target}|{pick.model}"
@@ -362,6 +408,19 @@ class ModelResolver:
         if self._logged.get(key) != text:
             self._logged[key] = text
             log.info("%s in %s runs on %s", agent, pipeline or "any pipeline", text)
+
+
+def _who(pick: Pick) -> str:
+    return "your model" if pick.user is not None else f"{pick.level} {pick.target or ''}".strip()
+
+
+def _nothing_for(agent: str, preference: ModelPreference) -> ModelSpecError:
+    if preference == "local":
+        return ModelSpecError(
+            f"no local model can serve {agent} for a user who chose local: set LOCAL_MODEL "
+            "(an mlx: or vllm: model)"
+        )
+    return ModelSpecError(f"no model can be served for {agent}: set DEFAULT_MODEL and its key")
 
 
 def _describe(resolution: Resolution) -> str:

@@ -3,6 +3,7 @@
     users = UserSettingsService.from_services(services)
     await users.offered()                          # the catalog entries `/model` offers
     await users.choose_model(42, "fast")           # an offered alias; None: the bot's defaults
+    await users.set_preference(42, "local")        # refused (PreferenceRefused) without one
     outcome = await users.set_key(42, "openai", "sk-...")
     await users.forget_chat(42)
 
@@ -30,8 +31,9 @@ from bot.llm.types import user
 from bot.observability.logs import register_secret
 from bot.pipeline.pipelines import AGENT_HOME_PIPELINE
 from bot.services.model_catalog import CatalogEntry, Picked
+from bot.services.model_levels import allows, local_model_of
 from bot.services.model_resolution import ModelResolver, UserModelChoice
-from bot.storage.models import UserSettings
+from bot.storage.models import ModelPreference, UserSettings
 from bot.storage.repositories import Storage
 
 if TYPE_CHECKING:
@@ -50,6 +52,21 @@ TEST_MODELS: dict[str, str] = {
 KEY_TEST_TIMEOUT = 20.0
 
 KeyStatus = Literal["saved", "bad_provider", "disabled", "refused", "untested"]
+
+PREFERENCES: tuple[ModelPreference, ...] = ("any", "local", "online")
+PREFER_USAGE = (
+    "Usage: /prefer local|online|any\n"
+    "local: only models on this bot's own machines serve you (nothing of yours goes to a cloud "
+    "model); online: never a local model; any: whatever the admins set."
+)
+NO_LOCAL_MODEL = (
+    "This bot has no local model set up (its operator would set LOCAL_MODEL), so I can't keep "
+    "your messages on its own machines. Your preference is unchanged."
+)
+
+
+class PreferenceRefused(ValueError):
+    """A preference or a model the user cannot have; `str()` says why, for the user."""
 
 
 class ChainSource(Protocol):
@@ -143,21 +160,52 @@ class UserSettingsService:
         picked = self.picked(choice)
         return picked.spec if picked is not None else None
 
+    # --- local / online ---
+
+    def local_model(self) -> str | None:
+        """What serves `local` users where the levels name cloud models (its label), or None
+        when no local model is configured (then `local` is refused)."""
+        catalog = self.resolver.catalog()
+        found = local_model_of(self.settings.local_model, catalog)
+        if found is None:
+            return None
+        picked = catalog.interpret(found[0])
+        return picked.entry.label if picked.entry is not None else str(picked.spec)
+
+    async def set_preference(self, user_id: int, preference: str) -> UserSettings:
+        """Save `/prefer local|online|any`. Raises `PreferenceRefused` for another word or for
+        `local` without a local model, `StorageError`."""
+        wanted = preference.strip().lower()
+        if wanted not in PREFERENCES:
+            raise PreferenceRefused(PREFER_USAGE)
+        if wanted == "local" and self.local_model() is None:
+            raise PreferenceRefused(NO_LOCAL_MODEL)
+        chosen: ModelPreference = (
+            "local" if wanted == "local" else ("online" if wanted == "online" else "any")
+        )
+        return await self.storage.settings.set_model_preference(user_id, chosen)
+
     async def load(self, user_id: int) -> UserSettings:
         return await self.storage.settings.get(user_id) or UserSettings(user_id=user_id)
 
     async def choose_model(self, user_id: int, choice: str | None) -> UserSettings:
         """Save the user's model: an offered entry's alias (or its spec), None for the bot's
-        defaults. Raises `ModelSpecError` for anything not offered, `StorageError`."""
+        defaults. Raises `ModelSpecError` for anything not offered, `PreferenceRefused` for a
+        model the user's `/prefer` rules out (a local one for `online`), `StorageError`."""
         if choice is not None:
             offered = await self.offered()
             wanted = choice.strip().lower()
-            if any(wanted == e.alias for e in offered):
-                choice = wanted
-            elif any(wanted == str(e.spec).lower() for e in offered):
-                choice = next(str(e.spec) for e in offered if wanted == str(e.spec).lower())
-            else:
+            entry = next((e for e in offered if wanted in (e.alias, str(e.spec).lower())), None)
+            if entry is None:
                 raise ModelSpecError(f"{choice} is not one of the models offered to users")
+            choice = entry.alias if wanted == entry.alias else str(entry.spec)
+            preference = (await self.load(user_id)).model_preference
+            if not allows(preference, entry.spec):
+                kind = "a cloud model" if preference == "local" else "a local model"
+                raise PreferenceRefused(
+                    f"{entry.name} is {kind}, and your preference is {preference}: change it "
+                    "with /prefer first."
+                )
         # Only the model column: a key being set at the same time is kept.
         return await self.storage.settings.set_default_model(user_id, choice)
 

@@ -42,9 +42,8 @@ class UserSettings(Row):
     user_id: int
     # A model spec (`provider:model`) the user chose, or None for the bot's defaults.
     default_model: str | None = None
+    # `local`: every agent serving this user runs on a local model; `online`: never on one.
     model_preference: ModelPreference = "any"
-    # Document archives searched by default (names), in order.
-    archives: list[str] = Field(default_factory=list)
     # The user's own key: the provider it is for and the key encrypted with BOT_SECRET_KEY.
     # The plain key never lives in a row; `bot.storage.crypto` encrypts and decrypts it.
     api_key_provider: str | None = None

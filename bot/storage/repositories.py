@@ -28,6 +28,7 @@ from bot.storage.models import (
     Exercise,
     ModelCatalogRow,
     ModelConfigChange,
+    ModelPreference,
     StoredMessage,
     User,
     UserFact,
@@ -94,6 +95,11 @@ class UserSettingsRepo(Protocol):
     async def set_default_model(self, user_id: int, default_model: str | None) -> UserSettings:
         """Set only the user's default model (None: the bot's defaults); the other fields are
         kept, the row is created with defaults when missing. Returns the row as stored."""
+        ...
+
+    async def set_model_preference(self, user_id: int, preference: ModelPreference) -> UserSettings:
+        """Set only the user's `local`/`online`/`any` preference; the other fields are kept, the
+        row is created with defaults when missing. Returns the row as stored."""
         ...
 
     async def set_api_key(

@@ -62,6 +62,7 @@ BOT_COMMANDS: list[BotCommand] = [
     BotCommand(command="stop", description="Stop training"),
     BotCommand(command="archives", description="Your notes I search: send a document to add"),
     BotCommand(command="model", description="Choose the model I use for you"),
+    BotCommand(command="prefer", description="Local or online models: /prefer local|online|any"),
     BotCommand(command="setkey", description="Use your own API key: /setkey <provider> <key>"),
     BotCommand(command="forget", description="Forget this chat's history"),
     BotCommand(command="help", description="The commands"),

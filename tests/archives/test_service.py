@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -37,11 +35,8 @@ _textbook = textbook
 
 
 @pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[SQLiteStorage]:
-    storage = SQLiteStorage(str(tmp_path / "bot.db"))
-    await storage.connect()
-    yield storage
-    await storage.close()
+def storage(sqlite_storage: SQLiteStorage) -> SQLiteStorage:
+    return sqlite_storage
 
 
 @pytest.fixture

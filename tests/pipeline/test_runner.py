@@ -405,3 +405,21 @@ async def test_a_step_whose_model_cannot_be_resolved_still_gets_its_span_with_th
     assert by_agent["coach"]["error"] == "model resolution timed out after 0.05s"
     assert by_agent["strategist"]["success"] is True
     assert len(observer.results) == 3
+
+
+async def test_the_users_preference_is_on_the_step_and_tags_the_trace() -> None:
+    from bot.llm.specs import parse_spec
+    from bot.services.model_resolution import Resolution
+
+    class LocalResolver:
+        async def resolve(self, agent: str, **kwargs: Any) -> Resolution:
+            default = context().default_llm
+            spec = parse_spec("vllm:m-local")
+            return Resolution(default, spec, "preference", "LOCAL_MODEL", preference="local")
+
+    observer = RecordingObserver()
+    pipeline = Pipeline("support", [Step(text_agent("coach", "reply"))])
+    await PipelineRunner(observer).run(pipeline, context(resolver=LocalResolver()))
+    [(info, _)] = observer.steps
+    assert (info.model, info.source, info.preference) == ("vllm:m-local", "preference", "local")
+    assert observer.tags == ["preference:local"]

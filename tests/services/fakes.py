@@ -134,6 +134,8 @@ class FakeProviders:
         self.made: dict[str, list[FunctionProvider]] = {}
         # The parameters the last chain built for a spec was given for it.
         self.parameters: dict[str, ModelParams | None] = {}
+        # The fallbacks the last chain built for a spec was given (None: FALLBACK_MODELS).
+        self.fallbacks: dict[str, list[str] | None] = {}
         self.closed = False
 
     def chain(
@@ -146,6 +148,9 @@ class FakeProviders:
     ) -> FunctionProvider:
         self.built.append((str(primary), api_key))
         self.parameters[str(primary)] = parameters(primary) if parameters is not None else None
+        self.fallbacks[str(primary)] = (
+            [str(spec) for spec in fallbacks] if fallbacks is not None else None
+        )
         provider = FunctionProvider(
             scripted_reply, provider=primary.provider, model=primary.model, latency=self.latency
         )

@@ -3,9 +3,6 @@ once, and an approval on one replica counting at once on another."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from bot.services.access import AccessService, Verdict
@@ -18,13 +15,8 @@ GROUP = -500
 
 
 @pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[SQLiteStorage]:
-    storage = SQLiteStorage(str(tmp_path / "bot.db"))
-    await storage.connect()
-    try:
-        yield storage
-    finally:
-        await storage.close()
+def storage(sqlite_storage: SQLiteStorage) -> SQLiteStorage:
+    return sqlite_storage
 
 
 def service(storage: SQLiteStorage, mode: str) -> AccessService:

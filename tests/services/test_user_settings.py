@@ -3,8 +3,7 @@ never overwrites the other, even while a key is being tested over the network.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import pytest
 
@@ -49,11 +48,8 @@ class KeyTestingProviders:
 
 
 @pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[SQLiteStorage]:
-    made = SQLiteStorage(str(tmp_path / "bot.db"))
-    await made.connect()
-    yield made
-    await made.close()
+def storage(sqlite_storage: SQLiteStorage) -> SQLiteStorage:
+    return sqlite_storage
 
 
 def _service(storage: SQLiteStorage, providers: KeyTestingProviders) -> UserSettingsService:

@@ -72,7 +72,6 @@ async def test_settings_round_trip_with_encrypted_key(storage: Storage, uid: Ids
             user_id=user_id,
             default_model="openai:gpt-4o",
             model_preference="online",
-            archives=["physics", "math notes", "ü-archive"],
             api_key_provider="openrouter",
             api_key_encrypted=cipher.encrypt(plain),
         )
@@ -80,7 +79,6 @@ async def test_settings_round_trip_with_encrypted_key(storage: Storage, uid: Ids
     got = await storage.settings.get(user_id)
     assert got is not None
     assert got == saved
-    assert got.archives == ["physics", "math notes", "ü-archive"]
     assert got.model_preference == "online"
     assert got.api_key_encrypted is not None
     assert plain not in got.api_key_encrypted
@@ -91,7 +89,6 @@ async def test_settings_round_trip_with_encrypted_key(storage: Storage, uid: Ids
     replaced = await storage.settings.get(user_id)
     assert replaced is not None
     assert replaced.default_model is None
-    assert replaced.archives == []
     assert replaced.api_key_encrypted is None
     assert replaced.model_preference == "local"
     assert replaced.updated_at >= got.updated_at
@@ -101,7 +98,7 @@ async def test_set_api_key_changes_only_the_key(storage: Storage, uid: Ids) -> N
     user_id = uid()
     cipher = KeyCipher("a-long-random-bot-secret-for-tests")
     await storage.settings.save(
-        UserSettings(user_id=user_id, default_model="openai:gpt-4o", archives=["notes"])
+        UserSettings(user_id=user_id, default_model="openai:gpt-4o", model_preference="local")
     )
     stale = await storage.settings.get(user_id)
     assert stale is not None
@@ -111,9 +108,9 @@ async def test_set_api_key_changes_only_the_key(storage: Storage, uid: Ids) -> N
     row = await storage.settings.set_api_key(user_id, "openai", cipher.encrypt("sk-own"))
     got = await storage.settings.get(user_id)
     assert got == row
-    assert (got.default_model, got.archives, got.api_key_provider) == (
+    assert (got.default_model, got.model_preference, got.api_key_provider) == (
         "groq:llama-3.3-70b",
-        ["notes"],
+        "local",
         "openai",
     )
     assert got.api_key_encrypted is not None
@@ -123,7 +120,22 @@ async def test_set_api_key_changes_only_the_key(storage: Storage, uid: Ids) -> N
     # None and None forget the key, and only the key.
     forgotten = await storage.settings.set_api_key(user_id, None, None)
     assert (forgotten.api_key_provider, forgotten.api_key_encrypted) == (None, None)
-    assert (forgotten.default_model, forgotten.archives) == ("groq:llama-3.3-70b", ["notes"])
+    assert (forgotten.default_model, forgotten.model_preference) == ("groq:llama-3.3-70b", "local")
+
+
+async def test_set_model_preference_changes_only_the_preference(storage: Storage, uid: Ids) -> None:
+    user_id = uid()
+    fresh = await storage.settings.set_model_preference(user_id, "local")
+    assert (fresh.model_preference, fresh.default_model) == ("local", None)
+    await storage.settings.set_default_model(user_id, "openai:gpt-4o")
+    await storage.settings.set_api_key(user_id, "openai", "encrypted-blob")
+    row = await storage.settings.set_model_preference(user_id, "online")
+    assert row == await storage.settings.get(user_id)
+    assert (row.model_preference, row.default_model, row.api_key_encrypted) == (
+        "online",
+        "openai:gpt-4o",
+        "encrypted-blob",
+    )
 
 
 async def test_set_default_model_changes_only_the_model(storage: Storage, uid: Ids) -> None:
@@ -144,17 +156,12 @@ async def test_set_default_model_changes_only_the_model(storage: Storage, uid: I
 async def test_setting_one_field_creates_the_row_with_defaults(storage: Storage, uid: Ids) -> None:
     first, second = uid(), uid()
     keyed = await storage.settings.set_api_key(first, "openai", "blob")
-    assert (keyed.user_id, keyed.default_model, keyed.model_preference, keyed.archives) == (
-        first,
-        None,
-        "any",
-        [],
-    )
+    assert (keyed.user_id, keyed.default_model, keyed.model_preference) == (first, None, "any")
     modelled = await storage.settings.set_default_model(second, "openai:gpt-4o")
-    assert (modelled.default_model, modelled.api_key_encrypted, modelled.archives) == (
+    assert (modelled.default_model, modelled.api_key_encrypted, modelled.model_preference) == (
         "openai:gpt-4o",
         None,
-        [],
+        "any",
     )
     assert await storage.settings.get(first) == keyed
     assert await storage.settings.get(second) == modelled
@@ -524,7 +531,7 @@ async def test_a_restart_keeps_everything(backend: Backend, uid: Ids, agent: str
         UserSettings(
             user_id=user,
             default_model="groq:llama-3.3-70b",
-            archives=["a"],
+            model_preference="local",
             api_key_provider="groq",
             api_key_encrypted=cipher.encrypt("gsk_secret"),
         )
@@ -550,7 +557,7 @@ async def test_a_restart_keeps_everything(backend: Backend, uid: Ids, agent: str
     assert settings is not None
     assert settings.api_key_encrypted is not None
     assert cipher.decrypt(settings.api_key_encrypted) == "gsk_secret"
-    assert settings.archives == ["a"]
+    assert settings.model_preference == "local"
     assert [m.text for m in await second.messages.recent(chat)] == ["hi", "hello"]
     summary = await second.summaries.get(chat)
     assert summary is not None

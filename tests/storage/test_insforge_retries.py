@@ -106,14 +106,14 @@ async def test_setting_a_key_whose_answer_was_lost_keeps_the_other_settings(
 ) -> None:
     cipher = KeyCipher("retry-secret")
     await storage.settings.save(
-        UserSettings(user_id=25, default_model="openai:gpt-4o", archives=["notes"])
+        UserSettings(user_id=25, default_model="openai:gpt-4o", model_preference="online")
     )
     fake_insforge.fail_next(503, after_run=True)
     row = await storage.settings.set_api_key(25, "openai", cipher.encrypt("sk-own"))
     assert len(sleeps.waits) == 1
-    assert (row.default_model, row.archives, row.api_key_provider) == (
+    assert (row.default_model, row.model_preference, row.api_key_provider) == (
         "openai:gpt-4o",
-        ["notes"],
+        "online",
         "openai",
     )
     rows = await storage.client.select("user_settings", {"user_id": eq(25)})

@@ -138,9 +138,16 @@ async def backend(
         yield {"insforge_url": fake.url, "insforge_api_key": fake.api_key}
 
 
-@pytest.fixture
-async def llm() -> AsyncIterator[FakeLLMServer]:
-    """The loopback model server, every model answering like its agent (`agent_reply`)."""
+@asynccontextmanager
+async def agent_llm_server() -> AsyncIterator[FakeLLMServer]:
+    """A loopback model server, every model answering like its agent (`agent_reply`)."""
     async with FakeLLMServer() as server:
         server.default.text = agent_reply
+        yield server
+
+
+@pytest.fixture
+async def llm() -> AsyncIterator[FakeLLMServer]:
+    """The cloud providers' loopback model server (`agent_llm_server`)."""
+    async with agent_llm_server() as server:
         yield server

@@ -8,17 +8,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiogram.types import Update
 
 from bot.app import build_services
 from bot.pipeline.observer import NullObserver
 from bot.telegram.dispatcher import build_dispatcher, create_bot
-from tests.fakes.agent_replies import agent_reply
 from tests.fakes.llm_server import FakeLLMServer
 from tests.fakes.telegram_server import FakeTelegramServer
 from tests.telegram.e2e_kit import ADMIN, USER, Harness, make_settings, running_bot
@@ -26,13 +23,6 @@ from tests.telegram.e2e_kit import ADMIN, USER, Harness, make_settings, running_
 STRANGER = 950
 GROUP = -4242
 COACH_REPLY = "Try a fixed wind-down routine (m-coach)."
-
-
-@pytest.fixture
-async def llm() -> AsyncIterator[FakeLLMServer]:
-    async with FakeLLMServer() as server:
-        server.default.text = agent_reply
-        yield server
 
 
 async def quiet(tg: FakeTelegramServer, chat: int, since: int, seconds: float = 0.6) -> None:

@@ -300,13 +300,17 @@ async def test_model_keyboard_offers_the_allowed_models_and_the_default(
 ) -> None:
     await feed.text("/model")
     (call,) = feed.tg.calls_of("sendMessage", chat_id=USER)
-    rows = call.params["reply_markup"]["inline_keyboard"]
+    *rows, preference = call.params["reply_markup"]["inline_keyboard"]
     # The catalog's entries for users, by display name (an environment entry: its model).
     assert [row[0]["text"] for row in rows] == ["gpt-4o-mini", "✅ Bot default"]
     assert [row[0]["callback_data"] for row in rows] == [
         f"model:gpt-4o-mini:{USER}",
         f"model:-:{USER}",
     ]
+    # Under them, the local/online preference (/prefer).
+    assert [b["text"] for b in preference] == ["✅ Any", "Local only", "Online only"]
+    assert preference[1]["callback_data"] == f"pref:local:{USER}"
+    assert "Your preference: any" in str(call.params["text"])
     await feed.raw(feed.tg.callback_query(f"model:removed-since:{USER}", user_id=USER))
     (stale,) = feed.tg.calls_of("answerCallbackQuery")
     assert "no longer offered" in stale.params["text"]

@@ -29,6 +29,7 @@ from bot.storage.models import (
     Exercise,
     ModelCatalogRow,
     ModelConfigChange,
+    ModelPreference,
     StoredMessage,
     User,
     UserFact,
@@ -114,7 +115,6 @@ class InsForgeUserSettingsRepo:
                 "user_id": settings.user_id,
                 "default_model": settings.default_model,
                 "model_preference": settings.model_preference,
-                "archives": list(settings.archives),
                 "api_key_provider": settings.api_key_provider,
                 "api_key_encrypted": settings.api_key_encrypted,
                 "updated_at": iso_utc(utcnow()),
@@ -125,6 +125,9 @@ class InsForgeUserSettingsRepo:
 
     async def set_default_model(self, user_id: int, default_model: str | None) -> UserSettings:
         return await self._set(user_id, {"default_model": default_model})
+
+    async def set_model_preference(self, user_id: int, preference: ModelPreference) -> UserSettings:
+        return await self._set(user_id, {"model_preference": preference})
 
     async def set_api_key(
         self, user_id: int, provider: str | None, encrypted: str | None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +13,7 @@ from bot.storage.models import (
     Exercise,
     ModelCatalogRow,
     ModelConfigChange,
+    ModelPreference,
     StoredMessage,
     User,
     UserFact,
@@ -69,9 +69,9 @@ class SQLiteUserRepo:
 
 
 def _settings(row: sqlite3.Row) -> UserSettings:
-    data = _row(row)
-    data["archives"] = json.loads(data.get("archives") or "[]")
-    return UserSettings.model_validate(data)
+    # The `archives` column (names, from before archives had rows of their own) is not read:
+    # an archive's own `is_active` says whether it is searched by default.
+    return UserSettings.model_validate(_row(row))
 
 
 class SQLiteUserSettingsRepo:
@@ -88,10 +88,10 @@ class SQLiteUserSettingsRepo:
 
     async def save(self, settings: UserSettings) -> UserSettings:
         rows = await self._db.write(
-            "INSERT INTO user_settings (user_id, default_model, model_preference, archives, "
-            "api_key_provider, api_key_encrypted, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "INSERT INTO user_settings (user_id, default_model, model_preference, "
+            "api_key_provider, api_key_encrypted, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (user_id) DO UPDATE SET default_model = excluded.default_model, "
-            "model_preference = excluded.model_preference, archives = excluded.archives, "
+            "model_preference = excluded.model_preference, "
             "api_key_provider = excluded.api_key_provider, "
             "api_key_encrypted = excluded.api_key_encrypted, updated_at = excluded.updated_at "
             "RETURNING *",
@@ -99,7 +99,6 @@ class SQLiteUserSettingsRepo:
                 settings.user_id,
                 settings.default_model,
                 settings.model_preference,
-                json.dumps(list(settings.archives)),
                 settings.api_key_provider,
                 settings.api_key_encrypted,
                 iso_utc(utcnow()),
@@ -111,12 +110,22 @@ class SQLiteUserSettingsRepo:
         return _settings(rows[0])
 
     async def set_default_model(self, user_id: int, default_model: str | None) -> UserSettings:
+        return await self._set_one(user_id, "default_model", default_model, "the user's model")
+
+    async def set_model_preference(self, user_id: int, preference: ModelPreference) -> UserSettings:
+        return await self._set_one(user_id, "model_preference", preference, "the preference")
+
+    async def _set_one(
+        self, user_id: int, column: str, value: str | None, what: str
+    ) -> UserSettings:
+        # One column only: a change made meanwhile to another (a key being tested) is kept.
+        # `column` is one of the two names above, never user input.
         rows = await self._db.write(
-            "INSERT INTO user_settings (user_id, default_model, updated_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (user_id) DO UPDATE SET default_model = excluded.default_model, "
+            f"INSERT INTO user_settings (user_id, {column}, updated_at) VALUES (?, ?, ?) "
+            f"ON CONFLICT (user_id) DO UPDATE SET {column} = excluded.{column}, "
             "updated_at = excluded.updated_at RETURNING *",
-            (user_id, default_model, iso_utc(utcnow())),
-            action="save the user's model",
+            (user_id, value, iso_utc(utcnow())),
+            action=f"save {what}",
         )
         if not rows:
             raise StorageError("SQLite returned no row for user_settings")

@@ -1,4 +1,5 @@
-"""A user's own settings: `/model` (inline keyboard), `/setkey`, `/forget`.
+"""A user's own settings: `/model` (inline keyboard, with the local/online preference under
+it), `/prefer local|online|any`, `/setkey`, `/forget`.
 
 `/setkey` deletes the message that carried the key first (whatever happens next), refuses to
 work in groups, and never repeats the key: replies name the provider only.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import difflib
 import logging
 import re
+from collections.abc import Awaitable, Callable
 
 from aiogram import Bot, Router
 from aiogram.exceptions import TelegramAPIError
@@ -18,7 +20,15 @@ from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from bot.services.model_catalog import CatalogEntry
-from bot.services.user_settings import KeyOutcome, UserSettingsService, key_providers
+from bot.services.user_settings import (
+    PREFER_USAGE,
+    PREFERENCES,
+    KeyOutcome,
+    PreferenceRefused,
+    UserSettingsService,
+    key_providers,
+)
+from bot.storage.models import ModelPreference
 from bot.storage.repositories import StorageError
 from bot.telegram.middlewares import typing_action
 
@@ -40,14 +50,25 @@ class PickModel(CallbackData, prefix="model"):
     user: int
 
 
+class PickPreference(CallbackData, prefix="pref"):
+    """A preference button under `/model`: `any`, `local` or `online`, for `user` only."""
+
+    value: str
+    user: int
+
+
 NOT_YOUR_MENU = "This menu is someone else's: send /model to choose your own model."
+PREFERENCE_BUTTONS: dict[str, str] = {"any": "Any", "local": "Local only", "online": "Online only"}
 
 
 BOT_DEFAULT = "-"
 
 
 def model_keyboard(
-    offered: list[CatalogEntry], current: str | None, user_id: int
+    offered: list[CatalogEntry],
+    current: str | None,
+    user_id: int,
+    preference: ModelPreference = "any",
 ) -> InlineKeyboardMarkup:
     def row(text: str, alias: str, ticked: bool) -> list[InlineKeyboardButton]:
         data = PickModel(alias=alias, user=user_id).pack()
@@ -55,11 +76,35 @@ def model_keyboard(
 
     rows = [row(entry.name, entry.alias, entry.alias == current) for entry in offered]
     rows.append(row("Bot default", BOT_DEFAULT, current is None))
+    rows.append(
+        [
+            InlineKeyboardButton(
+                text=("✅ " if value == preference else "") + label,
+                callback_data=PickPreference(value=value, user=user_id).pack(),
+            )
+            for value, label in PREFERENCE_BUTTONS.items()
+        ]
+    )
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
+def preference_text(users: UserSettingsService, preference: ModelPreference) -> str:
+    if preference == "local":
+        return (
+            f"Your preference: local only: every agent serving you runs on "
+            f"{users.local_model() or 'a local model (none is set up now, so I cannot answer)'} "
+            "or another model on this bot's own machines; nothing of yours goes to a cloud model."
+        )
+    if preference == "online":
+        return "Your preference: online only: never a local model."
+    return "Your preference: any (the models the admins set)."
+
+
 async def model_text(
-    users: UserSettingsService, choice: str | None, offered: list[CatalogEntry]
+    users: UserSettingsService,
+    choice: str | None,
+    offered: list[CatalogEntry],
+    preference: ModelPreference = "any",
 ) -> str:
     entry = users.entry_of(choice)
     if choice is None:
@@ -69,8 +114,9 @@ async def model_text(
     else:
         shown = entry.name
     return (
-        f"Your model: {shown}.\nChoose the model I use for you "
-        "(admins may still pin some agents to other models):"
+        f"Your model: {shown}.\n{preference_text(users, preference)}\nChoose the model I use "
+        "for you (admins may still pin some agents to other models), and below it local or "
+        "online (/prefer):"
     )
 
 
@@ -78,6 +124,15 @@ def _current_alias(users: UserSettingsService, choice: str | None) -> str | None
     """The alias the keyboard ticks (a spec stored by an older bot shows as its entry)."""
     entry = users.entry_of(choice)
     return entry.alias if entry is not None else choice
+
+
+async def model_menu(users: UserSettingsService, user_id: int) -> tuple[str, InlineKeyboardMarkup]:
+    """The `/model` message for `user_id` as their settings are now. Raises `StorageError`."""
+    row = await users.load(user_id)
+    offered = await users.offered()
+    text = await model_text(users, row.default_model, offered, row.model_preference)
+    current = _current_alias(users, row.default_model)
+    return text, model_keyboard(offered, current, user_id, row.model_preference)
 
 
 async def on_model(
@@ -89,16 +144,23 @@ async def on_model(
         await message.answer(NO_STORAGE)
         return
     try:
-        choice = (await users.load(message.from_user.id)).default_model
-        offered = await users.offered()
+        text, keyboard = await model_menu(users, message.from_user.id)
     except StorageError as exc:
         log.error("could not load the settings of user %s: %s", message.from_user.id, exc)
         await message.answer(NO_STORAGE)
         return
-    await message.answer(
-        await model_text(users, choice, offered),
-        reply_markup=model_keyboard(offered, _current_alias(users, choice), message.from_user.id),
-    )
+    await message.answer(text, reply_markup=keyboard)
+
+
+async def _show_model_menu(query: CallbackQuery, users: UserSettingsService) -> None:
+    """Redraw the `/model` message the button was on, as the settings are now."""
+    if not isinstance(query.message, Message):
+        return
+    text, keyboard = await model_menu(users, query.from_user.id)
+    try:
+        await query.message.edit_text(text, reply_markup=keyboard)
+    except TelegramAPIError as exc:
+        log.info("could not update the /model message: %s", exc)
 
 
 async def on_pick_model(
@@ -118,20 +180,66 @@ async def on_pick_model(
                 "That choice is no longer offered; send /model again.", show_alert=True
             )
             return
-        await users.choose_model(query.from_user.id, choice)
     except StorageError as exc:
-        log.error("could not save the model of user %s: %s", query.from_user.id, exc)
+        log.error("could not read the models offered: %s", exc)
         await query.answer(NO_STORAGE, show_alert=True)
         return
-    await query.answer(f"Saved: {entry.name if entry is not None else 'bot default'}")
-    if isinstance(query.message, Message):
-        try:
-            await query.message.edit_text(
-                await model_text(users, choice, offered),
-                reply_markup=model_keyboard(offered, choice, query.from_user.id),
-            )
-        except TelegramAPIError as exc:
-            log.info("could not update the /model message: %s", exc)
+
+    async def save() -> str:
+        await users.choose_model(query.from_user.id, choice)
+        return f"Saved: {entry.name if entry is not None else 'bot default'}"
+
+    await _save_from_menu(query, users, save, "model")
+
+
+async def _save_from_menu(
+    query: CallbackQuery, users: UserSettingsService, save: Callable[[], Awaitable[str]], what: str
+) -> None:
+    """Run a button's change, answer the press (what was saved, or why not), redraw the menu."""
+    try:
+        await query.answer(await save())
+        await _show_model_menu(query, users)
+    except PreferenceRefused as exc:
+        await query.answer(str(exc), show_alert=True)
+    except StorageError as exc:
+        log.error("could not save the %s of user %s: %s", what, query.from_user.id, exc)
+        await query.answer(NO_STORAGE, show_alert=True)
+
+
+async def on_pick_preference(
+    query: CallbackQuery, callback_data: PickPreference, users: UserSettingsService
+) -> None:
+    if query.from_user.id != callback_data.user:
+        await query.answer(NOT_YOUR_MENU, show_alert=True)
+        return
+
+    async def save() -> str:
+        row = await users.set_preference(query.from_user.id, callback_data.value)
+        return f"Saved: {PREFERENCE_BUTTONS[row.model_preference].lower()}"
+
+    await _save_from_menu(query, users, save, "preference")
+
+
+async def on_prefer(
+    message: Message, command: CommandObject, users: UserSettingsService, storage_ok: bool
+) -> None:
+    words = (command.args or "").split()
+    if len(words) != 1 or words[0].lower() not in PREFERENCES:
+        await message.answer(PREFER_USAGE)
+        return
+    if not storage_ok or message.from_user is None:
+        await message.answer(NO_STORAGE)
+        return
+    try:
+        row = await users.set_preference(message.from_user.id, words[0])
+    except PreferenceRefused as exc:
+        await message.answer(str(exc))
+        return
+    except StorageError as exc:
+        log.error("could not save the preference of user %s: %s", message.from_user.id, exc)
+        await message.answer(NO_STORAGE)
+        return
+    await message.answer("Saved. " + preference_text(users, row.model_preference))
 
 
 # What an unknown provider may look like to be named back: a short word of letters. Anything else
@@ -257,6 +365,8 @@ def create_router() -> Router:
     router = Router(name=__name__)
     router.message.register(on_model, Command("model"))
     router.callback_query.register(on_pick_model, PickModel.filter())
+    router.message.register(on_prefer, Command("prefer"))
+    router.callback_query.register(on_pick_preference, PickPreference.filter())
     router.message.register(on_setkey, Command("setkey"))
     router.message.register(on_forget, Command("forget"))
     return router

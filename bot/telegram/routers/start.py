@@ -16,6 +16,8 @@ I'm your coach: tell me what you're working on and I'll help you keep going.
 /archives - your notes, which I search and cite; to add one, send me a document here \
 (PDF, text, Markdown or HTML, up to 20 MB)
 /model - choose the model I use for you
+/prefer local|online|any - local: your messages never leave this bot's own machines; \
+online: never a local model
 /setkey <provider> <key> - use your own API key (send it in a private chat)
 /forget - forget this chat's history
 /help - this list
@@ -29,7 +31,7 @@ alias, provider:model or an OpenRouter id):
 /setmodel <target> <model> - run a target on a model
 /resetmodel <target> - back to the configured model
 /rollback <target> - undo the target's latest change
-/models - each pipeline's agents: model, level, who set it
+/models [user id] - each pipeline's agents: model, level, who set it (for that user)
 /agents - the agents and their roles
 /modelhistory [target] - who changed what, when
 /catalog - the named models; /catalog show|add|edit|remove ...
