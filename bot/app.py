@@ -200,6 +200,7 @@ async def build_services(
             resolver=resolver,
             default_llm=resolver.shared_chain(settings.default_spec),
             decrypt_key=_key_decrypter(settings, [tracing] if tracing is not None else []),
+            prompt_budget=settings.prompt_budget_tokens,
         )
         openrouter_models = OpenRouterModels(settings.openrouter_base_url)
         stack.push_async_callback(openrouter_models.close)

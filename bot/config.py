@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     # How many messages a chat grows by before its rolling summary is rewritten (a model call).
     # At most the history window the agents see (20 messages), so nothing falls out of both.
     summary_every: int = Field(default=6, ge=1, le=20)
+    # Tokens the history and the notes (summary, facts) may take in one prompt; older messages
+    # are left to the summary, a long one is cut (bot/agents/budget.py).
+    prompt_budget_tokens: int = Field(default=3000, ge=200, le=200_000)
 
     # --- Providers ---
     openrouter_api_key: SecretStr | None = None

@@ -15,15 +15,15 @@ from bot.pipeline.context import AgentOutput, PipelineContext
 class CoachAgent(Agent):
     name = "coach"
     replies = True
+    max_tokens = 1024
 
     async def run(self, ctx: PipelineContext) -> AgentOutput:
         plan = ctx.result_data("strategist")
-        extras = [plan.as_instructions() if isinstance(plan, ReplyPlan) else ""]
+        extra = plan.as_instructions() if isinstance(plan, ReplyPlan) else ""
         notes = notes_of(ctx)
-        if notes:
-            extras.append(NOTES_RULE)
-        messages = with_notes(conversation(ctx, self.prompt, *extras), notes)
-        text = await stream_reply(ctx, messages)
+        rules = [NOTES_RULE] if notes else []
+        messages = with_notes(conversation(ctx, self.prompt, extra, rules=rules), notes)
+        text = await stream_reply(ctx, messages, max_tokens=self.max_tokens)
         if not text.strip():
             raise ValueError("the model returned an empty reply")
         return AgentOutput.ok(text=text)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from bot.agents.base import Agent, memory_block, transcript
+from bot.agents.base import Agent, background, recall, transcript_of
 from bot.llm.types import system, user
 from bot.pipeline.context import AgentOutput, PipelineContext
 from bot.storage.repositories import FactRepo
@@ -21,20 +21,30 @@ class ExtractedFacts(BaseModel):
 
 class ExtractionAgent(Agent):
     name = "extraction"
+    max_tokens = 400
 
     def __init__(self, facts: FactRepo | None = None) -> None:
         # Without a repository (unit tests) the facts are only returned, not stored.
         self._facts = facts
 
     async def run(self, ctx: PipelineContext) -> AgentOutput:
+        if not ctx.private:
+            # Facts are a user's own and reach only their private prompts; what they say in a
+            # group stays the group's (its history and summary).
+            return AgentOutput.ok(ExtractedFacts())
+        memory = recall(ctx, 6)
+        notes = background(memory.notes)
         messages = [
-            system("\n\n".join(p for p in (self.prompt, memory_block(ctx)) if p)),
+            system(self.prompt),
             user(
-                f"Recent conversation:\n{transcript(ctx, 6) or '(none)'}\n\n"
+                (f"{notes}\n\n" if notes else "")
+                + f"Recent conversation:\n{transcript_of(memory) or '(none)'}\n\n"
                 f"The user's new message:\n{ctx.input_text}"
             ),
         ]
-        response = await ctx.llm.complete(messages, schema=ExtractedFacts, temperature=0)
+        response = await ctx.llm.complete(
+            messages, schema=ExtractedFacts, temperature=0, max_tokens=self.max_tokens
+        )
         extracted = response.parsed
         assert isinstance(extracted, ExtractedFacts)
         known = {f.strip().lower() for f in ctx.facts}

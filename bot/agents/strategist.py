@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from bot.agents.base import Agent, memory_block, transcript
+from bot.agents.base import Agent, background, recall, transcript_of
 from bot.llm.types import system, user
 from bot.pipeline.context import AgentOutput, PipelineContext
 
@@ -29,17 +29,23 @@ class ReplyPlan(BaseModel):
 
 class StrategistAgent(Agent):
     name = "strategist"
+    max_tokens = 400
 
     async def run(self, ctx: PipelineContext) -> AgentOutput:
         task = f"Topic the user asked to learn: {ctx.topic}\n\n" if ctx.topic else ""
+        memory = recall(ctx)
+        notes = background(memory.notes)
         messages = [
-            system("\n\n".join(p for p in (self.prompt, memory_block(ctx)) if p)),
+            system(self.prompt),
             user(
-                f"{task}Recent conversation:\n{transcript(ctx) or '(none)'}\n\n"
+                (f"{notes}\n\n" if notes else "")
+                + f"{task}Recent conversation:\n{transcript_of(memory) or '(none)'}\n\n"
                 f"The user's new message:\n{ctx.input_text}"
             ),
         ]
-        response = await ctx.llm.complete(messages, schema=ReplyPlan, temperature=0.2)
+        response = await ctx.llm.complete(
+            messages, schema=ReplyPlan, temperature=0.2, max_tokens=self.max_tokens
+        )
         plan = response.parsed
         assert isinstance(plan, ReplyPlan)
         return AgentOutput.ok(plan)

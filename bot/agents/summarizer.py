@@ -23,6 +23,7 @@ MAX_SUMMARY_CHARS = 2000
 
 class SummarizerAgent(Agent):
     name = "summarizer"
+    max_tokens = 600
 
     def __init__(
         self,
@@ -53,7 +54,7 @@ class SummarizerAgent(Agent):
                 f"Newest exchange:\nUser: {ctx.input_text}\nAssistant: {reply or '(no reply)'}"
             ),
         ]
-        response = await ctx.llm.complete(messages, temperature=0)
+        response = await ctx.llm.complete(messages, temperature=0, max_tokens=self.max_tokens)
         summary = response.text.strip()[:MAX_SUMMARY_CHARS]
         if not summary:
             raise ValueError("the model returned an empty summary")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from bot.agents.base import Agent, memory_block
+from bot.agents.base import Agent, background, recall
 from bot.llm.types import system, user
 from bot.pipeline.context import AgentOutput, PipelineContext
 from bot.storage.models import Exercise
@@ -41,6 +41,7 @@ class TrainerAgent(Agent):
     name = "trainer"
     replies = True
     key = "trainer"
+    max_tokens = 500
 
     def __init__(self, exercises: ExerciseRepo | None = None) -> None:
         self._exercises = exercises
@@ -48,11 +49,14 @@ class TrainerAgent(Agent):
     async def run(self, ctx: PipelineContext) -> AgentOutput:
         topic = _topic(ctx)
         previous = f"Previous exercise: {ctx.exercise.question}" if ctx.exercise else ""
+        notes = background(recall(ctx).notes, previous)
         messages = [
-            system("\n\n".join(p for p in (self.prompt, memory_block(ctx), previous) if p)),
-            user(f"Topic: {topic}"),
+            system(self.prompt),
+            user((f"{notes}\n\n" if notes else "") + f"Topic: {topic}"),
         ]
-        response = await ctx.llm.complete(messages, schema=ExerciseSpec, temperature=0.7)
+        response = await ctx.llm.complete(
+            messages, schema=ExerciseSpec, temperature=0.7, max_tokens=self.max_tokens
+        )
         spec = response.parsed
         assert isinstance(spec, ExerciseSpec)
         question = spec.question.strip()
@@ -76,6 +80,7 @@ class TrainerGradeAgent(Agent):
     replies = True
     key = "trainer_grade"
     prompt_name = "trainer_grade"
+    max_tokens = 400
 
     def __init__(self, exercises: ExerciseRepo | None = None) -> None:
         self._exercises = exercises
@@ -92,7 +97,9 @@ class TrainerGradeAgent(Agent):
                 f"The user's answer:\n{ctx.input_text}"
             ),
         ]
-        response = await ctx.llm.complete(messages, schema=Grade, temperature=0)
+        response = await ctx.llm.complete(
+            messages, schema=Grade, temperature=0, max_tokens=self.max_tokens
+        )
         grade = response.parsed
         assert isinstance(grade, Grade)
         if self._exercises is not None and exercise.id is not None:

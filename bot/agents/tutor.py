@@ -20,6 +20,7 @@ FROM_NOTES = (
 class TutorAgent(Agent):
     name = "tutor"
     replies = True
+    max_tokens = 1500
 
     async def run(self, ctx: PipelineContext) -> AgentOutput:
         plan = ctx.result_data("strategist")
@@ -27,10 +28,9 @@ class TutorAgent(Agent):
         if isinstance(plan, ReplyPlan):
             extras.append(plan.as_instructions())
         notes = notes_of(ctx)
-        if notes:
-            extras += [NOTES_RULE, FROM_NOTES]
-        messages = with_notes(conversation(ctx, self.prompt, *extras), notes)
-        text = await stream_reply(ctx, messages)
+        rules = [NOTES_RULE, FROM_NOTES] if notes else []
+        messages = with_notes(conversation(ctx, self.prompt, *extras, rules=rules), notes)
+        text = await stream_reply(ctx, messages, max_tokens=self.max_tokens)
         if not text.strip():
             raise ValueError("the model returned an empty lesson")
         return AgentOutput.ok(text=text)

@@ -21,6 +21,9 @@ from bot.storage.models import Exercise, StoredMessage
 
 TextSink = Callable[[str], Awaitable[None]]
 
+# PROMPT_BUDGET_TOKENS' default.
+DEFAULT_PROMPT_BUDGET = 3000
+
 
 @dataclass(slots=True)
 class AgentOutput:
@@ -61,6 +64,11 @@ class PipelineContext:
     # How many of the chat's messages `summary` covers (the summarizer rewrites it when behind).
     summary_covers: int = 0
     facts: Sequence[str] = ()
+    # Whether only this user reads the replies (a private chat, the console): a user's facts
+    # are theirs, so they reach prompts only there (in a group, only what the group said does).
+    private: bool = True
+    # Tokens the history and the notes may take in a prompt (`bot.agents.budget`).
+    prompt_budget: int = DEFAULT_PROMPT_BUDGET
     # The train pipeline's open (ungraded) exercise for this chat, if any.
     exercise: Exercise | None = None
     user_model: UserModelChoice | None = None

@@ -3,10 +3,11 @@
     result = await conversation.handle("support", user_id=1, chat_id=1, text="hi", on_text=send)
 
 Reads happen concurrently before the run (history, summary, facts, the user's model choice and,
-for `train`, the open exercise). The user's message is stored as soon as the trace is open and
-the reply right after the foreground steps, both with the pipeline and the trace id, before any
-background step starts (so the summarizer sees the exchange). A failing write raises: the caller
-tells the user, nothing is dropped silently.
+for `train`, the open exercise). A group's prompts get only what was said in that group: a
+user's facts are read in their private chat only. The user's message is stored as soon as the
+trace is open and the reply right after the foreground steps, both with the pipeline and the
+trace id, before any background step starts (so the summarizer sees the exchange). A failing
+write raises: the caller tells the user, nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pydantic import SecretStr
 
 from bot.llm.protocol import LLMProvider
 from bot.llm.specs import ModelSpecError, parse_spec
-from bot.pipeline.context import PipelineContext, Resolver, TextSink
+from bot.pipeline.context import DEFAULT_PROMPT_BUDGET, PipelineContext, Resolver, TextSink
 from bot.pipeline.runner import PipelineRunner, RunResult
 from bot.pipeline.steps import Pipeline
 from bot.services.model_resolution import UserModelChoice
@@ -86,6 +87,7 @@ class ConversationService:
         decrypt_key: KeyDecrypter | None = None,
         history_limit: int = 20,
         facts_limit: int = 50,
+        prompt_budget: int = DEFAULT_PROMPT_BUDGET,
     ) -> None:
         self.storage = storage
         self.runner = runner
@@ -95,6 +97,7 @@ class ConversationService:
         self._decrypt = decrypt_key
         self._history_limit = history_limit
         self._facts_limit = facts_limit
+        self._prompt_budget = prompt_budget
 
     def with_resolver(self, resolver: Resolver) -> ConversationService:
         """The same service resolving models with `resolver` (the console's `--model`)."""
@@ -107,6 +110,7 @@ class ConversationService:
             decrypt_key=self._decrypt,
             history_limit=self._history_limit,
             facts_limit=self._facts_limit,
+            prompt_budget=self._prompt_budget,
         )
 
     async def load_user_model(self, user_id: int | None) -> UserModelChoice | None:
@@ -125,6 +129,8 @@ class ConversationService:
         on_text: TextSink | None = None,
     ) -> PipelineContext:
         storage = self.storage
+        # Telegram gives a private chat its user's id; a group's is another (negative) number.
+        private = chat_id is None or chat_id == user_id
 
         async def chat_summary() -> ChatSummary | None:
             if chat_id is None:
@@ -137,7 +143,7 @@ class ConversationService:
             return await storage.messages.recent(chat_id, self._history_limit)
 
         async def facts() -> list[str]:
-            if user_id is None:
+            if user_id is None or not private:
                 return []
             return [f.fact for f in await storage.facts.list(user_id, self._facts_limit)]
 
@@ -169,6 +175,8 @@ class ConversationService:
             summary=summary.summary if summary is not None else None,
             summary_covers=summary.message_count if summary is not None else 0,
             facts=known,
+            private=private,
+            prompt_budget=self._prompt_budget,
             exercise=open_exercise,
             user_model=user_model,
             resolver=self._resolver,

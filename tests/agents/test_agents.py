@@ -42,7 +42,11 @@ async def test_extraction_keeps_only_new_facts_and_stores_them() -> None:
     assert output.data == ExtractedFacts(facts=["Lives in Lyon."])
     assert facts.added == [(3, ["Lives in Lyon."])]
     assert llm.calls[0][1].schema is ExtractedFacts
-    assert "is learning go." in llm.calls[0][0][0].content  # known facts were shown
+    system, shown = llm.calls[0][0]
+    # Known facts were shown, as background in the user turn, never in the system role.
+    assert "is learning go." in shown.content
+    assert shown.role == "user"
+    assert "is learning go." not in system.content
 
 
 async def test_coach_follows_the_plan_and_streams_to_the_sink() -> None:
@@ -67,9 +71,14 @@ async def test_coach_follows_the_plan_and_streams_to_the_sink() -> None:
     assert len(chunks) > 1
     assert "".join(chunks) == output.text
     messages = llm.calls[0][0]
-    assert "reassurance" in messages[0].content
-    assert "Talked about exams." in messages[0].content
-    assert [(m.role, m.content) for m in messages[1:]] == [
+    assert messages[0].role == "system"
+    assert "reassurance" not in messages[0].content
+    assert "Talked about exams." not in messages[0].content
+    background = messages[1]
+    assert background.role == "user"
+    assert "reassurance" in background.content
+    assert "Talked about exams." in background.content
+    assert [(m.role, m.content) for m in messages[2:]] == [
         ("user", "earlier question"),
         ("user", "now"),
     ]
