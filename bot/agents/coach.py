@@ -15,7 +15,7 @@ from bot.pipeline.context import AgentOutput, PipelineContext
 class CoachAgent(Agent):
     name = "coach"
     replies = True
-    max_tokens = 1024
+    max_tokens = 3000
 
     async def run(self, ctx: PipelineContext) -> AgentOutput:
         plan = ctx.result_data("strategist")

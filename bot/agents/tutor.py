@@ -20,7 +20,7 @@ FROM_NOTES = (
 class TutorAgent(Agent):
     name = "tutor"
     replies = True
-    max_tokens = 1500
+    max_tokens = 3000
 
     async def run(self, ctx: PipelineContext) -> AgentOutput:
         plan = ctx.result_data("strategist")

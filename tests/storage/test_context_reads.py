@@ -58,13 +58,22 @@ def _count_tasks() -> tuple[Counter[str], Callable[[], None]]:
 async def test_context_holds_history_and_facts_on_every_backend(
     storage: Storage, uid: Callable[[], int]
 ) -> None:
-    chat, user = uid(), uid()
+    user = uid()
+    chat = user  # a private chat: Telegram gives it the user's id
     await _seed(storage, chat, user)
     ctx = await _service(storage).build_context("support", user_id=user, chat_id=chat, text="hi")
     assert [m.text for m in ctx.history] == ["message 0", "message 1", "message 2"]
     assert ctx.facts == ["likes tea"]
+    assert ctx.private is True
     assert ctx.summary is None
     assert ctx.exercise is None
+    # In a group the user's facts are not read: only what the group said reaches its prompts.
+    group = -uid()
+    in_group = await _service(storage).build_context(
+        "support", user_id=user, chat_id=group, text="hi"
+    )
+    assert in_group.facts == []
+    assert in_group.private is False
 
 
 async def test_sqlite_reads_run_in_turn_without_tasks(
@@ -92,7 +101,8 @@ async def test_insforge_reads_are_in_flight_together(
     storage = InsForgeStorage.from_url(fake_insforge.url, fake_insforge.api_key, timeout=40.0)
     await storage.connect()
     assert storage.reads_overlap is True
-    chat, user = uid(), uid()
+    user = uid()
+    chat = user  # a private chat, where the user's facts are read too
     await _seed(storage, chat, user)
     service = _service(storage)
     before = len(fake_insforge.requests)
