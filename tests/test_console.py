@@ -99,7 +99,9 @@ async def test_support_answers_and_setmodel_changes_only_the_strategist_on_the_n
                 for msgs, info in p.calls
                 if info.streaming and "any advice" in msgs[-1].content
             ]
-            assert "plan by anthropic/claude-sonnet-4.5" in coach_second[0].content
+            # As background in a user turn, never in the system role.
+            assert "plan by anthropic/claude-sonnet-4.5" not in coach_second[0].content
+            assert "plan by anthropic/claude-sonnet-4.5" in coach_second[1].content
 
             assert f"strategist  {override}  [override]" in text
             assert f"coach       {DEFAULT}  [default]" in text

@@ -45,7 +45,8 @@ async def test_a_model_that_never_stops_gives_a_bounded_reply_default_and_catalo
         settings = make_settings(tmp_path, tg, llm)
         async with running_bot(settings, tg, llm) as bot:
             mark = len(llm.requests)
-            replies = await bot.say("tell me everything", timeout=30)
+            # 3000 tokens of "and more words " make three messages.
+            replies = await bot.say("tell me everything", replies=3, timeout=30)
             text = "".join(m.text for m in bot.messages(USER))
             assert replies
             # The coach's default bound, sent and kept: 3000 tokens (~12 KB), three messages.

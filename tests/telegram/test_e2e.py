@@ -194,7 +194,10 @@ async def test_a_429_from_telegram_is_waited_out_and_the_reply_still_arrives(
 
 async def test_two_quick_messages_are_answered_in_order(harness: Harness) -> None:
     harness.llm.scripts["m-coach"] = Script(
-        text=lambda r: f"re: {r.last_user_text}", token_delay=0.05
+        # The user's words: the last paragraph of the turn (Anthropic merges the background
+        # notes and the message into one user turn).
+        text=lambda r: f"re: {r.last_user_text.rsplit(chr(10) * 2, 1)[-1]}",
+        token_delay=0.05,
     )
     mark = len(harness.tg.calls)
     harness.tg.user_message("first question, a long one", user_id=USER)
@@ -247,7 +250,8 @@ async def test_groups_answer_only_when_mentioned_or_replied_to(harness: Harness)
     assert tg.calls_of("sendMessageDraft") == []  # no drafts in groups: an edited placeholder
     coach = [r for r in harness.llm.requests if r.model == "m-coach"]
     assert len(coach) == 1  # the unaddressed message was not answered
-    assert coach[0].last_user_text == "how do I sleep better?"  # the mention is not the question
+    # The mention is not the question (the turn opens with the background notes).
+    assert coach[0].last_user_text.endswith("\n\nhow do I sleep better?")
     mark = len(tg.calls)
     tg.user_message(
         "and on weekends?", user_id=USER, chat_id=group, reply_to_message_id=answer.message_id

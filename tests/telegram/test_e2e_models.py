@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bot.agents.coach import CoachAgent
 from tests.fakes.agent_replies import schema_title
 from tests.fakes.llm_server import FakeLLMServer, RecordedRequest
 from tests.fakes.telegram_server import FakeTelegramServer
@@ -218,7 +219,10 @@ async def test_an_edit_applies_to_the_next_message_and_a_used_entry_cannot_be_re
         reply = await admin(bot, "/catalog edit writer max_tokens=")
         mark = len(llm.requests)
         await bot.say("three")
-        assert ["max_tokens" in r.body for r in calls_to(llm, "m-writer", mark)] == [False]
+        # Back to the coach's own bound.
+        assert [r.body["max_tokens"] for r in calls_to(llm, "m-writer", mark)] == [
+            CoachAgent.max_tokens
+        ]
 
         refused = await admin(bot, "/catalog remove writer")
         assert refused == (
