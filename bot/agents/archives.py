@@ -59,7 +59,8 @@ class ArchiveSearch(Agent):
         self.limit = limit
 
     async def run(self, ctx: PipelineContext) -> AgentOutput:
-        if ctx.user_id is None:
+        if ctx.user_id is None or not ctx.private:
+            # A user's notes are theirs: a group's prompts get only what the group said.
             return AgentOutput.ok(data=[])
         # `/learn <topic>`: the topic is the query; otherwise the message as written.
         query = ctx.topic or ctx.input_text

@@ -172,3 +172,23 @@ async def test_the_grader_skips_without_an_open_exercise_and_grades_with_one() -
     assert isinstance(output.data, Grade)
     assert output.text == "Score: 8/10. Nearly right."
     assert graded == [(5, "42", 0.8)]
+
+
+async def test_the_archive_search_finds_nothing_for_a_group() -> None:
+    from bot.agents.archives import ArchiveSearch
+    from bot.storage.archive_models import PassageHit
+
+    asked: list[int] = []
+
+    class Source:
+        async def retrieve(self, user_id: int, query: str, *, limit: int = 5) -> list[PassageHit]:
+            asked.append(user_id)
+            return []
+
+    search = ArchiveSearch(Source())
+    ctx, _ = ctx_with(scripted_reply, user_id=3, chat_id=-10, private=False, input_text="x")
+    assert (await search.run(ctx)).data == []
+    assert asked == []  # a user's notes never reach a group's prompt
+    ctx, _ = ctx_with(scripted_reply, user_id=3, chat_id=3, input_text="x")
+    await search.run(ctx)
+    assert asked == [3]
