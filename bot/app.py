@@ -3,11 +3,13 @@
     async with build_services(settings) as services:
         result = await services.conversation.handle("support", user_id=1, chat_id=1, text="hi")
 
-Start order: tracing -> storage -> providers -> model config (+ Redis invalidation) -> runner.
-Stop order is the reverse, and it starts by draining the runner's background steps so summaries
-and facts in flight are not lost, while the database and the model clients they need are still
-open. SHUTDOWN_TIMEOUT bounds the drain and the last flush of traces together: tracing gets what
-the drain left of it (at least a second, so a slow drain still lets the last traces out).
+Start order: tracing -> storage -> call ledger writer -> providers -> model config (+ Redis
+invalidation) -> runner. Stop order is the reverse, and it starts by draining the runner's
+background steps so summaries and facts in flight are not lost, while the database and the model
+clients they need are still open; the ledger writer's last write comes after the drain (so the
+background steps' calls are in it) and before the database closes. SHUTDOWN_TIMEOUT bounds the
+drain and the last flush of traces together: tracing gets what the drain left of it (at least a
+second, so a slow drain still lets the last traces out).
 
 The console (`bot.console`) and the Telegram bot (`bot.telegram.runtime.run_bot`) both use
 `build_services`, so they share storage, model resolution and admin overrides exactly.
@@ -24,7 +26,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from bot.archives import ArchiveLimits, ArchiveService
 from bot.config import ConfigError, Settings
+from bot.llm.protocol import LLMProvider
 from bot.observability.logs import register_secret
+from bot.observatory.capture import LedgerProvider
+from bot.observatory.reports import ChangeReports, pipeline_agents
+from bot.observatory.stats import LedgerStats
+from bot.observatory.writer import LedgerWriter
 from bot.pipeline.observer import PipelineObserver
 from bot.pipeline.pipelines import build_pipelines
 from bot.pipeline.runner import PipelineRunner
@@ -70,6 +77,11 @@ class Services:
     # Who may use the bot (ACCESS_MODE, /users) and how fast (USER_MESSAGES_PER_MINUTE).
     access: AccessService | None = None
     rate_limiter: RateLimiter | None = None
+    # The call ledger (LEDGER_ENABLED): its writer and the figures read from it.
+    ledger: LedgerWriter | None = None
+    stats: LedgerStats | None = None
+    # CHANGE_REPORT_AFTER_CALLS / _HOURS: the before/after reports for the admins.
+    reports: ChangeReports | None = None
 
 
 def _key_decrypter(settings: Settings, scrub: list[object]) -> KeyDecrypter | None:
@@ -143,14 +155,20 @@ async def build_services(
         await storage.connect()
         stack.push_async_callback(storage.close)
 
+        ledger: LedgerWriter | None = None
+        if settings.ledger_enabled:
+            ledger = LedgerWriter(storage.ledger, retention_days=settings.ledger_retention_days)
+            await ledger.start()
+            stack.push_async_callback(_close_ledger, ledger, shutdown)
+
         if providers is None:
             from bot.llm.registry import ProviderRegistry, validate_settings
 
             problems = validate_settings(settings)
             if problems:
                 raise ConfigError("The model configuration cannot work:\n" + "\n".join(problems))
-            wrap = tracing.wrap_provider if tracing is not None and tracing.enabled else None
-            providers = ProviderRegistry(settings, wrap=wrap)
+            traced = tracing.wrap_provider if tracing is not None and tracing.enabled else None
+            providers = ProviderRegistry(settings, wrap=_wrapper(ledger, traced))
         stack.push_async_callback(providers.close)
 
         model_config = ModelConfigService.from_settings(
@@ -201,6 +219,7 @@ async def build_services(
             default_llm=resolver.shared_chain(settings.default_spec),
             decrypt_key=_key_decrypter(settings, [tracing] if tracing is not None else []),
             prompt_budget=settings.prompt_budget_tokens,
+            ledger=ledger is not None,
         )
         openrouter_models = OpenRouterModels(settings.openrouter_base_url)
         stack.push_async_callback(openrouter_models.close)
@@ -219,7 +238,36 @@ async def build_services(
             archives=archives,
             access=access,
             rate_limiter=rate_limiter,
+            ledger=ledger,
+            stats=LedgerStats(storage.ledger, storage.model_history, pipeline_agents(pipelines)),
+            reports=ChangeReports(
+                storage.ledger,
+                storage.model_history,
+                after_calls=settings.change_report_after_calls,
+                after_hours=settings.change_report_after_hours,
+                pipelines=pipeline_agents(pipelines),
+            )
+            if ledger is not None
+            else None,
         )
+
+
+def _wrapper(
+    ledger: LedgerWriter | None, traced: Callable[[LLMProvider], LLMProvider] | None
+) -> Callable[[LLMProvider], LLMProvider] | None:
+    """Each leaf provider: recorded in the ledger, inside its tracing (either may be off)."""
+    if ledger is None:
+        return traced
+
+    def wrap(leaf: LLMProvider) -> LLMProvider:
+        recorded = LedgerProvider(leaf, ledger)
+        return traced(recorded) if traced is not None else recorded
+
+    return wrap
+
+
+async def _close_ledger(ledger: LedgerWriter, shutdown: ShutdownDeadline) -> None:
+    await ledger.close(shutdown.remaining())
 
 
 async def _drain(runner: PipelineRunner, shutdown: ShutdownDeadline) -> None:

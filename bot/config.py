@@ -156,6 +156,13 @@ class Settings(BaseSettings):
     # Megabytes (10^6 bytes) of uploaded files one user may keep, all archives together.
     archive_max_mb: float = Field(default=50.0, gt=0, le=10_000)
 
+    # --- The call ledger (bot/observatory): /stats, /usage, change reports ---
+    # Off: no rows are captured or written (the benchmark's A/B switch; /stats says it is off).
+    ledger_enabled: bool = True
+    ledger_retention_days: int = Field(default=90, ge=1, le=3650)
+    change_report_after_calls: int = Field(default=100, ge=1)
+    change_report_after_hours: float = Field(default=24.0, gt=0)
+
     # --- Observability ---
     langfuse_public_key: str | None = None
     langfuse_secret_key: SecretStr | None = None

@@ -336,7 +336,10 @@ class AnthropicProvider:
                 provider=self.provider,
                 model=self.model,
             ) from exc
-        return self._response(text, usage, finish, started, wall, raw=raw)
+        response = self._response(text, usage, finish, started, wall, raw=raw)
+        served = raw.get("model")
+        response.served_model = served if isinstance(served, str) and served else None
+        return response
 
     def _response(
         self,

@@ -251,6 +251,7 @@ class OpenAICompatibleProvider:
         usage = Usage()
         finish: str | None = None
         received_any = False
+        served: object = None
         sdk_stream = None
         try:
             async with asyncio.timeout_at(first_token_deadline):
@@ -277,6 +278,8 @@ class OpenAICompatibleProvider:
                         provider=self.provider,
                         model=self.model,
                     )
+                if served is None:
+                    served = chunk.get("model")
                 if chunk.get("usage") is not None:
                     usage = _usage(chunk["usage"])
                 for choice in chunk.get("choices") or ():
@@ -324,9 +327,9 @@ class OpenAICompatibleProvider:
         if finish == "error":
             # OpenRouter's normalized finish reason for a generation that failed upstream.
             raise MalformedResponse("the answer ended with finish_reason 'error'", **self._where())
-        yield StreamChunk(
-            response=self._response("".join(parts), usage, finish, started, wall, raw=None)
-        )
+        response = self._response("".join(parts), usage, finish, started, wall, raw=None)
+        response.served_model = served if isinstance(served, str) and served else None
+        yield StreamChunk(response=response)
 
     async def close(self) -> None:
         if self._owns_client:
@@ -463,7 +466,10 @@ class OpenAICompatibleProvider:
                 provider=self.provider,
                 model=self.model,
             ) from exc
-        return self._response(text, usage, finish, started, wall, raw=raw)
+        response = self._response(text, usage, finish, started, wall, raw=raw)
+        served = completion.get("model")
+        response.served_model = served if isinstance(served, str) and served else None
+        return response
 
     def _response(
         self,

@@ -71,6 +71,9 @@ class LLMResponse:
     parsed: BaseModel | None = None
     attempts: list[Attempt] = field(default_factory=list)
     raw: dict[str, Any] | None = None
+    # The model id the answer itself names (OpenRouter names the model it routed to, often a
+    # dated version); None when the wire does not say. The call ledger records it.
+    served_model: str | None = None
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ there, such as background steps) become children of that step's span.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,6 +53,11 @@ class StepInfo:
     config_version: int | None = None
     # The user's `/prefer` (`any`, `local`, `online`) the model was resolved under.
     preference: str = "any"
+
+
+# The step whose agent is running now (set by the runner around `agent.run`), so a wrapper around
+# a provider (the call ledger) knows which agent, level and configuration version a call serves.
+CURRENT_STEP: ContextVar[StepInfo | None] = ContextVar("CURRENT_STEP", default=None)
 
 
 class StepHandle(Protocol):

@@ -30,7 +30,14 @@ from bot.llm.errors import AllModelsFailed, LLMError, ProviderError, StructuredO
 from bot.llm.protocol import LLMProvider
 from bot.llm.specs import ModelSpecError
 from bot.pipeline.context import AgentOutput, PipelineContext
-from bot.pipeline.observer import NullObserver, PipelineObserver, RunHandle, RunInfo, StepInfo
+from bot.pipeline.observer import (
+    CURRENT_STEP,
+    NullObserver,
+    PipelineObserver,
+    RunHandle,
+    RunInfo,
+    StepInfo,
+)
 from bot.pipeline.steps import Background, Pipeline, Step
 from bot.services.model_resolution import Resolution
 from bot.storage.repositories import StorageError
@@ -101,6 +108,8 @@ class RunResult:
     outputs: dict[str, AgentOutput] = field(default_factory=dict)
     trace_id: str | None = None
     background: list[str] = field(default_factory=list)
+    # The stored user message this run answered (the ledger's turn; rating buttons carry it).
+    turn_id: int | None = None
 
 
 @dataclass(slots=True)
@@ -204,6 +213,7 @@ class PipelineRunner:
                 phase = agent
                 with self.observer.step(info) as step_handle:
                     traced = True
+                    current = CURRENT_STEP.set(info)
                     try:
                         output = await step.agent.run(ctx.for_agent(agent, llm))
                     except asyncio.CancelledError:
@@ -214,6 +224,8 @@ class PipelineRunner:
                         raise
                     except Exception as exc:
                         output, error = AgentOutput.failed(describe(exc)), exc
+                    finally:
+                        CURRENT_STEP.reset(current)
                     step_handle.set_result(
                         success=output.success,
                         output=output.data if output.data is not None else output.text,

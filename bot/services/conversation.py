@@ -20,6 +20,7 @@ from pydantic import SecretStr
 
 from bot.llm.protocol import LLMProvider
 from bot.llm.specs import ModelSpecError, parse_spec
+from bot.observatory.capture import Turn, turn_scope
 from bot.pipeline.context import DEFAULT_PROMPT_BUDGET, PipelineContext, Resolver, TextSink
 from bot.pipeline.runner import PipelineRunner, RunResult
 from bot.pipeline.steps import Pipeline
@@ -88,6 +89,7 @@ class ConversationService:
         history_limit: int = 20,
         facts_limit: int = 50,
         prompt_budget: int = DEFAULT_PROMPT_BUDGET,
+        ledger: bool = False,
     ) -> None:
         self.storage = storage
         self.runner = runner
@@ -98,6 +100,8 @@ class ConversationService:
         self._history_limit = history_limit
         self._facts_limit = facts_limit
         self._prompt_budget = prompt_budget
+        # Whether the run opens a turn for the call ledger (its provider wrappers record in it).
+        self._ledger = ledger
 
     def with_resolver(self, resolver: Resolver) -> ConversationService:
         """The same service resolving models with `resolver` (the console's `--model`)."""
@@ -111,6 +115,7 @@ class ConversationService:
             history_limit=self._history_limit,
             facts_limit=self._facts_limit,
             prompt_budget=self._prompt_budget,
+            ledger=self._ledger,
         )
 
     async def load_user_model(self, user_id: int | None) -> UserModelChoice | None:
@@ -204,11 +209,12 @@ class ConversationService:
             pipeline, user_id=user_id, chat_id=chat_id, text=text, topic=topic, on_text=on_text
         )
         storage = self.storage
+        turn = Turn(pipeline, chat_id, user_id)
 
         async def store_input(run_ctx: PipelineContext) -> None:
             if chat_id is None:
                 return
-            await storage.messages.add(
+            stored = await storage.messages.add(
                 StoredMessage(
                     chat_id=chat_id,
                     user_id=user_id,
@@ -219,6 +225,8 @@ class ConversationService:
                     **_key(message_key, "user"),
                 )
             )
+            # The turn is the user's message: the ledger's rows and the rating buttons name it.
+            turn.turn_id = stored.id
 
         async def store_reply(run_ctx: PipelineContext, result: RunResult) -> None:
             if chat_id is None or not result.reply:
@@ -235,9 +243,16 @@ class ConversationService:
                 )
             )
 
-        return await self.runner.run(
+        run = self.runner.run(
             self.pipelines[pipeline], ctx, on_start=store_input, on_reply=store_reply
         )
+        if self._ledger:
+            with turn_scope(turn):
+                result = await run
+        else:
+            result = await run
+        result.turn_id = turn.turn_id
+        return result
 
 
 def _key(message_key: str | None, role: str) -> dict[str, str]:

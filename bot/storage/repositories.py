@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Literal, Protocol
 
 from bot.storage.access_models import AccessEntry, AccessStatus
@@ -22,6 +23,7 @@ from bot.storage.archive_models import (
     NewPassage,
     PassageHit,
 )
+from bot.storage.ledger_models import CallStats, LedgerCall, SeriesPoint, UserCost
 from bot.storage.models import (
     AgentModelConfig,
     ChatSummary,
@@ -312,6 +314,47 @@ class AccessRepo(Protocol):
 
     async def claim_notice(self, subject_id: int) -> bool:
         """Mark the row's notice as sent; True only for the one call that changed it."""
+class LedgerRepo(Protocol):
+    """The call ledger (`bot.observatory`): rows are written in batches, read as aggregates."""
+
+    async def add_many(self, calls: Sequence[LedgerCall]) -> None:
+        """Store the calls in one write. Repeating it (the same `call_id`s) stores them once."""
+        ...
+
+    async def prune(self, before: datetime) -> int:
+        """Delete calls and ratings older than `before`; how many calls went."""
+        ...
+
+    async def rate(self, turn_id: int, user_id: int, chat_id: int | None, up: bool) -> None:
+        """The user's 👍 (up) or 👎 on a turn; a second vote of the same user replaces the first."""
+        ...
+
+    async def stats(
+        self,
+        since: datetime,
+        until: datetime,
+        *,
+        agent: str | None = None,
+        versions: tuple[int | None, int | None] = (None, None),
+    ) -> builtins.list[CallStats]:
+        """Per agent (model None) and per agent x model, over calls at `since` <= at < `until`
+        (and `versions[0]` <= config_version < `versions[1]` where given). One query."""
+        ...
+
+    async def series(
+        self, agent: str, since: datetime, until: datetime, bucket_seconds: int
+    ) -> builtins.list[SeriesPoint]:
+        """The agent's p95 latency and cost per turn per model in buckets, oldest first."""
+        ...
+
+    async def user_cost(self, user_id: int, since: datetime) -> UserCost: ...
+
+    async def claim_report(self, change_id: int, agent: str) -> bool:
+        """Take the change report of (change, agent): True for exactly one caller, ever."""
+        ...
+
+    async def reported(self, since_change_id: int) -> set[tuple[int, str]]:
+        """The (change, agent) reports taken for changes from `since_change_id` on."""
         ...
 
 
@@ -329,6 +372,7 @@ class Storage(Protocol):
     archives: ArchiveRepo
     model_catalog: ModelCatalogRepo
     access: AccessRepo
+    ledger: LedgerRepo
 
     @property
     def backend(self) -> str:

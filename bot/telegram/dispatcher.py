@@ -32,6 +32,7 @@ from bot.config import ConfigError, Settings
 from bot.services.admin_commands import AdminCommands
 from bot.services.user_settings import UserSettingsService
 from bot.telegram.access import install as install_access
+from bot.telegram.change_reports import ChangeReportSender
 from bot.telegram.filters import LooksLikeCommand
 from bot.telegram.flood import FloodControlMiddleware
 from bot.telegram.intake_feed import StaleUpdateMiddleware
@@ -46,6 +47,7 @@ from bot.telegram.routers import (
     errors,
     feedback,
     learn,
+    observatory,
     settings,
     start,
     train,
@@ -89,6 +91,17 @@ def create_bot(settings: Settings) -> Bot:
     return Bot(token.get_secret_value(), session=session, default=DefaultBotProperties())
 
 
+def _run_change_reports(dp: Dispatcher, sender: ChangeReportSender) -> None:
+    """The reports' loop runs while the dispatcher does (polling or webhook)."""
+    dp["change_reports"] = sender
+
+    async def start(bot: Bot) -> None:
+        await sender.start(bot)
+
+    dp.startup.register(start)
+    dp.shutdown.register(sender.stop)
+
+
 def build_dispatcher(
     services: Services,
     *,
@@ -128,10 +141,13 @@ def build_dispatcher(
         settings.create_router(),
         users.create_router(),
         admin.create_router(),
+        observatory.create_router(),
         learn.create_router(),
         archives.create_command_router(),
         train.create_command_router(),
     )
+    if services.reports is not None:
+        _run_change_reports(dp, ChangeReportSender(services.reports, services.settings.admin_ids))
     dp.include_routers(
         errors.create_router(),
         commands,

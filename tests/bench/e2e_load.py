@@ -3,6 +3,7 @@
     python -m tests.bench.e2e_load                       # 500 chats x 4 messages at 100 msg/s
     python -m tests.bench.e2e_load --rate 0              # closed loop: maximum throughput
     python -m tests.bench.e2e_load --webhook --insforge --tracing on
+    python -m tests.bench.e2e_load --ledger off          # without the call ledger (A/B: on)
 
 `python -m bot` runs as a child process against the fake Bot API server and a fake
 OpenAI-compatible model server on 127.0.0.1 (replies after `--latency`, default 100 ms, then
@@ -61,6 +62,8 @@ class Options:
     webhook: bool = False
     storage: str = "sqlite"
     tracing: bool = False
+    # The call ledger (LEDGER_ENABLED); its cost per message is on minus off, same hour.
+    ledger: bool = True
     warmup: int = 20
     py_spy: str | None = None
     quiet: bool = False
@@ -68,7 +71,11 @@ class Options:
 
 async def run(options: Options) -> dict[str, Any]:
     """One benchmark run; returns the figures (and prints them unless `quiet`)."""
-    config = BotConfig(webhook=options.webhook, tracing=options.tracing)
+    config = BotConfig(
+        webhook=options.webhook,
+        tracing=options.tracing,
+        extra={"LEDGER_ENABLED": "true" if options.ledger else "false"},
+    )
     calibration = calibration_ms()
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         workdir = Path(tmp)
@@ -210,7 +217,8 @@ def _print(options: Options, r: dict[str, Any]) -> None:
     a50, a95, a99 = r["added_ms"]
     print_table(
         f"e2e load: {options.chats} chats x {options.messages} messages, {loop_kind}, {mode}, "
-        f"{options.storage}, tracing {'on' if options.tracing else 'off'}, model latency "
+        f"{options.storage}, tracing {'on' if options.tracing else 'off'}, ledger "
+        f"{'on' if options.ledger else 'off'}, model latency "
         f"{options.latency * 1000:.0f} ms + stream ({options.token_delay * 1000:g} ms/token)",
         [
             ("messages sent", f"{r['sent']}"),
@@ -253,6 +261,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     store.add_argument("--sqlite", dest="storage", action="store_const", const="sqlite")
     store.add_argument("--insforge", dest="storage", action="store_const", const="insforge")
     parser.add_argument("--tracing", choices=("on", "off"), default="off")
+    parser.add_argument("--ledger", choices=("on", "off"), default="on", help="LEDGER_ENABLED")
     parser.add_argument("--chats", type=int, default=500)
     parser.add_argument("--messages", type=int, default=4, help="per chat")
     parser.add_argument(
@@ -273,6 +282,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         webhook=args.webhook,
         storage=args.storage,
         tracing=args.tracing == "on",
+        ledger=args.ledger == "on",
         warmup=args.warmup,
         py_spy=args.py_spy,
     )

@@ -144,6 +144,17 @@ ReplyText = str | Callable[[RecordedRequest], str]
 
 
 @dataclass
+class Answered:
+    """A request the server answered in full: the usage it reported (`server.answers`)."""
+
+    request: RecordedRequest
+    model: str  # the model id the answer named
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float | None
+
+
+@dataclass
 class Script:
     """How the server answers one model.
 
@@ -164,6 +175,9 @@ class Script:
     reject_response_format: bool = False
     keepalive_comments: int = 1  # `: OPENROUTER PROCESSING` lines before the first SSE chunk
     cost: float | None = None  # OpenRouter's `usage.cost`, in USD
+    # The model id the answer names (OpenRouter answers with the model it routed to, e.g. a
+    # dated version); the requested one when None.
+    served_model: str | None = None
     finish_reason: str = "stop"
     served: int = 0  # requests seen for this model (counted by the server)
     # Streams only: the exact chunks to send (e.g. an emoji's surrogate halves apart), instead
@@ -238,6 +252,8 @@ class FakeLLMServer:
         self.scripts: dict[str, Script] = {}
         self.default = Script()
         self.requests: list[RecordedRequest] = []
+        # Every answer given in full, in order, with the usage it reported.
+        self.answers: list[Answered] = []
         self.catalog: list[dict[str, Any]] = [
             {"id": "openai/gpt-4o-mini", "name": "OpenAI: GPT-4o-mini", "context_length": 128000},
             {
@@ -408,7 +424,9 @@ class FakeLLMServer:
         elif request.stream:
             await self._anthropic_stream(request, writer, script, text, fault)
         else:
-            await _send_json(writer, 200, self._anthropic_message(request, script, text))
+            message = self._anthropic_message(request, script, text)
+            await _send_json(writer, 200, message)
+            self._answered_anthropic(request, script, message["usage"])
         return True
 
     async def _send_fault(
@@ -491,6 +509,9 @@ class FakeLLMServer:
         }
         if script.cost is not None:
             usage["cost"] = script.cost
+        self.answers.append(
+            Answered(request, script.served_model or request.model, prompt, completion, script.cost)
+        )
         return usage
 
     def _openai_completion(
@@ -500,7 +521,7 @@ class FakeLLMServer:
             "id": f"chatcmpl-{next(self._ids)}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": request.model,
+            "model": script.served_model or request.model,
             "choices": [
                 {
                     "index": 0,
@@ -528,7 +549,7 @@ class FakeLLMServer:
                 "id": ident,
                 "object": "chat.completion.chunk",
                 "created": created,
-                "model": request.model,
+                "model": script.served_model or request.model,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
             }
 
@@ -565,7 +586,7 @@ class FakeLLMServer:
                     "id": ident,
                     "object": "chat.completion.chunk",
                     "created": created,
-                    "model": request.model,
+                    "model": script.served_model or request.model,
                     "choices": [],
                     "usage": self._openai_usage(request, script, text),
                 }
@@ -582,7 +603,7 @@ class FakeLLMServer:
             "id": f"msg_{next(self._ids)}",
             "type": "message",
             "role": "assistant",
-            "model": request.model,
+            "model": script.served_model or request.model,
             "content": [{"type": "text", "text": text}],
             "stop_reason": "end_turn" if script.finish_reason == "stop" else script.finish_reason,
             "stop_sequence": None,
@@ -649,6 +670,20 @@ class FakeLLMServer:
         )
         await stream.event("message_stop", {"type": "message_stop"})
         await stream.end()
+        self._answered_anthropic(request, script, usage)
+
+    def _answered_anthropic(
+        self, request: RecordedRequest, script: Script, usage: dict[str, Any]
+    ) -> None:
+        self.answers.append(
+            Answered(
+                request,
+                script.served_model or request.model,
+                int(usage["input_tokens"]),
+                int(usage["output_tokens"]),
+                None,
+            )
+        )
 
 
 def _status_error(status: int, *, anthropic: bool) -> dict[str, Any]:

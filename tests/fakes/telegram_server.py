@@ -19,7 +19,8 @@ Use it::
 
 Implemented methods: getMe, getUpdates (long polling: `offset` confirms, `limit`, `timeout` waits
 for a push), setWebhook, deleteWebhook, getWebhookInfo, sendMessage, sendMessageDraft (private
-chats only), editMessageText, editMessageReplyMarkup, deleteMessage, sendChatAction,
+chats only), sendPhoto (the upload's bytes kept in `photos`), editMessageText,
+editMessageReplyMarkup, deleteMessage, sendChatAction,
 answerCallbackQuery, setMyCommands, getMyCommands, deleteMyCommands, getFile (with the download
 route `GET /file/bot{token}/{file_path}`; files over Telegram's 20 MB for bots are refused with
 `400 Bad Request: file is too big`). Any other method answers 404 "Not Found", as Telegram does
@@ -291,6 +292,7 @@ _CANONICAL = [
     "editMessageReplyMarkup",
     "deleteMessage",
     "sendChatAction",
+    "sendPhoto",
     "answerCallbackQuery",
     "setMyCommands",
     "getMyCommands",
@@ -327,6 +329,8 @@ class FakeTelegramServer:
 
         self.calls: list[Call] = []
         self.drafts: dict[tuple[int, int], str] = {}  # (chat_id, draft_id) -> visible text
+        # sendPhoto: (chat_id, the image bytes, caption), in order.
+        self.photos: list[tuple[int, bytes, str]] = []
         self.commands: dict[str, list[dict[str, Any]]] = {}
         self.webhook_url: str = ""
         self.webhook_secret: str | None = None
@@ -949,6 +953,26 @@ class FakeTelegramServer:
         self._messages[chat_id][message.message_id] = message
         return self._bot_message_json(message)
 
+    async def _m_sendPhoto(self, params: dict[str, Any]) -> Any:
+        chat_id = self._chat_id(params)
+        photo = params.get("photo")
+        if isinstance(photo, str) and photo.startswith("attach://"):
+            photo = params.get(photo.removeprefix("attach://"))  # the upload it names
+        if not isinstance(photo, bytes) or not photo:
+            raise BotAPIError(400, "Bad Request: there is no photo in the request")
+        self.photos.append((chat_id, photo, str(params.get("caption") or "")))
+        message = BotMessage(
+            message_id=next(self._message_ids[chat_id]),
+            chat_id=chat_id,
+            text=str(params.get("caption") or ""),
+            raw_text=str(params.get("caption") or ""),
+            parse_mode=None,
+            reply_markup=None,
+            reply_to_message_id=None,
+        )
+        self._messages[chat_id][message.message_id] = message
+        return self._bot_message_json(message)
+
     async def _m_sendMessageDraft(self, params: dict[str, Any]) -> Any:
         chat_id = self._chat_id(params)
         if chat_id <= 0:
@@ -1067,7 +1091,7 @@ async def _read_params(request: web.Request) -> dict[str, Any]:
     params: dict[str, Any] = dict(request.query)
     for key, value in form.items():
         if not isinstance(value, str):
-            params[key] = value  # an uploaded file; no method here needs one
+            params[key] = value.file.read()  # an uploaded file (sendPhoto): its bytes
             continue
         if key in _JSON_PARAMS:
             try:

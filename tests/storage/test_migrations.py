@@ -30,6 +30,9 @@ EXPECTED_TABLES = {
     "archive_terms",
     "model_catalog",
     "access_list",
+    "ledger_calls",
+    "ledger_ratings",
+    "ledger_reports",
 }
 
 

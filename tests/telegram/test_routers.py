@@ -88,6 +88,7 @@ async def test_every_router_is_included_and_commands_are_listed(dp: Dispatcher) 
         "bot.telegram.routers.settings",
         "bot.telegram.routers.users",
         "bot.telegram.routers.admin",
+        "bot.telegram.routers.observatory",
         "bot.telegram.routers.learn",
         "bot.telegram.routers.archives.commands",
         "bot.telegram.routers.train.commands",

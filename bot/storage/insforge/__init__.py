@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.storage.insforge.access import InsForgeAccessRepo
 from bot.storage.insforge.archives import InsForgeArchiveRepo
+from bot.storage.insforge.ledger import InsForgeLedgerRepo
 from bot.storage.insforge.repos import (
     InsForgeAgentModelConfigRepo,
     InsForgeExerciseRepo,
@@ -22,6 +23,7 @@ from bot.storage.repositories import (
     ArchiveRepo,
     ExerciseRepo,
     FactRepo,
+    LedgerRepo,
     MessageRepo,
     ModelCatalogRepo,
     ModelConfigHistoryRepo,
@@ -57,6 +59,7 @@ class InsForgeStorage:
         self.archives: ArchiveRepo = InsForgeArchiveRepo(client)
         self.model_catalog: ModelCatalogRepo = InsForgeModelCatalogRepo(client)
         self.access: AccessRepo = InsForgeAccessRepo(client)
+        self.ledger: LedgerRepo = InsForgeLedgerRepo(client)
 
     @classmethod
     def from_url(

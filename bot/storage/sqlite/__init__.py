@@ -8,6 +8,7 @@ from bot.storage.repositories import (
     ArchiveRepo,
     ExerciseRepo,
     FactRepo,
+    LedgerRepo,
     MessageRepo,
     ModelCatalogRepo,
     ModelConfigHistoryRepo,
@@ -18,6 +19,7 @@ from bot.storage.repositories import (
 from bot.storage.sqlite.access import SQLiteAccessRepo
 from bot.storage.sqlite.archives import SQLiteArchiveRepo
 from bot.storage.sqlite.database import SQLiteDatabase
+from bot.storage.sqlite.ledger import SQLiteLedgerRepo
 from bot.storage.sqlite.repos import (
     SQLiteAgentModelConfigRepo,
     SQLiteExerciseRepo,
@@ -59,6 +61,7 @@ class SQLiteStorage:
         self.archives: ArchiveRepo = SQLiteArchiveRepo(self.db)
         self.model_catalog: ModelCatalogRepo = SQLiteModelCatalogRepo(self.db)
         self.access: AccessRepo = SQLiteAccessRepo(self.db)
+        self.ledger: LedgerRepo = SQLiteLedgerRepo(self.db)
 
     @property
     def path(self) -> str:

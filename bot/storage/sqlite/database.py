@@ -27,7 +27,7 @@ import contextlib
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,7 +42,8 @@ from bot.storage.sqlite.schema import SchemaStep, migrate
 
 log = logging.getLogger(__name__)
 
-Params = Sequence[Any]
+# Positional (`?`) or named (`:name`) parameters.
+Params = Sequence[Any] | Mapping[str, Any]
 T = TypeVar("T")
 
 _UNAVAILABLE_HINTS = (
@@ -181,6 +182,16 @@ class SQLiteDatabase:
     async def read(self, sql: str, params: Params = (), *, action: str) -> list[sqlite3.Row]:
         with translate_errors(action):
             return await self._execute(self._open_conn(), sql, params)
+
+    async def read_aside(self, sql: str, params: Params = (), *, action: str) -> list[sqlite3.Row]:
+        """A long read (an aggregate over many rows: `/stats`) in the worker thread, so the loop
+        keeps serving messages while it runs. In memory (no worker) it runs here."""
+        with translate_errors(action):
+            self._open_conn()
+            if self._worker is None:
+                return await self._execute(self._open_conn(), sql, params)
+            rows: list[sqlite3.Row] = await self._in_worker(self._worker_execute, sql, params)
+            return rows
 
     async def write(self, sql: str, params: Params = (), *, action: str) -> list[sqlite3.Row]:
         """Run one autocommitted write statement; its `RETURNING` rows."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from bot.storage.repositories import StorageConfigError
 from bot.storage.sqlite.access_schema import ACCESS_SQL
 from bot.storage.sqlite.archives_schema import ARCHIVES_SQL
+from bot.storage.sqlite.ledger_schema import LEDGER_SQL
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +183,9 @@ STEPS: tuple[SchemaStep, ...] = (
             ON agent_model_config_history (idempotency_key);
         """,
     ),
+    # insforge/migrations/011: the call ledger and the ratings credited to its turns. (Step 6
+    # is another issue's: steps may arrive out of order, `migrate` applies whichever is missing.)
+    SchemaStep(7, "call-ledger", LEDGER_SQL),
     # insforge/migrations/013: who may use the bot (ACCESS_MODE, /users).
     SchemaStep(9, "access-list", ACCESS_SQL),
 )

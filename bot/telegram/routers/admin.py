@@ -9,10 +9,11 @@ file only hands over the text and answers with what comes back.
 
 from __future__ import annotations
 
-import html
+import contextlib
 import logging
 
 from aiogram import Router
+from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import CallbackQuery, Message
 
@@ -20,12 +21,14 @@ from bot.app import Services
 from bot.services.admin_commands import ADMIN_COMMANDS as MODEL_COMMANDS
 from bot.services.admin_commands import AdminCommands
 from bot.storage.repositories import StorageError
-from bot.telegram.routers.common import trace_review
+from bot.telegram.change_reports import RollBack
+from bot.telegram.routers.common import send_pre, trace_review
+from bot.telegram.routers.observatory import on_stats
 
 log = logging.getLogger(__name__)
 
 # `/users` is `bot.telegram.routers.users` (before this router); refused here like the rest.
-ADMIN_COMMANDS = (*MODEL_COMMANDS, "trace", "users")
+ADMIN_COMMANDS = (*MODEL_COMMANDS, "trace", "users", "stats")
 REFUSAL = "Sorry, that command is for the bot's admins."
 
 
@@ -35,33 +38,12 @@ class IsAdmin(Filter):
         return user is not None and user.id in services.settings.admin_ids
 
 
-def admin_tag(message: Message) -> str:
+def admin_tag(message: Message | CallbackQuery) -> str:
     """Who set it, as the history shows it: `tg:<id> (@name)`."""
     user = message.from_user
     if user is None:
         return "tg:unknown"
     return f"tg:{user.id}" + (f" (@{user.username})" if user.username else "")
-
-
-# Under Telegram's 4096 characters per message, with room for the <pre> tags and escaping.
-PRE_CHUNK = 3500
-
-
-async def _pre(message: Message, text: str) -> None:
-    """Tables read best in monospace; a long one goes as several messages, split at lines."""
-    chunk: list[str] = []
-    size = 0
-    for line in text.splitlines():
-        if chunk and size + len(line) + 1 > PRE_CHUNK:
-            await _send_pre(message, "\n".join(chunk))
-            chunk, size = [], 0
-        chunk.append(line[:PRE_CHUNK])
-        size += len(line) + 1
-    await _send_pre(message, "\n".join(chunk))
-
-
-async def _send_pre(message: Message, text: str) -> None:
-    await message.answer(f"<pre>{html.escape(text, quote=False)}</pre>", parse_mode="HTML")
 
 
 async def on_model_command(message: Message, command: CommandObject, admin: AdminCommands) -> None:
@@ -70,7 +52,7 @@ async def on_model_command(message: Message, command: CommandObject, admin: Admi
         command.command, command.args, by=admin_tag(message), user_id=user_id
     )
     if reply.monospace:
-        await _pre(message, reply.text)
+        await send_pre(message, reply.text)
     else:
         await message.answer(reply.text)
 
@@ -101,13 +83,47 @@ async def on_refused(message: Message) -> None:
     await message.answer(REFUSAL)
 
 
+async def on_rollback_button(
+    query: CallbackQuery, callback_data: RollBack, admin: AdminCommands, services: Services
+) -> None:
+    """A change report's "Roll back": undo exactly that change, as `/rollback <target>` would;
+    when the target changed again since, say so (the newest change is /rollback's to undo)."""
+    target = callback_data.target
+    try:
+        newest = await services.model_config.rollback_candidate(target)
+    except (StorageError, ValueError) as exc:
+        log.warning("roll back button for %s: %s", target, exc)
+        await query.answer("That could not be checked just now. Please try /rollback.")
+        return
+    if newest is None or newest.id != callback_data.change:
+        await query.answer(
+            f"{target} changed again since this report: use /modelhistory and /rollback {target}.",
+            show_alert=True,
+        )
+        return
+    reply = await admin.rollback(target, by=admin_tag(query))
+    await query.answer("Done.")
+    if isinstance(query.message, Message):
+        await query.message.answer(reply)
+        with contextlib.suppress(TelegramAPIError):
+            await query.message.edit_reply_markup(reply_markup=None)
+
+
+async def on_refused_button(query: CallbackQuery) -> None:
+    await query.answer(REFUSAL, show_alert=True)
+
+
 def create_router() -> Router:
     router = Router(name=__name__)
     admins = Router(name=f"{__name__}.admins")
     admins.message.filter(IsAdmin())
     admins.message.register(on_model_command, Command(*MODEL_COMMANDS))
     admins.message.register(on_trace, Command("trace"))
+    admins.message.register(on_stats, Command("stats"))
+    admins.callback_query.filter(IsAdmin())
+    admins.callback_query.register(on_rollback_button, RollBack.filter())
     others = Router(name=f"{__name__}.refusal")
     others.message.register(on_refused, Command(*ADMIN_COMMANDS))
+    others.callback_query.register(on_refused_button, RollBack.filter())
     router.include_routers(admins, others)
     return router

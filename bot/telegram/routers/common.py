@@ -4,12 +4,13 @@
 
 streams the reply (a draft in private chats, an edited placeholder in groups) with "typing…"
 shown meanwhile, and always ends with a real message: the reply, the pipeline's short apology,
-or a kind note when storage failed. When tracing is on, the last message of a reply gets 👍/👎
-buttons whose callback data carries the trace id.
+or a kind note when storage failed. When tracing or the call ledger is on, the last message of a
+reply gets 👍/👎 buttons whose callback data carries the trace id and the turn.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 from typing import Any, Protocol, runtime_checkable
@@ -76,18 +77,41 @@ def trace_review(services: Services) -> TraceReview | None:
 
 
 class RateReply(CallbackData, prefix="rate"):
-    """👍/👎 under a reply; `trace` is the id of the trace that produced it (32 hex chars),
-    `user` the id of the user it answered: only they may rate it (at most 59 bytes of the 64
-    Telegram allows)."""
+class RateReply(CallbackData, prefix="rate"):
+    """👍/👎 under a reply; `trace` is the id of the trace that produced it (32 hex chars; empty
+    with tracing off), `user` the id of the user it answered: only they may rate it; `turn` the
+    stored user message it answered (the call ledger's turn; 0 when unknown)."""
 
     vote: str  # "up" | "down"
     trace: str
     user: int
+    turn: int = 0
 
 
-def rating_keyboard(trace_id: str, user_id: int) -> InlineKeyboardMarkup:
+class LegacyRateReply(CallbackData, prefix="rate"):
+    """The buttons of replies sent before the call ledger: no turn."""
+
+    vote: str
+    trace: str
+    user: int
+
+    def current(self) -> RateReply:
+        return RateReply(vote=self.vote, trace=self.trace, user=self.user)
+
+
+# Telegram's bound on an inline button's callback data.
+CALLBACK_DATA_LIMIT = 64
+
+
+def rating_keyboard(
+    trace_id: str | None, user_id: int, turn_id: int | None = None
+) -> InlineKeyboardMarkup:
     def button(text: str, vote: str) -> InlineKeyboardButton:
-        data = RateReply(vote=vote, trace=trace_id, user=user_id).pack()
+        data = RateReply(vote=vote, trace=trace_id or "", user=user_id, turn=turn_id or 0).pack()
+        if len(data.encode()) > CALLBACK_DATA_LIMIT:
+            # A very long user id and turn together: the ledger's rating is kept, the Langfuse
+            # score of that one reply is left out.
+            data = RateReply(vote=vote, trace="", user=user_id, turn=turn_id or 0).pack()
         return InlineKeyboardButton(text=text, callback_data=data)
 
     return InlineKeyboardMarkup(inline_keyboard=[[button("👍", "up"), button("👎", "down")]])
@@ -188,13 +212,13 @@ async def answer_with_pipeline(
             final = f"{streamer.text.rstrip()}\n\n({result.error_message or SORRY_GENERIC})"
         else:
             final = result.error_message or SORRY_GENERIC
-        # Rating buttons ride on the reply's last message (not a separate edit afterwards).
+        # Rating buttons ride on the reply's last message (not a separate edit afterwards):
+        # the rating goes to the trace (tracing on) and to the turn (the call ledger on).
+        traced = bool(result.trace_id) and trace_review(services) is not None
+        ledgered = bool(result.turn_id) and services.ledger is not None
         buttons = (
-            rating_keyboard(result.trace_id, user_id)
-            if result.success
-            and result.trace_id
-            and user_id is not None
-            and trace_review(services) is not None
+            rating_keyboard(result.trace_id if traced else None, user_id, result.turn_id)
+            if result.success and user_id is not None and (traced or ledgered)
             else None
         )
         await streamer.finish(final, reply_markup=buttons)
@@ -219,3 +243,24 @@ async def _send_plain(
 
 def input_too_long(text: str, limit: int) -> bool:
     return len(text) > limit
+
+
+# Under Telegram's 4096 characters per message, with room for the <pre> tags and escaping.
+PRE_CHUNK = 3500
+
+
+async def send_pre(message: Message, text: str) -> None:
+    """Tables read best in monospace; a long one goes as several messages, split at lines."""
+    chunk: list[str] = []
+    size = 0
+    for line in text.splitlines():
+        if chunk and size + len(line) + 1 > PRE_CHUNK:
+            await _send_pre(message, "\n".join(chunk))
+            chunk, size = [], 0
+        chunk.append(line[:PRE_CHUNK])
+        size += len(line) + 1
+    await _send_pre(message, "\n".join(chunk))
+
+
+async def _send_pre(message: Message, text: str) -> None:
+    await message.answer(f"<pre>{html.escape(text, quote=False)}</pre>", parse_mode="HTML")

@@ -1,11 +1,13 @@
-"""👍/👎 under a reply: recorded as a Langfuse score (`user_rating`) on the reply's trace.
+"""👍/👎 under a reply: recorded as a Langfuse score (`user_rating`) on the reply's trace, and in
+the call ledger against the reply's turn (so every agent x model that served it is credited).
 
 One vote per reply, from the person it answered. The button carries that user's id: in a private
 chat nobody else sees it, and in a group another member's press (or a query forged with another
 reply's data) is turned away without recording anything. A second press by the same user is
 turned away too; and since the score's id is derived from the trace and the user, even a second
 vote that reaches Langfuse from another replica, or after a restart, replaces the first instead
-of counting twice. The buttons go once the rating is in.
+of counting twice (the ledger keeps one rating per turn and user the same way). The buttons go
+once the rating is in.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import CallbackQuery, Message
 
 from bot.app import Services
-from bot.telegram.routers.common import RateReply, trace_review
+from bot.storage.repositories import StorageError
+from bot.telegram.routers.common import LegacyRateReply, RateReply, trace_review
 
 log = logging.getLogger(__name__)
 
@@ -56,26 +59,28 @@ async def on_rate(
     query: CallbackQuery, callback_data: RateReply, services: Services, votes: VoteBook
 ) -> None:
     tracing = trace_review(services)
-    if callback_data.vote not in ("up", "down") or not _TRACE_ID.match(callback_data.trace):
+    traced = bool(_TRACE_ID.match(callback_data.trace))
+    if callback_data.vote not in ("up", "down") or not (traced or callback_data.turn > 0):
         await query.answer("That button is not valid any more.")
         return
     voter = query.from_user.id
     if voter != callback_data.user:
         await query.answer(NOT_YOURS)
         return
-    key = (callback_data.trace, voter)
+    key = (callback_data.trace or f"turn:{callback_data.turn}", voter)
     if key in votes:
         await query.answer(ALREADY)
         return
-    recorded = False
-    if tracing is not None:
-        recorded = await tracing.score(
+    recorded = await _rate_turn(query, callback_data, services)
+    if tracing is not None and traced:
+        scored = await tracing.score(
             callback_data.trace,
             SCORE_NAME,
             callback_data.vote == "up",
             comment=f"telegram user {voter}",
             score_id=score_id(callback_data.trace, voter),
         )
+        recorded = scored or recorded
     if not recorded:
         await query.answer("Thanks! (Ratings can't be recorded just now.)")
         return
@@ -88,7 +93,29 @@ async def on_rate(
             log.info("could not remove the rating buttons: %s", exc)
 
 
+async def _rate_turn(query: CallbackQuery, callback_data: RateReply, services: Services) -> bool:
+    """The rating against its turn in the call ledger; False when it could not be stored."""
+    if services.ledger is None or callback_data.turn <= 0:
+        return False
+    chat = query.message.chat.id if query.message is not None else None
+    try:
+        await services.storage.ledger.rate(
+            callback_data.turn, query.from_user.id, chat, callback_data.vote == "up"
+        )
+    except StorageError as exc:
+        log.warning("a rating of turn %s could not be stored: %s", callback_data.turn, exc)
+        return False
+    return True
+
+
+async def on_legacy_rate(
+    query: CallbackQuery, callback_data: LegacyRateReply, services: Services, votes: VoteBook
+) -> None:
+    await on_rate(query, callback_data.current(), services, votes)
+
+
 def create_router() -> Router:
     router = Router(name=__name__)
     router.callback_query.register(on_rate, RateReply.filter())
+    router.callback_query.register(on_legacy_rate, LegacyRateReply.filter())
     return router

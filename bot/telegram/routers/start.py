@@ -20,6 +20,7 @@ I'm your coach: tell me what you're working on and I'll help you keep going.
 online: never a local model
 /setkey <provider> <key> - use your own API key (send it in a private chat)
 /forget - forget this chat's history
+/usage - what your messages cost today and this month
 /help - this list
 
 In groups, mention me or reply to my message."""
@@ -35,6 +36,8 @@ alias, provider:model or an OpenRouter id):
 /agents - the agents and their roles
 /modelhistory [target] - who changed what, when
 /catalog - the named models; /catalog show|add|edit|remove ...
+/stats [agent] [1h|24h|7d|30d] - per agent and model: calls, latency, cost, errors, \
+fallbacks, 👍 (an agent also gets a chart)
 /trace - the link to this chat's latest trace
 /users - who may use the bot; /users allow <id>, /users block <id>"""
 

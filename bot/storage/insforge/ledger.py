@@ -1,0 +1,151 @@
+"""The call ledger over InsForge: a batch is one `ignore-duplicates` upsert on `call_id` (safe to
+repeat after a lost answer), the aggregates are the PostgreSQL functions of migration 011."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.storage.insforge_client import InsForgeClient, Row
+from bot.storage.ledger_models import CallStats, LedgerCall, SeriesPoint, UserCost
+from bot.storage.models import utcnow
+from bot.storage.sqlite.ledger import stats_row
+from bot.storage.timeutil import iso_utc
+
+# Rows per request: a backlog written after an outage goes in bodies of bounded size.
+CHUNK = 1000
+
+
+def _row(call: LedgerCall) -> Row:
+    return {
+        "call_id": call.call_id,
+        "at": iso_utc(call.at),
+        "turn_id": call.turn_id,
+        "chat_id": call.chat_id,
+        "user_id": call.user_id,
+        "pipeline": call.pipeline,
+        "agent": call.agent,
+        "role": call.role,
+        "level": call.level,
+        "spec": call.spec,
+        "model": call.model,
+        "provider": call.provider,
+        "attempt": call.attempt,
+        "fallback": call.fallback,
+        "outcome": call.outcome,
+        "latency_ms": call.latency_ms,
+        "ttft_ms": call.ttft_ms,
+        "prompt_tokens": call.prompt_tokens,
+        "completion_tokens": call.completion_tokens,
+        "cost_usd": call.cost_usd,
+        "cost_source": call.cost_source,
+        "config_version": call.config_version,
+    }
+
+
+def _rows(answer: Any) -> list[dict[str, Any]]:
+    return [dict(item) for item in answer] if isinstance(answer, list) else []
+
+
+class InsForgeLedgerRepo:
+    def __init__(self, client: InsForgeClient) -> None:
+        self._client = client
+
+    async def add_many(self, calls: Sequence[LedgerCall]) -> None:
+        for start in range(0, len(calls), CHUNK):
+            await self._client.upsert(
+                "ledger_calls",
+                [_row(call) for call in calls[start : start + CHUNK]],
+                on_conflict="call_id",
+                ignore_duplicates=True,
+            )
+
+    async def prune(self, before: datetime) -> int:
+        gone = await self._client.rpc("ledger_prune", {"p_before": iso_utc(before)})
+        return int(gone or 0)
+
+    async def rate(self, turn_id: int, user_id: int, chat_id: int | None, up: bool) -> None:
+        await self._client.upsert(
+            "ledger_ratings",
+            {
+                "turn_id": turn_id,
+                "user_id": user_id,
+                "chat_id": chat_id,
+                "up": up,
+                "at": iso_utc(utcnow()),
+            },
+            on_conflict="turn_id,user_id",
+        )
+
+    async def stats(
+        self,
+        since: datetime,
+        until: datetime,
+        *,
+        agent: str | None = None,
+        versions: tuple[int | None, int | None] = (None, None),
+    ) -> builtins.list[CallStats]:
+        args: dict[str, Any] = {"p_since": iso_utc(since), "p_until": iso_utc(until)}
+        if agent is not None:
+            args["p_agent"] = agent
+        if versions[0] is not None:
+            args["p_min_version"] = versions[0]
+        if versions[1] is not None:
+            args["p_max_version"] = versions[1]
+        answer = await self._client.rpc("ledger_stats", args, read_only=True)
+        return [stats_row(row) for row in _rows(answer)]
+
+    async def series(
+        self, agent: str, since: datetime, until: datetime, bucket_seconds: int
+    ) -> builtins.list[SeriesPoint]:
+        answer = await self._client.rpc(
+            "ledger_series",
+            {
+                "p_agent": agent,
+                "p_since": iso_utc(since),
+                "p_until": iso_utc(until),
+                "p_bucket": bucket_seconds,
+            },
+            read_only=True,
+        )
+        return [
+            SeriesPoint(
+                bucket=since + timedelta(seconds=int(row["b"]) * bucket_seconds),
+                model=str(row["model"]),
+                p95_ms=float(row["p95"]) if row.get("p95") is not None else None,
+                cost_usd=float(row.get("cost_usd") or 0.0),
+                turns=int(row.get("turns") or 0),
+            )
+            for row in _rows(answer)
+        ]
+
+    async def user_cost(self, user_id: int, since: datetime) -> UserCost:
+        answer = await self._client.rpc(
+            "ledger_user_cost", {"p_user_id": user_id, "p_since": iso_utc(since)}, read_only=True
+        )
+        rows = _rows(answer)
+        if not rows:
+            return UserCost(0.0, 0, 0)
+        row = rows[0]
+        return UserCost(
+            float(row.get("cost_usd") or 0.0),
+            int(row.get("calls") or 0),
+            int(row.get("unpriced") or 0),
+        )
+
+    async def claim_report(self, change_id: int, agent: str) -> bool:
+        rows = await self._client.upsert(
+            "ledger_reports",
+            {"change_id": change_id, "agent": agent, "at": iso_utc(utcnow())},
+            on_conflict="change_id,agent",
+            ignore_duplicates=True,
+        )
+        return bool(rows)
+
+    async def reported(self, since_change_id: int) -> set[tuple[int, str]]:
+        rows = await self._client.select(
+            "ledger_reports", {"change_id": f"gte.{since_change_id}"}, select="change_id,agent"
+        )
+        return {(int(row["change_id"]), str(row["agent"])) for row in rows}
