@@ -20,9 +20,9 @@ Use it::
 Implemented methods: getMe, getUpdates (long polling: `offset` confirms, `limit`, `timeout` waits
 for a push), setWebhook, deleteWebhook, getWebhookInfo, sendMessage, sendMessageDraft (private
 chats only), sendPhoto (the upload's bytes kept in `photos`), editMessageText,
-editMessageReplyMarkup, deleteMessage, sendChatAction,
-answerCallbackQuery, setMyCommands, getMyCommands, deleteMyCommands, getFile (with the download
-route `GET /file/bot{token}/{file_path}`; files over Telegram's 20 MB for bots are refused with
+editMessageReplyMarkup, deleteMessage, sendChatAction, answerCallbackQuery, setMyCommands,
+getMyCommands, deleteMyCommands, getFile (with the download route
+`GET /file/bot{token}/{file_path}`; files over Telegram's 20 MB for bots are refused with
 `400 Bad Request: file is too big`). Any other method answers 404 "Not Found", as Telegram does
 for a method it does not know.
 
