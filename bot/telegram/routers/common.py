@@ -77,7 +77,6 @@ def trace_review(services: Services) -> TraceReview | None:
 
 
 class RateReply(CallbackData, prefix="rate"):
-class RateReply(CallbackData, prefix="rate"):
     """👍/👎 under a reply; `trace` is the id of the trace that produced it (32 hex chars; empty
     with tracing off), `user` the id of the user it answered: only they may rate it; `turn` the
     stored user message it answered (the call ledger's turn; 0 when unknown)."""
