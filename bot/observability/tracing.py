@@ -253,6 +253,9 @@ class Tracing:
                     metadata["set_by"] = step.set_by
                 if step.preference != "any":
                     metadata["preference"] = step.preference
+                # So generations group by configuration, as the call ledger's rows do.
+                if step.config_version is not None:
+                    metadata["config_version"] = step.config_version
             if call.previous_error is not None:
                 metadata["fallback_reason"] = self._error_text(call.previous_error)
             name = f"{spec} (fallback #{call.attempt})" if call.is_fallback else spec

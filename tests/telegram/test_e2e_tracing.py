@@ -169,7 +169,12 @@ async def test_the_trace_names_each_models_level_who_set_it_and_the_configuratio
         2,
     ]
     (generation,) = children(spans, strategist)
-    assert (generation.metadata("level"), generation.metadata("set_by")) == ("role", admin)
+    assert [generation.metadata(k) for k in ("agent", "level", "set_by", "config_version")] == [
+        "strategist",
+        "role",
+        admin,
+        2,
+    ]
     coach = steps["coach"]
     assert [coach.metadata(k) for k in ("level", "set_by", "alias")] == [
         "agent",
