@@ -136,6 +136,9 @@ class ChangeReports:
         calls = after_total.calls if after_total is not None else 0
         if calls < self.after_calls and now - change.changed_at < self.after:
             return None
+        if calls == 0:
+            self._settled.add((change.id, agent))  # the agent made no call since: nothing to say
+            return None
         before = await self.ledger.stats(
             change.changed_at - self.after,
             change.changed_at,
