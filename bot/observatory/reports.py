@@ -55,7 +55,9 @@ def pipeline_agents(pipelines: Mapping[str, Pipeline]) -> dict[str, list[str]]:
         agents: list[str] = []
         for stage in pipeline.stages:
             steps = stage.steps if isinstance(stage, Parallel | Background) else (stage,)
-            agents.extend(step.name for step in steps if step.name not in agents)
+            agents.extend(
+                step.name for step in steps if step.uses_model and step.name not in agents
+            )
         found[name] = agents
     return found
 

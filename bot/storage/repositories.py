@@ -314,6 +314,8 @@ class AccessRepo(Protocol):
 
     async def claim_notice(self, subject_id: int) -> bool:
         """Mark the row's notice as sent; True only for the one call that changed it."""
+
+
 class LedgerRepo(Protocol):
     """The call ledger (`bot.observatory`): rows are written in batches, read as aggregates."""
 
