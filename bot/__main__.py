@@ -49,6 +49,16 @@ def _run_bot(settings: Settings) -> int:
             "(copy .env.example to .env and fill it in), or try `python -m bot console` "
             "without Telegram."
         )
+    from aiogram.utils.token import TokenValidationError, validate_token
+
+    try:
+        validate_token(settings.telegram_bot_token.get_secret_value())
+    except TokenValidationError:
+        # Never the value itself: it may be a real token with a typo.
+        return _fail(
+            "TELEGRAM_BOT_TOKEN is not a bot token: @BotFather gives one like "
+            "123456789:AAH... (digits, a colon, then letters); check .env."
+        )
     from bot.telegram.runtime import run_bot
 
     return _run(run_bot(settings))

@@ -2,7 +2,9 @@
 
 One line per service, `ok` or `FAIL` with the reason and the variable to look at. Nothing here
 spends money: providers are reached through their model-listing endpoints, not a completion.
-The exit code is 0 only when every configured service answered.
+The exit code is 0 only when every configured service answered; 2 when the configuration itself
+is incomplete (a configured model's key, the bot token, an mlx model's extra), 1 when a service
+did not answer.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 import httpx
 
 from bot.config import Settings
+from bot.llm.local_runners.base import LOCAL_EXTRA_INSTALL
 from bot.llm.specs import PROVIDERS
 from bot.services.access import open_access_warning
 
@@ -187,8 +190,24 @@ def _access_line(settings: Settings) -> str:
     return f"ok   {'access':<22} {detail}"
 
 
-async def run_check(settings: Settings) -> int:
+def configuration_problems(settings: Settings) -> list[str]:
+    """What keeps the bot from starting as configured, each naming what to set or install."""
     problems = settings.missing_key_problems()
+    if settings.telegram_bot_token is None:
+        problems.append("TELEGRAM_BOT_TOKEN is not set (get a token from @BotFather)")
+    if any(spec.provider == "mlx" for spec in settings.configured_specs()):
+        from bot.services.model_checks import local_extra_installed
+
+        if not local_extra_installed():
+            problems.append(
+                f"an mlx: model is configured but the local-model extra is not installed: "
+                f"{LOCAL_EXTRA_INSTALL} in the clone"
+            )
+    return problems
+
+
+async def run_check(settings: Settings) -> int:
+    problems = configuration_problems(settings)
     print(f"{'ok  ' if not problems else 'FAIL'} {'configuration':<22} ", end="")
     print("valid" if not problems else "; ".join(problems))
     print(_scrub(_webhook_line(settings), settings))
@@ -196,4 +215,6 @@ async def run_check(settings: Settings) -> int:
     results = await collect_checks(settings)
     for result in results:
         print(result.line())
-    return 0 if not problems and all(r.ok for r in results) else 1
+    if problems:
+        return 2  # the configuration itself: fix it before anything can run
+    return 0 if all(r.ok for r in results) else 1

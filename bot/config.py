@@ -391,16 +391,31 @@ class Settings(BaseSettings):
                 found.append(value.get_secret_value())
         return found
 
-    def missing_key_problems(self) -> list[str]:
-        """Specs configured for providers whose key is not set, as messages naming the variable."""
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"{value!r} is not a log level; use one of {', '.join(LOG_LEVELS)}")
+        return level
+
+    def _configured(self) -> list[tuple[str, str]]:
         specs: list[tuple[str, str]] = [("DEFAULT_MODEL", self.default_model)]
         specs += [("FALLBACK_MODELS", raw) for raw in self.fallback_models]
         specs += [("AGENT_MODELS", raw) for raw in self.agent_models.values()]
         specs += [("PIPELINE_MODELS", raw) for raw in self.pipeline_models.values()]
         if ":" in self.local_model:
             specs.append(("LOCAL_MODEL", self.local_model))
+        return specs
+
+    def configured_specs(self) -> list[ModelSpec]:
+        """Every model the configuration names (default, fallbacks, per agent and pipeline)."""
+        return [parse_spec(raw) for _, raw in self._configured()]
+
+    def missing_key_problems(self) -> list[str]:
+        """Specs configured for providers whose key is not set, as messages naming the variable."""
         problems: list[str] = []
-        for variable, raw in specs:
+        for variable, raw in self._configured():
             spec = parse_spec(raw)
             info = spec.info
             if info.needs_key and info.key_var and self.api_key_for(spec.provider) is None:
@@ -412,6 +427,9 @@ class Settings(BaseSettings):
             ):
                 problems.append(f"{variable} uses {spec}; set MLX_MODEL_PATH to the model folder")
         return problems
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _describe(error: ValidationError) -> str:

@@ -17,8 +17,12 @@ every other level), without changing anything stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import logging
+import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -28,16 +32,20 @@ from bot.services.admin_commands import ADMIN_COMMANDS, AdminCommands
 from bot.services.conversation import ConversationService
 from bot.services.model_checks import ModelChecker, ModelProblem
 from bot.services.model_config import normalize_model_id
+from bot.services.user_replies import SETKEY_USAGE, forgotten_text, key_reply, setkey_words
 from bot.services.user_settings import UserSettingsService
 from bot.storage.models import User
 from bot.storage.repositories import StorageError
 
 HELP = """\
-Commands:
+Commands (as in Telegram):
   /learn <topic>                 a short lesson on a topic
-  /train <topic>                 start a drill; your next messages are answers (/chat to stop)
-  /chat                          back to normal chat
+  /train [topic]                 an exercise; your next message is graded, then the next one
+                                 comes (/stop ends it)
+  /stop                          stop training, back to chat
   /model [<alias>|default]       the models offered to you, or pick one
+  /setkey <provider> <key>       use your own API key (/setkey off removes it)
+  /forget                        forget this chat's history and the facts I noted about you
   /models                        which model each agent uses, per pipeline, and why
   /agents                        the agents and their roles
   /setmodel <target> <model>     target: agent, pipeline:<name>, role:<role> or default;
@@ -118,9 +126,20 @@ class ConsoleSession:
             return False
         if command == "/help":
             self.write(HELP + "\n")
-        elif command == "/chat":
+        elif command in {"/stop", "/chat"}:
+            # `/chat`: what the console called it before it said `/stop` like Telegram.
             self.mode, self.topic = "support", None
             self.write("Back to chat.\n")
+        elif command == "/setkey":
+            self.write(await self._setkey(services, rest.split()) + "\n")
+        elif command == "/forget":
+            users = UserSettingsService.from_services(services)
+            try:
+                forgotten = await users.forget_chat(self.chat_id, user_id=self.user_id)
+            except StorageError as exc:
+                self.write(f"(storage error: {exc})\n")
+            else:
+                self.write(forgotten_text(forgotten) + "\n")
         elif command == "/learn":
             if not rest.strip():
                 self.write("Usage: /learn <topic>\n")
@@ -143,6 +162,21 @@ class ConsoleSession:
         else:
             self.write(f"Unknown command {command}.\n{HELP}\n")
         return True
+
+    async def _setkey(self, services: Services, args: list[str]) -> str:
+        """`/setkey <provider> <key>` (either order), `/setkey off`, as in Telegram."""
+        users = UserSettingsService.from_services(services)
+        try:
+            if args == ["off"]:
+                removed = await users.forget_key(self.user_id)
+                return "Your key is removed." if removed else "You had no key stored."
+            if len(args) != 2:
+                return SETKEY_USAGE
+            provider, key = setkey_words(args)
+            outcome = await users.set_key(self.user_id, provider, key)
+        except StorageError as exc:
+            return f"(storage error: {exc})"
+        return key_reply(outcome, users)
 
     @staticmethod
     def _admin(services: Services) -> AdminCommands:
@@ -175,9 +209,32 @@ def _stdout_write(text: str) -> None:
     sys.stdout.flush()
 
 
-async def _stdin_line() -> str | None:
-    line = await asyncio.to_thread(sys.stdin.readline)
-    return line if line else None
+class StdinLines:
+    """Lines of stdin, read by a daemon thread.
+
+    `asyncio.to_thread(sys.stdin.readline)` would hold one of the loop's executor threads inside
+    `readline`, and Ctrl-C at an idle prompt then hung: closing the loop waits for that thread,
+    which waits for a line. A daemon thread does not hold the exit.
+    """
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[str | None] | None = None
+
+    async def __call__(self) -> str | None:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            loop = asyncio.get_running_loop()
+            queue = self._queue
+
+            def read() -> None:
+                while True:
+                    line = sys.stdin.readline()
+                    loop.call_soon_threadsafe(queue.put_nowait, line or None)
+                    if not line:
+                        return
+
+            threading.Thread(target=read, name="console-stdin", daemon=True).start()
+        return await self._queue.get()
 
 
 def console_identity(settings: Settings) -> int:
@@ -203,6 +260,21 @@ async def pin_model(services: Services, model: str) -> Services | str:
 
 async def run_console(settings: Settings, *, model: str | None = None) -> int:
     identity = console_identity(settings)
+    quiet_logs()
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    interrupted = False
+
+    def interrupt() -> None:
+        # Ctrl-C: leave, at the prompt or in the middle of a reply. The loop's own handler for
+        # it did not run while uvloop waited for input, so the console hung until a line came.
+        nonlocal interrupted
+        interrupted = True
+        if main is not None:
+            main.cancel()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGINT, interrupt)
     try:
         async with build_services(settings) as services:
             if model is not None:
@@ -213,9 +285,29 @@ async def run_console(settings: Settings, *, model: str | None = None) -> int:
                 services = pinned
                 print(f"Every agent runs on {model} in this session.", file=sys.stderr)
             session = ConsoleSession(
-                services, _stdin_line, _stdout_write, user_id=identity, chat_id=identity
+                services, StdinLines(), _stdout_write, user_id=identity, chat_id=identity
             )
             return await session.run()
+    except asyncio.CancelledError:
+        if not interrupted or main is None:
+            raise
+        main.uncancel()
+        _stdout_write("\n")
+        return 130
     except StorageError as exc:
         print(f"Storage is not available: {exc}", file=sys.stderr)
         return 2
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signal.SIGINT)
+
+
+def quiet_logs() -> None:
+    """At LOG_LEVEL=INFO the console shows warnings and errors only: an INFO line per agent and
+    an HTTP client's line per model call, between the prompt and the reply, are noise in a
+    chat. LOG_LEVEL=DEBUG shows everything."""
+    root = logging.getLogger()
+    if root.level == logging.INFO:
+        root.setLevel(logging.WARNING)
+    for noisy in ("httpx", "httpx2"):
+        logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))

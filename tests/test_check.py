@@ -36,13 +36,14 @@ class Checked:
         raise AssertionError(f"no line for {service!r} in:\n{self.out}")
 
 
-async def run_check(tmp_path: Path, **env: str) -> Checked:
+async def run_check(tmp_path: Path, *, command: str = "check", **env: str) -> Checked:
+    """`python -m bot check` (or another `command`) as an operator runs it."""
     # In an empty folder, so no developer's .env is read.
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bot",
-        "check",
+        command,
         env=clean_env(**env),
         cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE,
@@ -111,7 +112,7 @@ async def test_a_missing_provider_key_fails_the_configuration_line(tmp_path: Pat
         env["DEFAULT_MODEL"] = "anthropic:claude-sonnet-4-5"
         checked = await run_check(tmp_path, **env)
 
-    assert checked.code == 1, checked.text
+    assert checked.code == 2, checked.text  # the configuration, not a service
     configuration = checked.line("configuration")
     assert configuration.startswith("FAIL")
     assert "ANTHROPIC_API_KEY" in configuration

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.config import Settings
+from bot.llm.local_runners.base import LOCAL_EXTRA_INSTALL
 from bot.llm.specs import ModelSpec, ModelSpecError
 from bot.quoting import quoted
 from bot.services.model_catalog import Catalog, Picked, UnknownAliasError
@@ -79,7 +80,7 @@ class ModelChecker:
             return f"{spec} needs {info.key_var}, which is not set (set it and restart the bot)"
         if spec.provider == "mlx":
             if not self.local_available():
-                return f"{spec} needs the local-model extra: pip install -e '.[local]'"
+                return f"{spec} needs the local-model extra: {LOCAL_EXTRA_INSTALL} in the clone"
             candidate = Path(spec.model).expanduser()
             folder = str(candidate) if candidate.is_absolute() else self.settings.mlx_model_path
             if not folder:

@@ -5,7 +5,8 @@
     await users.choose_model(42, "fast")           # an offered alias; None: the bot's defaults
     await users.set_preference(42, "local")        # refused (PreferenceRefused) without one
     outcome = await users.set_key(42, "openai", "sk-...")
-    await users.forget_chat(42)
+    forgotten = await users.forget_chat(42, user_id=42)   # history, summary, and their facts
+    erased = await users.erase_user(42)                    # everything (`/deleteme`)
 
 `set_key` makes one tiny call with the key before keeping it (a key that does not work would
 only fail every later message), stores it encrypted with BOT_SECRET_KEY, and says which agents
@@ -88,6 +89,23 @@ class KeyOutcome:
     agents: list[str] = field(default_factory=list)
     # The user's current model, if any (to explain why the key pays for nothing yet).
     user_model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """What `/forget` cleared: the chat's messages (and its summary), the user's facts."""
+
+    messages: int
+    facts: int
+    private: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Erased:
+    """What `/deleteme` erased: rows by kind (`ERASED_KINDS`) and the archives."""
+
+    counts: dict[str, int]
+    archives: int
 
 
 def key_providers() -> list[str]:
@@ -301,8 +319,21 @@ class UserSettingsService:
 
     # --- memory ---
 
-    async def forget_chat(self, chat_id: int) -> int:
-        """Clear the chat's history and summary; how many messages went."""
+    async def forget_chat(self, chat_id: int, *, user_id: int | None = None) -> Forgotten:
+        """Clear the chat's history and summary; in the user's private chat (Telegram gives it
+        their id) the facts noted about them too, since those come from there."""
         removed = await self.storage.messages.clear(chat_id)
         await self.storage.summaries.clear(chat_id)
-        return removed
+        facts = 0
+        if user_id is not None and user_id == chat_id:
+            facts = await self.storage.facts.clear(user_id)
+        return Forgotten(removed, facts, private=user_id == chat_id)
+
+    async def erase_user(self, user_id: int) -> Erased:
+        """Erase everything stored about the user: their archives, then every row
+        (`UserRepo.erase`). Raises `StorageError`; repeating it finishes what was left."""
+        archives = await self.storage.archives.list(user_id)
+        for archive in archives:
+            await self.storage.archives.delete(user_id, archive.id)
+        counts = await self.storage.users.erase(user_id)
+        return Erased(counts, len(archives))

@@ -86,6 +86,17 @@ class UserRepo(Protocol):
 
     async def get(self, user_id: int) -> User | None: ...
 
+    async def erase(self, user_id: int) -> dict[str, int]:
+        """Delete everything stored about the user (`/deleteme`): their row, settings and key,
+        facts, exercises, their private chat's messages and summary, and the messages they
+        wrote (and were answered with) in groups; how many rows of each kind, by
+        `ERASED_KINDS`. Archives are the `ArchiveRepo`'s. Erasing again finds nothing."""
+        ...
+
+
+# What `UserRepo.erase` counts, in this order.
+ERASED_KINDS = ("messages", "summaries", "facts", "exercises", "settings", "user")
+
 
 class UserSettingsRepo(Protocol):
     async def get(self, user_id: int) -> UserSettings | None: ...
@@ -148,6 +159,10 @@ class FactRepo(Protocol):
 
     async def list(self, user_id: int, limit: int = 50) -> list[UserFact]:
         """The user's facts, oldest first."""
+        ...
+
+    async def clear(self, user_id: int) -> int:
+        """Delete the user's facts; how many."""
         ...
 
 

@@ -67,6 +67,7 @@ BOT_COMMANDS: list[BotCommand] = [
     BotCommand(command="prefer", description="Local or online models: /prefer local|online|any"),
     BotCommand(command="setkey", description="Use your own API key: /setkey <provider> <key>"),
     BotCommand(command="forget", description="Forget this chat's history"),
+    BotCommand(command="deleteme", description="Erase everything I hold about you"),
     BotCommand(command="help", description="The commands"),
 ]
 

@@ -29,6 +29,10 @@ from typing import Protocol
 
 from bot.llm.types import ChatMessage
 
+# How a clone of this repository installs the local-model extra (README: the venv's own pip, in
+# the clone's folder): `pip install -e '.[local]'` with another pip installs it elsewhere.
+LOCAL_EXTRA_INSTALL = ".venv/bin/pip install -e '.[local]'"
+
 
 @dataclass(frozen=True, slots=True)
 class GenerationStep:

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from bot.llm.local_runners.base import GenerationStep, LocalModel
+from bot.llm.local_runners.base import LOCAL_EXTRA_INSTALL, GenerationStep, LocalModel
 from bot.llm.types import ChatMessage
 
 
@@ -28,7 +28,7 @@ class MlxLmRunner:
             import mlx_lm
         except ImportError as exc:
             raise ValueError(
-                "mlx: models need the local extra: pip install 'coach-bot[local]' "
+                f"mlx: models need the local extra: {LOCAL_EXTRA_INSTALL} in the clone "
                 f"(mlx-lm is not importable: {exc})"
             ) from exc
         # `mlx_lm.load` downloads from the Hugging Face Hub when the path does not exist; the

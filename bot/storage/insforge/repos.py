@@ -99,6 +99,27 @@ class InsForgeUserRepo:
         rows = await self._client.select("users", {"id": eq(user_id)}, limit=1)
         return User.model_validate(rows[0]) if rows else None
 
+    async def erase(self, user_id: int) -> dict[str, int]:
+        # One DELETE per table, each safe to repeat: a retry after a lost answer deletes what
+        # is left (and `/deleteme` again finishes what an outage interrupted).
+        client, me = self._client, eq(user_id)
+        written = await client.delete("messages", {"user_id": me}, select="id")
+        private = await client.delete("messages", {"chat_id": me}, select="id")
+        summaries = await client.delete("chat_summaries", {"chat_id": me}, select="chat_id")
+        facts = await client.delete("user_facts", {"user_id": me}, select="id")
+        set_by = await client.delete("exercises", {"user_id": me}, select="id")
+        in_chat = await client.delete("exercises", {"chat_id": me}, select="id")
+        settings = await client.delete("user_settings", {"user_id": me}, select="user_id")
+        user = await client.delete("users", {"id": me}, select="id")
+        return {
+            "messages": len(written) + len(private),
+            "summaries": len(summaries),
+            "facts": len(facts),
+            "exercises": len(set_by) + len(in_chat),
+            "settings": len(settings),
+            "user": len(user),
+        }
+
 
 class InsForgeUserSettingsRepo:
     def __init__(self, client: InsForgeClient) -> None:
@@ -242,6 +263,10 @@ class InsForgeFactRepo:
             "user_facts", {"user_id": eq(user_id)}, order="id.desc", limit=limit
         )
         return [UserFact.model_validate(row) for row in reversed(rows)]
+
+    async def clear(self, user_id: int) -> int:
+        rows = await self._client.delete("user_facts", {"user_id": eq(user_id)}, select="id")
+        return len(rows)
 
 
 class InsForgeExerciseRepo:

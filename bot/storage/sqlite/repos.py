@@ -67,6 +67,27 @@ class SQLiteUserRepo:
         )
         return User.model_validate(_row(rows[0])) if rows else None
 
+    async def erase(self, user_id: int) -> dict[str, int]:
+        def work(conn: sqlite3.Connection) -> dict[str, int]:
+            # One transaction: the user is erased entirely or not at all.
+            return {
+                kind: conn.execute(sql, (user_id,) * sql.count("?")).rowcount
+                for kind, sql in _ERASE
+            }
+
+        return await self._db.transaction(work, action="erase a user")
+
+
+# `UserRepo.erase`, table by table (a private chat's id is its user's).
+_ERASE = (
+    ("messages", "DELETE FROM messages WHERE user_id = ? OR chat_id = ?"),
+    ("summaries", "DELETE FROM chat_summaries WHERE chat_id = ?"),
+    ("facts", "DELETE FROM user_facts WHERE user_id = ?"),
+    ("exercises", "DELETE FROM exercises WHERE user_id = ? OR chat_id = ?"),
+    ("settings", "DELETE FROM user_settings WHERE user_id = ?"),
+    ("user", "DELETE FROM users WHERE id = ?"),
+)
+
 
 def _settings(row: sqlite3.Row) -> UserSettings:
     # The `archives` column (names, from before archives had rows of their own) is not read:
@@ -268,6 +289,14 @@ class SQLiteFactRepo:
             action="read facts",
         )
         return [UserFact.model_validate(_row(row)) for row in rows]
+
+    async def clear(self, user_id: int) -> int:
+        rows = await self._db.write(
+            "DELETE FROM user_facts WHERE user_id = ? RETURNING id",
+            (user_id,),
+            action="clear facts",
+        )
+        return len(rows)
 
 
 class SQLiteExerciseRepo:

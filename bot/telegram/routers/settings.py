@@ -1,15 +1,17 @@
 """A user's own settings: `/model` (inline keyboard, with the local/online preference under
 it), `/prefer local|online|any`, `/setkey`, `/forget`.
 
+`/forget` clears the chat's history and summary, and in a private chat the facts noted about the
+user too, and says what went. `/deleteme` asks first (a button only that user's press counts
+on), then erases everything stored about them, archives included.
+
 `/setkey` deletes the message that carried the key first (whatever happens next), refuses to
 work in groups, and never repeats the key: replies name the provider only.
 """
 
 from __future__ import annotations
 
-import difflib
 import logging
-import re
 from collections.abc import Awaitable, Callable
 
 from aiogram import Bot, Router
@@ -20,13 +22,19 @@ from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from bot.services.model_catalog import CatalogEntry
+from bot.services.user_replies import (
+    SETKEY_USAGE,
+    count,
+    forgotten_text,
+    key_reply,
+    setkey_words,
+)
 from bot.services.user_settings import (
     PREFER_USAGE,
     PREFERENCES,
-    KeyOutcome,
+    Erased,
     PreferenceRefused,
     UserSettingsService,
-    key_providers,
 )
 from bot.storage.models import ModelPreference
 from bot.storage.repositories import StorageError
@@ -35,11 +43,6 @@ from bot.telegram.middlewares import typing_action
 log = logging.getLogger(__name__)
 
 NO_STORAGE = "Sorry, I can't reach my settings store right now. Please try again in a minute."
-SETKEY_USAGE = (
-    "Usage: /setkey <provider> <key>  (providers: "
-    + ", ".join(key_providers())
-    + ")\n/setkey off removes your key. Send it in a private chat with me."
-)
 
 
 class PickModel(CallbackData, prefix="model"):
@@ -242,61 +245,6 @@ async def on_prefer(
     await message.answer("Saved. " + preference_text(users, row.model_preference))
 
 
-# What an unknown provider may look like to be named back: a short word of letters. Anything else
-# (`sk-proj-...`, a long token) may be a key typed in the wrong place and is never repeated.
-_PROVIDER_LIKE = re.compile(r"^[a-z]{1,16}$")
-
-
-def unknown_provider_text(provider: str) -> str:
-    """What to say about a provider the bot doesn't know, without ever repeating a key."""
-    if not _PROVIDER_LIKE.match(provider):
-        return "The first word after /setkey must be the provider."
-    close = difflib.get_close_matches(provider, key_providers(), n=1, cutoff=0.6)
-    hint = f" Did you mean {close[0]}?" if close else ""
-    return f"I don't know the provider {provider!r}.{hint}"
-
-
-def setkey_words(args: list[str]) -> tuple[str, str]:
-    """(provider, key) from the two words of `/setkey`, in either order: a user who typed the
-    key first (`/setkey sk-... openai`) means the same thing."""
-    first, second = args
-    providers = key_providers()
-    if first.lower() not in providers and second.lower() in providers:
-        return second, first
-    return first, second
-
-
-def key_reply(outcome: KeyOutcome, users: UserSettingsService) -> str:
-    provider = outcome.provider
-    if outcome.status == "bad_provider":
-        return f"{unknown_provider_text(provider)}\n{SETKEY_USAGE}"
-    if outcome.status == "disabled":
-        return (
-            "This bot is not set up to store users' keys (the operator has to set BOT_SECRET_KEY)."
-        )
-    if outcome.status == "refused":
-        return f"{provider} refused that key, so I did not save it. Check it and try again."
-    if outcome.status == "untested":
-        return (
-            f"I couldn't confirm that the {provider} key works (the test call on "
-            f"{outcome.tested_model} failed), so I did not save it. Please try again later."
-        )
-    saved = f"Your {provider} key works and is saved, encrypted."
-    if outcome.agents:
-        return (
-            f"{saved} It pays for: {', '.join(outcome.agents)} (on your model "
-            f"{outcome.user_model}). Other agents run on models the admins chose, "
-            "at the bot's cost."
-        )
-    offered = [m for m in users.allowed_models() if m.startswith(f"{provider}:")]
-    if offered:
-        return f"{saved} Nothing uses it yet: choose a {provider} model with /model."
-    return (
-        f"{saved} None of the models offered by /model runs on {provider}, "
-        "so it is not used for now."
-    )
-
-
 async def on_setkey(
     message: Message,
     command: CommandObject,
@@ -351,14 +299,83 @@ async def on_setkey(
 async def on_forget(
     message: Message, users: UserSettingsService, state: FSMContext, storage_ok: bool
 ) -> None:
+    user_id = message.from_user.id if message.from_user else None
     try:
-        await users.forget_chat(message.chat.id)
+        forgotten = await users.forget_chat(message.chat.id, user_id=user_id)
     except StorageError as exc:
         log.error("could not clear chat %s: %s", message.chat.id, exc)
         await message.answer(NO_STORAGE)
         return
     await state.clear()
-    await message.answer("Done: I've forgotten this chat's history and summary.")
+    await message.answer(forgotten_text(forgotten))
+
+
+class EraseMe(CallbackData, prefix="erase"):
+    """The confirmation of `/deleteme`: `yes` or `no`, and whose data it is about."""
+
+    answer: str
+    user: int
+
+
+ERASE_ASK = (
+    "This will erase everything I hold about you: your settings and API key, the facts I noted, "
+    "your exercises, our private chat, what you said to me in groups, and your archives. It "
+    "cannot be undone. Erase everything?"
+)
+
+
+def erased_text(erased: Erased) -> str:
+    counts = erased.counts
+    return (
+        "Done: I erased everything I held about you: "
+        f"{count(counts.get('messages', 0), 'message')}, "
+        f"{count(counts.get('facts', 0), 'fact')}, "
+        f"{count(counts.get('exercises', 0), 'exercise')}, "
+        f"{count(erased.archives, 'archive')} and your settings. A group's summary written "
+        "earlier may still mention you: /forget in that group clears it."
+    )
+
+
+async def on_deleteme(message: Message) -> None:
+    if message.chat.type != "private" or message.from_user is None:
+        await message.answer("Please send /deleteme to me in a private chat.")
+        return
+    user_id = message.from_user.id
+    buttons = [
+        InlineKeyboardButton(
+            text="Erase everything", callback_data=EraseMe(answer="yes", user=user_id).pack()
+        ),
+        InlineKeyboardButton(
+            text="Cancel", callback_data=EraseMe(answer="no", user=user_id).pack()
+        ),
+    ]
+    await message.answer(ERASE_ASK, reply_markup=InlineKeyboardMarkup(inline_keyboard=[buttons]))
+
+
+async def on_erase(
+    query: CallbackQuery, callback_data: EraseMe, users: UserSettingsService, state: FSMContext
+) -> None:
+    if query.from_user.id != callback_data.user:
+        await query.answer(NOT_YOUR_MENU, show_alert=True)
+        return
+    if callback_data.answer != "yes":
+        text = "Nothing was erased."
+    else:
+        try:
+            erased = await users.erase_user(callback_data.user)
+        except StorageError as exc:
+            log.error("could not erase user %s: %s", callback_data.user, exc)
+            await query.answer(NO_STORAGE, show_alert=True)
+            return
+        await state.clear()
+        log.info("user %s erased their data (%s)", callback_data.user, erased.counts)
+        text = erased_text(erased)
+    await query.answer()
+    if isinstance(query.message, Message):
+        try:
+            await query.message.edit_text(text, reply_markup=None)
+        except TelegramAPIError as exc:
+            log.info("could not update the /deleteme message: %s", exc)
 
 
 def create_router() -> Router:
@@ -369,4 +386,6 @@ def create_router() -> Router:
     router.callback_query.register(on_pick_preference, PickPreference.filter())
     router.message.register(on_setkey, Command("setkey"))
     router.message.register(on_forget, Command("forget"))
+    router.message.register(on_deleteme, Command("deleteme"))
+    router.callback_query.register(on_erase, EraseMe.filter())
     return router

@@ -19,7 +19,8 @@ I'm your coach: tell me what you're working on and I'll help you keep going.
 /prefer local|online|any - local: your messages never leave this bot's own machines; \
 online: never a local model
 /setkey <provider> <key> - use your own API key (send it in a private chat)
-/forget - forget this chat's history
+/forget - forget this chat's history (in private, also the facts I noted about you)
+/deleteme - erase everything I hold about you (asks first)
 /usage - what your messages cost today and this month
 /help - this list
 
