@@ -186,7 +186,8 @@ async def test_a_model_that_cannot_run_here_names_what_to_set(tmp_path: Path) ->
     catalog = Catalog.build(configured_models(settings))
     checker = ModelChecker(settings, None, local_available=lambda: False)
     with pytest.raises(
-        ModelProblem, match=re.escape("needs the local-model extra: pip install -e '.[local]'")
+        ModelProblem,
+        match=re.escape("needs the local-model extra: .venv/bin/pip install -e '.[local]'"),
     ):
         await checker.check("mlx:tiny", catalog)
     checker = ModelChecker(settings, None, local_available=lambda: True)

@@ -16,7 +16,7 @@ from bot.pipeline.observer import NullObserver
 from bot.storage.archive_models import NewArchive, NewPassage
 from bot.storage.models import ChatSummary, StoredMessage, User, UserSettings
 from bot.telegram.dispatcher import BOT_COMMANDS, build_dispatcher
-from bot.telegram.routers.settings import NOT_YOUR_MENU
+from bot.telegram.routers.settings import NOT_YOUR_BUTTON
 from bot.telegram.routers.start import USER_HELP
 from tests.fakes.telegram_server import FakeTelegramServer
 from tests.services.fakes import FakeProviders
@@ -122,7 +122,7 @@ async def test_deleteme_erases_everything_after_the_users_own_confirmation(
     # Nothing is erased by asking, nor by anyone else's press.
     assert len(await storage.facts.list(USER)) == 3
     await feed.raw(feed.tg.callback_query(f"erase:yes:{USER}", user_id=OTHER, chat_id=USER))
-    assert feed.tg.calls_of("answerCallbackQuery")[-1].params["text"] == NOT_YOUR_MENU
+    assert feed.tg.calls_of("answerCallbackQuery")[-1].params["text"] == NOT_YOUR_BUTTON
     assert len(await storage.facts.list(USER)) == 3
 
     await feed.raw(feed.tg.callback_query(f"erase:yes:{USER}", user_id=USER))

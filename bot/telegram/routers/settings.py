@@ -317,6 +317,7 @@ class EraseMe(CallbackData, prefix="erase"):
     user: int
 
 
+NOT_YOUR_BUTTON = "This button is someone else's: it does nothing for you."
 ERASE_ASK = (
     "This will erase everything I hold about you: your settings and API key, the facts I noted, "
     "your exercises, our private chat, what you said to me in groups, and your archives. It "
@@ -356,7 +357,7 @@ async def on_erase(
     query: CallbackQuery, callback_data: EraseMe, users: UserSettingsService, state: FSMContext
 ) -> None:
     if query.from_user.id != callback_data.user:
-        await query.answer(NOT_YOUR_MENU, show_alert=True)
+        await query.answer(NOT_YOUR_BUTTON, show_alert=True)
         return
     if callback_data.answer != "yes":
         text = "Nothing was erased."
