@@ -221,6 +221,8 @@ async def build_services(
             prompt_budget=settings.prompt_budget_tokens,
             ledger=ledger is not None,
         )
+        # Before the storage closes: messages queued while the database was down get a last try.
+        stack.push_async_callback(_close_continuity, conversation, shutdown)
         openrouter_models = OpenRouterModels(settings.openrouter_base_url)
         stack.push_async_callback(openrouter_models.close)
         yield Services(
@@ -268,6 +270,11 @@ def _wrapper(
 
 async def _close_ledger(ledger: LedgerWriter, shutdown: ShutdownDeadline) -> None:
     await ledger.close(shutdown.remaining())
+
+
+async def _close_continuity(conversation: ConversationService, shutdown: ShutdownDeadline) -> None:
+    shutdown.start()
+    await conversation.continuity.close(timeout=shutdown.remaining())
 
 
 async def _drain(runner: PipelineRunner, shutdown: ShutdownDeadline) -> None:

@@ -110,6 +110,9 @@ class RunResult:
     background: list[str] = field(default_factory=list)
     # The stored user message this run answered (the ledger's turn; rating buttons carry it).
     turn_id: int | None = None
+    # The turn answered without the database (what was last read of the chat; its messages are
+    # written when the database is back): the caller tells the user once.
+    memory_degraded: bool = False
 
 
 @dataclass(slots=True)

@@ -6,8 +6,12 @@ Reads happen concurrently before the run (history, summary, facts, the user's mo
 for `train`, the open exercise). A group's prompts get only what was said in that group: a
 user's facts are read in their private chat only. The user's message is stored as soon as the
 trace is open and the reply right after the foreground steps, both with the pipeline and the
-trace id, before any background step starts (so the summarizer sees the exchange). A failing
-write raises: the caller tells the user, nothing is dropped silently.
+trace id, before any background step starts (so the summarizer sees the exchange).
+
+While the database is down (`bot.continuity`), reads fall back on what was last read and the
+messages are queued and written when it is back; the result says so (`RunResult.memory_degraded`)
+so the caller can tell the user once. A write that cannot even be queued raises: the caller
+tells the user, nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Callable, Mapping
 
 from pydantic import SecretStr
 
+from bot.continuity import Continuity, TurnMemory
 from bot.llm.protocol import LLMProvider
 from bot.llm.specs import ModelSpecError, parse_spec
 from bot.observatory.capture import Turn, turn_scope
@@ -90,8 +95,10 @@ class ConversationService:
         facts_limit: int = 50,
         prompt_budget: int = DEFAULT_PROMPT_BUDGET,
         ledger: bool = False,
+        continuity: Continuity | None = None,
     ) -> None:
         self.storage = storage
+        self.continuity = continuity or Continuity(storage.messages)
         self.runner = runner
         self.pipelines = pipelines
         self._resolver = resolver
@@ -116,6 +123,7 @@ class ConversationService:
             facts_limit=self._facts_limit,
             prompt_budget=self._prompt_budget,
             ledger=self._ledger,
+            continuity=self.continuity,
         )
 
     async def load_user_model(self, user_id: int | None) -> UserModelChoice | None:
@@ -132,34 +140,57 @@ class ConversationService:
         text: str,
         topic: str | None = None,
         on_text: TextSink | None = None,
+        memory: TurnMemory | None = None,
     ) -> PipelineContext:
         storage = self.storage
         # Telegram gives a private chat its user's id; a group's is another (negative) number.
         private = chat_id is None or chat_id == user_id
+        reads = memory or self.continuity.turn()
 
         async def chat_summary() -> ChatSummary | None:
             if chat_id is None:
                 return None
-            return await storage.summaries.get(chat_id)
+            return await reads.read(
+                "summary", chat_id, lambda: storage.summaries.get(chat_id), None
+            )
 
         async def history() -> list[StoredMessage]:
             if chat_id is None:
                 return []
-            return await storage.messages.recent(chat_id, self._history_limit)
+            none: list[StoredMessage] = []
+            recent = await reads.read(
+                "history",
+                chat_id,
+                lambda: storage.messages.recent(chat_id, self._history_limit),
+                none,
+            )
+            return recent[-self._history_limit :]
 
         async def facts() -> list[str]:
             if user_id is None or not private:
                 return []
-            return [f.fact for f in await storage.facts.list(user_id, self._facts_limit)]
+
+            async def fetch() -> list[str]:
+                return [f.fact for f in await storage.facts.list(user_id, self._facts_limit)]
+
+            return await reads.read("facts", user_id, fetch, [])
+
+        async def user_model() -> UserModelChoice | None:
+            if user_id is None:
+                return None
+            row = await reads.read("settings", user_id, lambda: storage.settings.get(user_id), None)
+            return user_model_choice(row, self._decrypt)
 
         async def exercise() -> Exercise | None:
             if pipeline != "train" or chat_id is None:
                 return None
-            return await storage.exercises.open_for_chat(chat_id)
+            return await reads.read(
+                "exercise", chat_id, lambda: storage.exercises.open_for_chat(chat_id), None
+            )
 
         if storage.reads_overlap:
-            recent, summary, known, user_model, open_exercise = await asyncio.gather(
-                history(), chat_summary(), facts(), self.load_user_model(user_id), exercise()
+            recent, summary, known, user_choice, open_exercise = await asyncio.gather(
+                history(), chat_summary(), facts(), user_model(), exercise()
             )
         else:
             # One after the other: each read completes without waiting (SQLite on the loop), and
@@ -167,7 +198,7 @@ class ConversationService:
             recent = await history()
             summary = await chat_summary()
             known = await facts()
-            user_model = await self.load_user_model(user_id)
+            user_choice = await user_model()
             open_exercise = await exercise()
         return PipelineContext(
             pipeline=pipeline,
@@ -183,7 +214,7 @@ class ConversationService:
             private=private,
             prompt_budget=self._prompt_budget,
             exercise=open_exercise,
-            user_model=user_model,
+            user_model=user_choice,
             resolver=self._resolver,
             on_text=on_text,
         )
@@ -205,16 +236,22 @@ class ConversationService:
             raise UnknownPipelineError(
                 f"unknown pipeline {pipeline!r} (pipelines: {', '.join(self.pipelines)})"
             )
+        memory = self.continuity.turn()
         ctx = await self.build_context(
-            pipeline, user_id=user_id, chat_id=chat_id, text=text, topic=topic, on_text=on_text
+            pipeline,
+            user_id=user_id,
+            chat_id=chat_id,
+            text=text,
+            topic=topic,
+            on_text=on_text,
+            memory=memory,
         )
-        storage = self.storage
         turn = Turn(pipeline, chat_id, user_id)
 
         async def store_input(run_ctx: PipelineContext) -> None:
             if chat_id is None:
                 return
-            stored = await storage.messages.add(
+            stored = await memory.add_message(
                 StoredMessage(
                     chat_id=chat_id,
                     user_id=user_id,
@@ -231,7 +268,7 @@ class ConversationService:
         async def store_reply(run_ctx: PipelineContext, result: RunResult) -> None:
             if chat_id is None or not result.reply:
                 return
-            await storage.messages.add(
+            await memory.add_message(
                 StoredMessage(
                     chat_id=chat_id,
                     user_id=user_id,
@@ -252,6 +289,7 @@ class ConversationService:
         else:
             result = await run
         result.turn_id = turn.turn_id
+        result.memory_degraded = memory.degraded
         return result
 
 

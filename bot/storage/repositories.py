@@ -130,6 +130,11 @@ class MessageRepo(Protocol):
         `idempotency_key`) again stores nothing and returns the row stored the first time."""
         ...
 
+    async def add_many(self, messages: Sequence[StoredMessage]) -> None:
+        """Store messages in one batch, in order; idempotent like `add` (a message stored
+        before under its `idempotency_key` is not stored again)."""
+        ...
+
     async def recent(self, chat_id: int, limit: int = 20) -> list[StoredMessage]:
         """The chat's last `limit` messages, oldest first."""
         ...

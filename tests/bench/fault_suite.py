@@ -17,7 +17,12 @@ Faults, each as: load before (2 s), the fault for `--duration` s (default 30), l
   hosted database looks like to the bot). SQLite cannot be taken away from a process that has the
   file open (and root ignores file modes), so with `--sqlite` this fault is skipped;
 - telegram-429: every second `sendMessage` is answered 429 `retry_after=1`;
-- sigterm: SIGTERM while messages are in flight, then the bot is started again at once.
+- telegram-5xx: every `sendMessage` is answered 502 for the whole fault;
+- sigterm: SIGTERM while messages are in flight, then the bot is started again at once;
+- sigterm-backlog: one chat has a backlog of `BACKLOG` messages and the model takes
+  `SLOW_MODEL` s a call when SIGTERM arrives (more than SHUTDOWN_TIMEOUT, 5 s here, can finish),
+  then the bot is started again at once;
+- kill-9: the same, with SIGKILL (no shutdown at all).
 
 Per fault it prints: messages sent, answered, apologised for (a `sendMessage` that is not the
 answer: "Sorry... try again"), lost, and recovery time. Lost = a message with no answer and no
@@ -62,8 +67,14 @@ FAULTS = (
     "models-down",
     "database-down",
     "telegram-429",
+    "telegram-5xx",
     "sigterm",
+    "sigterm-backlog",
+    "kill-9",
 )
+RESTARTS = ("sigterm", "sigterm-backlog", "kill-9")
+BACKLOG = 12  # messages queued in one chat when the bot is stopped
+SLOW_MODEL = 1.5  # seconds a model call takes while the backlog builds up
 
 
 @dataclass
@@ -78,6 +89,7 @@ class Options:
     only: tuple[str, ...] = FAULTS
     latency: float = 0.1
     quiet: bool = False
+    redis: str | None = None
 
 
 @dataclass
@@ -136,6 +148,14 @@ async def _no_flood(r: Rig) -> None:
     r.tg.flood_every(0)
 
 
+async def _telegram_down(r: Rig) -> None:
+    r.tg.outage("sendMessage", status=502)
+
+
+async def _telegram_up(r: Rig) -> None:
+    r.tg.end_outage("sendMessage")
+
+
 def injectors(fault: str) -> tuple[Injector, Injector]:
     if fault == "model-500":
         return model_fault(Fault.SERVER_ERROR, MODEL)
@@ -149,6 +169,8 @@ def injectors(fault: str) -> tuple[Injector, Injector]:
         return _database_down, _database_up
     if fault == "telegram-429":
         return _flood, _no_flood
+    if fault == "telegram-5xx":
+        return _telegram_down, _telegram_up
     raise ValueError(fault)
 
 
@@ -183,14 +205,22 @@ async def run_fault(r: Rig, fault: str, options: Options, first_chat: int) -> Ou
         outcome.note = "skipped: needs --insforge (SQLite cannot be taken away)"
         return outcome
     await steady_load(load, options.chats, options.rate, options.before, sent)
-    if fault == "sigterm":
-        # SIGTERM with messages in flight, keep sending while the bot is away, start it again.
+    if fault in RESTARTS:
+        if fault != "sigterm":
+            # One chat's backlog while every model call is slow: more than the shutdown can finish.
+            r.llm.script(MODEL, bench_reply, latency=SLOW_MODEL, token_delay=0.0)
+            backlog_chat = load.first_chat + options.chats
+            for seq in range(BACKLOG):
+                load.send(backlog_chat, seq)
+            await asyncio.sleep(2 * SLOW_MODEL)
+        # The stop with messages in flight, keep sending while the bot is away, start it again.
         sender = asyncio.create_task(
             steady_load(load, options.chats, options.rate, options.duration, sent)
         )
         cleared_at = time.monotonic()
-        code = await r.bot.restart()
-        if code != 0:
+        code = await (r.bot.kill_and_start() if fault == "kill-9" else r.bot.restart())
+        r.llm.scripts.pop(MODEL, None)
+        if code not in (0, -9):
             outcome.note = f"first process exited with {code}"
         await sender
     else:
@@ -238,7 +268,13 @@ def summarize(
 
 
 async def run(options: Options) -> list[Outcome]:
-    config = BotConfig(webhook=options.webhook, fallback=True, llm_timeout=2.0)
+    # SHUTDOWN_TIMEOUT 5 s: the restarts' backlog cannot all finish within it.
+    config = BotConfig(
+        webhook=options.webhook,
+        fallback=True,
+        llm_timeout=2.0,
+        extra={"SHUTDOWN_TIMEOUT": "5", **({"REDIS_URL": options.redis} if options.redis else {})},
+    )
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="bench-faults-") as tmp:
         async with rig(
@@ -274,7 +310,8 @@ def _row(o: Outcome) -> list[str]:
 
 def print_outcomes(options: Options, outcomes: list[Outcome]) -> None:
     print_grid(
-        f"fault suite: {options.storage}, {'webhook' if options.webhook else 'polling'}, "
+        f"fault suite: {options.storage}{' + Redis' if options.redis else ''}, "
+        f"{'webhook' if options.webhook else 'polling'}, "
         f"{options.rate:g} msg/s over {options.chats} chats, faults of {options.duration:g} s "
         f"(load average {load_average()})",
         [
@@ -304,6 +341,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--polling", dest="webhook", action="store_false", help="(default)")
     mode.add_argument("--webhook", dest="webhook", action="store_true")
+    parser.add_argument(
+        "--redis", default=None, help="REDIS_URL for the bot (the intake is then a Redis stream)"
+    )
     parser.set_defaults(storage="insforge", webhook=False)
     args = parser.parse_args(argv)
     only = tuple(f.strip() for f in args.only.split(",") if f.strip())
@@ -317,6 +357,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         storage=args.storage,
         webhook=args.webhook,
         only=only,
+        redis=args.redis,
     )
 
 

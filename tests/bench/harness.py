@@ -335,6 +335,14 @@ class RunningBot:
         await self.start()
         return code
 
+    async def kill_and_start(self) -> int:
+        """SIGKILL (no shutdown at all), start again; the old exit code (-9)."""
+        code = await self.process.kill()
+        self.restarts += 1
+        self.process = BotProcess(self.env, self.process.log_path, port=self.port)
+        await self.start()
+        return code
+
     def cpu_seconds(self) -> float:
         return read_cpu_seconds(self.pid)
 

@@ -248,6 +248,20 @@ async def test_adding_the_same_message_again_stores_it_once(storage: Storage, ui
     assert [m.text for m in await storage.messages.recent(chat)] == ["once", "once"]
 
 
+async def test_add_many_stores_a_batch_in_order_once(storage: Storage, uid: Ids) -> None:
+    chat = uid()
+    batch = [
+        StoredMessage(chat_id=chat, role="user", text="first"),
+        StoredMessage(chat_id=chat, role="assistant", text="second"),
+        StoredMessage(chat_id=chat, role="user", text="third"),
+    ]
+    await storage.messages.add_many(batch)
+    # Written again after an answer that never came: nothing twice.
+    await storage.messages.add_many(batch[1:])
+    await storage.messages.add_many([])
+    assert [m.text for m in await storage.messages.recent(chat)] == ["first", "second", "third"]
+
+
 # --- summaries ---
 
 

@@ -357,12 +357,13 @@ async def test_forget_clears_the_chat_history_and_summary(harness: Harness) -> N
     assert await storage.summaries.get(USER) is None
 
 
-async def test_storage_outage_while_storing_gets_a_kind_message(
-    harness: Harness, caplog: pytest.LogCaptureFixture
+async def test_while_storage_is_down_replies_go_on_with_one_note_and_messages_come_later(
+    harness: Harness,
 ) -> None:
     storage = harness.services.storage
     assert isinstance(storage, SQLiteStorage)
     from bot.storage.repositories import StorageUnavailable
+    from bot.telegram.routers.common import MEMORY_NOTE
 
     async def broken_add(message: object) -> object:
         raise StorageUnavailable("database is locked")
@@ -371,12 +372,19 @@ async def test_storage_outage_while_storing_gets_a_kind_message(
     storage.messages.add = broken_add  # type: ignore[method-assign]
     try:
         (reply,) = await harness.say("hello")
+        (second,) = await harness.say("hello again")
     finally:
         storage.messages.add = original  # type: ignore[method-assign]
-    assert reply.startswith("Sorry, I couldn't reach my memory just now")
-    assert any("storage failed during support" in r.getMessage() for r in caplog.records)
-    (reply,) = await harness.say("hello again")
-    assert reply == "Try a fixed wind-down routine (m-coach)."
+    assert reply == f"Try a fixed wind-down routine (m-coach).\n\n{MEMORY_NOTE}"
+    assert second == "Try a fixed wind-down routine (m-coach)."  # told once per chat
+    assert await harness.services.conversation.continuity.flush()
+    stored = [(m.role, m.text) for m in await storage.messages.recent(USER, 10)]
+    assert stored == [
+        ("user", "hello"),
+        ("assistant", "Try a fixed wind-down routine (m-coach)."),
+        ("user", "hello again"),
+        ("assistant", "Try a fixed wind-down routine (m-coach)."),
+    ]
 
 
 async def test_a_reply_cut_off_mid_stream_keeps_its_text_and_says_why(harness: Harness) -> None:
@@ -413,6 +421,8 @@ async def test_a_reply_that_could_not_be_saved_is_sent_with_a_note_on_that_messa
         return await original(message)
 
     storage.messages.add = reply_not_saved  # type: ignore[method-assign]
+    # No room to keep it for later either (the queue of messages waiting for the database).
+    harness.services.conversation.continuity.max_pending = 0
     try:
         mark = len(harness.tg.calls)
         update = harness.tg.user_message("hello", user_id=USER)

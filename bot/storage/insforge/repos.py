@@ -191,6 +191,30 @@ class InsForgeMessageRepo:
         )
         return StoredMessage.model_validate(row)
 
+    async def add_many(self, messages: Sequence[StoredMessage]) -> None:
+        if not messages:
+            return
+        # One upsert for the batch; ignore_duplicates keeps it idempotent (a retry after a lost
+        # answer stores nothing twice).
+        await self._client.upsert(
+            "messages",
+            [
+                {
+                    "chat_id": m.chat_id,
+                    "user_id": m.user_id,
+                    "role": m.role,
+                    "text": m.text,
+                    "pipeline": m.pipeline,
+                    "trace_id": m.trace_id,
+                    "created_at": iso_utc(m.created_at),
+                    "idempotency_key": m.idempotency_key or new_idempotency_key(),
+                }
+                for m in messages
+            ],
+            on_conflict="idempotency_key",
+            ignore_duplicates=True,
+        )
+
     async def recent(self, chat_id: int, limit: int = 20) -> list[StoredMessage]:
         if limit <= 0:
             return []

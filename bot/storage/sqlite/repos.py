@@ -199,6 +199,32 @@ class SQLiteMessageRepo:
             )
         return StoredMessage.model_validate(_one(rows, "messages"))
 
+    async def add_many(self, messages: Sequence[StoredMessage]) -> None:
+        rows = [
+            (
+                m.chat_id,
+                m.user_id,
+                m.role,
+                m.text,
+                m.pipeline,
+                m.trace_id,
+                iso_utc(m.created_at),
+                m.idempotency_key or new_idempotency_key(),
+            )
+            for m in messages
+        ]
+
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO messages (chat_id, user_id, role, text, pipeline, trace_id, "
+                "created_at, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (idempotency_key) DO NOTHING",
+                rows,
+            )
+
+        if rows:
+            await self._db.transaction(insert, action="store messages")
+
     async def recent(self, chat_id: int, limit: int = 20) -> list[StoredMessage]:
         if limit <= 0:
             return []

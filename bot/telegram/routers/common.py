@@ -40,6 +40,8 @@ SORRY_STORAGE = (
     "Please try again in a minute."
 )
 STORAGE_NOTE = "(I couldn't save this conversation just now, so I may not remember it.)"
+# Once per chat while the database is down (the reply came from what the bot last read).
+MEMORY_NOTE = "(My memory is out of reach for a moment, so I may not remember this part.)"
 
 
 def too_long_text(limit: int) -> str:
@@ -211,6 +213,8 @@ async def answer_with_pipeline(
             final = f"{streamer.text.rstrip()}\n\n({result.error_message or SORRY_GENERIC})"
         else:
             final = result.error_message or SORRY_GENERIC
+        if result.memory_degraded and services.conversation.continuity.should_note(chat.id):
+            final = f"{final.rstrip()}\n\n{MEMORY_NOTE}"
         # Rating buttons ride on the reply's last message (not a separate edit afterwards):
         # the rating goes to the trace (tracing on) and to the turn (the call ledger on).
         traced = bool(result.trace_id) and trace_review(services) is not None
