@@ -187,9 +187,6 @@ class BotRuntime:
                 allowed_updates=allowed,
             )
             log.info("webhook registered; serving updates on port %d", self.server.port)
-            if self.settings.redis_url:
-                # Replicas share the stream: what one that died left is taken up by another.
-                self._reclaiming = asyncio.create_task(self._reclaim_orphans(), name="reclaim")
         else:
             # A webhook left from an earlier deployment would make getUpdates fail.
             await self.bot.delete_webhook(drop_pending_updates=False)
@@ -201,11 +198,17 @@ class BotRuntime:
             await self.feeder.recover(everything=True)
             self._polling = asyncio.create_task(self.poller.run(), name="polling")
             self._polling.add_done_callback(self._polling_ended)
+        if self.settings.redis_url:
+            # Webhook replicas share the stream: what one that died left is taken up by another.
+            # Polling: what the first look missed (Redis slow or away at start-up).
+            self._reclaiming = asyncio.create_task(
+                self._reclaim_orphans(everything=not self.webhook_mode), name="reclaim"
+            )
 
-    async def _reclaim_orphans(self, every: float = 5.0) -> None:
+    async def _reclaim_orphans(self, *, everything: bool, every: float = 5.0) -> None:
         while True:
             await asyncio.sleep(every)
-            await self.feeder.recover()
+            await self.feeder.recover(everything=everything)
 
     async def _reach_telegram(self) -> None:
         """`getMe` before anything else (see STARTUP_WAIT): a rejected token is a configuration
