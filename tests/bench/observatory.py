@@ -108,7 +108,7 @@ def rows(total: int, days: int, seed: int = 7) -> Iterator[tuple[Any, ...]]:
         )
 
 
-def build_sqlite(total: int, days: int, rebuild: bool) -> None:
+async def build_sqlite(total: int, days: int, rebuild: bool) -> None:
     marker = SQLITE_PATH.with_suffix(f".{total}-{days}.built")
     if marker.exists() and SQLITE_PATH.exists() and not rebuild:
         return
@@ -118,12 +118,9 @@ def build_sqlite(total: int, days: int, rebuild: bool) -> None:
         old.unlink()
     SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
 
-    async def schema() -> None:
-        storage = SQLiteStorage(str(SQLITE_PATH))
-        await storage.connect()
-        await storage.close()
-
-    asyncio.run(schema())
+    storage = SQLiteStorage(str(SQLITE_PATH))
+    await storage.connect()
+    await storage.close()
     started = time.perf_counter()
     conn = sqlite3.connect(SQLITE_PATH, isolation_level=None)
     conn.execute("BEGIN")
@@ -244,7 +241,7 @@ async def main(args: argparse.Namespace) -> None:
     only = set(args.only.split(","))
     print(f"ledger: {args.rows:,} calls over {args.days} days")
     if "sqlite" in only:
-        build_sqlite(args.rows, args.days, args.rebuild)
+        await build_sqlite(args.rows, args.days, args.rebuild)
         storage = SQLiteStorage(str(SQLITE_PATH))
         await storage.connect()
         try:
