@@ -40,6 +40,7 @@ from bot.storage.insforge_client import InsForgeClient
 from bot.storage.migrate import apply_insforge_migrations
 from bot.storage.repositories import Storage
 from bot.storage.sqlite import SQLiteStorage
+from bot.storage.sqlite.schema import migrate
 from bot.storage.timeutil import iso_utc
 from tests.fakes.insforge_server import FakeInsForge, dsn_for
 
@@ -108,7 +109,7 @@ def rows(total: int, days: int, seed: int = 7) -> Iterator[tuple[Any, ...]]:
         )
 
 
-async def build_sqlite(total: int, days: int, rebuild: bool) -> None:
+def build_sqlite(total: int, days: int, rebuild: bool) -> None:
     marker = SQLITE_PATH.with_suffix(f".{total}-{days}.built")
     if marker.exists() and SQLITE_PATH.exists() and not rebuild:
         return
@@ -118,11 +119,9 @@ async def build_sqlite(total: int, days: int, rebuild: bool) -> None:
         old.unlink()
     SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
 
-    storage = SQLiteStorage(str(SQLITE_PATH))
-    await storage.connect()
-    await storage.close()
     started = time.perf_counter()
     conn = sqlite3.connect(SQLITE_PATH, isolation_level=None)
+    migrate(conn)  # the bot's own schema steps
     conn.execute("BEGIN")
     conn.executemany(
         f"INSERT INTO ledger_calls ({COLUMNS}) VALUES ({', '.join('?' * 22)})", rows(total, days)
@@ -241,7 +240,7 @@ async def main(args: argparse.Namespace) -> None:
     only = set(args.only.split(","))
     print(f"ledger: {args.rows:,} calls over {args.days} days")
     if "sqlite" in only:
-        await build_sqlite(args.rows, args.days, args.rebuild)
+        build_sqlite(args.rows, args.days, args.rebuild)
         storage = SQLiteStorage(str(SQLITE_PATH))
         await storage.connect()
         try:
