@@ -17,6 +17,8 @@ The console (`bot.console`) and the Telegram bot (`bot.telegram.runtime.run_bot`
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,8 +29,10 @@ from typing import TYPE_CHECKING, Protocol
 from bot.archives import ArchiveLimits, ArchiveService
 from bot.config import ConfigError, Settings
 from bot.llm.protocol import LLMProvider
+from bot.llm.specs import ModelSpec
 from bot.observability.logs import register_secret
 from bot.observatory.capture import LedgerProvider
+from bot.observatory.pricing import Prices
 from bot.observatory.reports import ChangeReports, pipeline_agents
 from bot.observatory.stats import LedgerStats
 from bot.observatory.writer import LedgerWriter
@@ -37,6 +41,9 @@ from bot.pipeline.pipelines import build_pipelines
 from bot.pipeline.runner import PipelineRunner
 from bot.pipeline.steps import Pipeline
 from bot.services.access import ACCESS_TARGET, AccessService, open_access_warning
+from bot.services.budget_counters import create_counters
+from bot.services.budget_ledger import LedgerSeeder
+from bot.services.budgets import BUDGET_TARGET, Budgets, env_limits
 from bot.services.conversation import ConversationService, KeyDecrypter
 from bot.services.model_config import ModelConfigService, ProviderSource
 from bot.services.model_resolution import ModelResolver
@@ -82,6 +89,8 @@ class Services:
     stats: LedgerStats | None = None
     # CHANGE_REPORT_AFTER_CALLS / _HOURS: the before/after reports for the admins.
     reports: ChangeReports | None = None
+    # Spending limits (BUDGET_*, /budget), checked before every model call.
+    budgets: Budgets | None = None
 
 
 def _key_decrypter(settings: Settings, scrub: list[object]) -> KeyDecrypter | None:
@@ -185,6 +194,13 @@ async def build_services(
             log.warning("%s", warning)
         rate_limiter = create_rate_limiter(settings)
         stack.push_async_callback(rate_limiter.close)
+        counters = create_counters(settings)
+        stack.push_async_callback(counters.close)
+        # The ledger's price table prices the reservations too (one copy of the data).
+        prices = ledger.prices if ledger is not None else Prices()
+        budgets = Budgets.from_settings(settings, storage.budgets, counters, rates=prices.rates)
+        if ledger is not None:
+            budgets.seeder = LedgerSeeder(storage.ledger)
         if settings.redis_url:
             from bot.services.override_events import OverrideEvents
 
@@ -192,6 +208,8 @@ async def build_services(
                 # Access changes ride the same channel as "access:<id>".
                 if target is not None and target.startswith(ACCESS_TARGET):
                     access.invalidate()
+                elif target is not None and target.startswith(BUDGET_TARGET):
+                    budgets.invalidate()
                 else:
                     model_config.invalidate()
 
@@ -200,8 +218,10 @@ async def build_services(
             stack.push_async_callback(events.close)
             model_config.add_change_listener(events.publish)
             access.add_change_listener(lambda subject: events.publish(f"{ACCESS_TARGET}{subject}"))
+            budgets.add_change_listener(lambda scope: events.publish(f"{BUDGET_TARGET}{scope}"))
 
         resolver = ModelResolver(settings, providers, model_config)
+        budgets.downgrade = ResolverDowngrade(resolver)
         runner = PipelineRunner(observer, step_timeout=settings.step_timeout)
         stack.push_async_callback(_drain, runner, shutdown)
         archives = ArchiveService(
@@ -223,8 +243,17 @@ async def build_services(
         )
         # Before the storage closes: messages queued while the database was down get a last try.
         stack.push_async_callback(_close_continuity, conversation, shutdown)
+        conversation.budgets = budgets
         openrouter_models = OpenRouterModels(settings.openrouter_base_url)
         stack.push_async_callback(openrouter_models.close)
+        budgets.add_price_source("openrouter", openrouter_models.rates)
+        if settings.openrouter_api_key is not None:
+            # The catalog's prices make the reservations of OpenRouter calls; fetched when a
+            # budget may apply (at start when the environment sets one, else on /budget).
+            budgets.prefetch = openrouter_models.prefetch
+            if env_limits(settings):
+                prefetch = asyncio.create_task(openrouter_models.prefetch())
+                stack.push_async_callback(_cancel, prefetch)
         yield Services(
             settings=settings,
             storage=storage,
@@ -251,6 +280,7 @@ async def build_services(
             )
             if ledger is not None
             else None,
+            budgets=budgets,
         )
 
 
@@ -275,6 +305,25 @@ async def _close_ledger(ledger: LedgerWriter, shutdown: ShutdownDeadline) -> Non
 async def _close_continuity(conversation: ConversationService, shutdown: ShutdownDeadline) -> None:
     shutdown.start()
     await conversation.continuity.close(timeout=shutdown.remaining())
+
+
+class ResolverDowngrade:
+    """The budgets' `downgrade:<model>`: read by the resolver, on the shared keys."""
+
+    def __init__(self, resolver: ModelResolver) -> None:
+        self._resolver = resolver
+
+    def interpret(self, model: str) -> ModelSpec:
+        return self._resolver.interpret(model).spec
+
+    def chain(self, spec: ModelSpec, preference: str) -> LLMProvider:
+        return self._resolver.shared_chain(spec, preference)  # type: ignore[arg-type]
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
 
 
 async def _drain(runner: PipelineRunner, shutdown: ShutdownDeadline) -> None:

@@ -151,6 +151,21 @@ class Settings(BaseSettings):
     # Admins are exempt. Shared by replicas through REDIS_URL.
     user_messages_per_minute: int = Field(default=20, ge=0, le=10_000)
 
+    # --- Budgets (USD, from the call ledger's costs; /budget changes them at runtime) ---
+    # Empty: no limit. The whole bot per day; every user per day and per month.
+    budget_daily_usd: float | None = Field(default=None, ge=0)
+    budget_user_daily_usd: float | None = Field(default=None, ge=0)
+    budget_user_monthly_usd: float | None = Field(default=None, ge=0)
+    # Per agent per day: `strategist=1,coach=5`.
+    budget_agent_daily_usd: Pairs = Field(default_factory=dict)
+    # What an agent does once a budget is spent: `agent=downgrade:<model>|skip|refuse,...`.
+    # Default: skip for the optional helpers, refuse for the agent that writes the reply.
+    budget_policy: Pairs = Field(default_factory=dict)
+    # Days and months start at midnight here (an IANA zone, e.g. Europe/Berlin).
+    budget_timezone: str = "UTC"
+    # Whether admins' own turns are held to the budgets too (they always count in the spend).
+    budget_admins: bool = False
+
     # --- Archives (users' own documents, searched for the tutor and coach) ---
     archive_max_files: int = Field(default=20, ge=1, le=1000)
     # Megabytes (10^6 bytes) of uploaded files one user may keep, all archives together.
@@ -193,7 +208,55 @@ class Settings(BaseSettings):
         "user_models",
         mode="before",
     )(_split_csv)
-    _split_maps = field_validator("agent_models", "pipeline_models", mode="before")(_split_pairs)
+    _split_maps = field_validator(
+        "agent_models", "pipeline_models", "budget_agent_daily_usd", "budget_policy", mode="before"
+    )(_split_pairs)
+
+    @field_validator(
+        "budget_daily_usd", "budget_user_daily_usd", "budget_user_monthly_usd", mode="before"
+    )
+    @classmethod
+    def _empty_is_no_limit(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("budget_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r} (an IANA name, e.g. UTC, Europe/Berlin)"
+            ) from None
+        return value
+
+    @field_validator("budget_agent_daily_usd")
+    @classmethod
+    def _agent_budgets(cls, value: dict[str, str]) -> dict[str, str]:
+        for agent, usd in value.items():
+            if agent not in AGENT_NAMES:
+                raise ValueError(f"unknown agent {agent!r} (agents: {', '.join(AGENT_NAMES)})")
+            try:
+                if float(usd) < 0:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(
+                    f"{agent}={usd!r}: expected an amount in USD, e.g. {agent}=1.5"
+                ) from None
+        return value
+
+    @field_validator("budget_policy")
+    @classmethod
+    def _budget_policies(cls, value: dict[str, str]) -> dict[str, str]:
+        for agent, policy in value.items():
+            if agent not in AGENT_NAMES:
+                raise ValueError(f"unknown agent {agent!r} (agents: {', '.join(AGENT_NAMES)})")
+            kind, _, model = policy.partition(":")
+            if kind not in ("downgrade", "skip", "refuse") or (kind == "downgrade") != bool(model):
+                raise ValueError(f"{agent}={policy!r}: expected downgrade:<model>, skip or refuse")
+        return value
 
     @field_validator(
         "telegram_api_base",

@@ -49,6 +49,20 @@ class Resolver(Protocol):
     ) -> Resolution: ...
 
 
+class BudgetGuard(Protocol):
+    """Puts an agent's provider behind its budgets (`bot.services.budgets.Budgets`)."""
+
+    def guard(
+        self,
+        agent: str,
+        provider: LLMProvider,
+        *,
+        user_id: int | None,
+        optional: bool,
+        preference: str = "any",
+    ) -> LLMProvider: ...
+
+
 @dataclass(slots=True)
 class PipelineContext:
     pipeline: str
@@ -73,6 +87,8 @@ class PipelineContext:
     exercise: Exercise | None = None
     user_model: UserModelChoice | None = None
     resolver: Resolver | None = None
+    # Budgets (BUDGET_*): every model call of an agent is reserved and settled there.
+    budgets: BudgetGuard | None = None
     # Where replying agents send text as it is generated (Telegram streamer, console print).
     on_text: TextSink | None = None
     trace_id: str | None = None
@@ -87,15 +103,20 @@ class PipelineContext:
         """The provider of the agent this copy was made for (the default on the run context)."""
         return self._llm if self._llm is not None else self.default_llm
 
-    async def get_llm_for_agent(self, agent: str) -> LLMProvider:
-        """Resolve the agent's provider now (override/user/agent/pipeline/default); record why."""
+    async def get_llm_for_agent(self, agent: str, *, optional: bool = False) -> LLMProvider:
+        """Resolve the agent's provider now (override/user/agent/pipeline/default); record why.
+        With budgets, the provider comes behind them (`optional`: the step may be skipped)."""
         if self.resolver is None:
-            return self.default_llm
-        resolution = await self.resolver.resolve(
-            agent, pipeline=self.pipeline, user=self.user_model
-        )
-        self.resolutions[agent] = resolution
-        return resolution.provider
+            provider = self.default_llm
+        else:
+            resolution = await self.resolver.resolve(
+                agent, pipeline=self.pipeline, user=self.user_model
+            )
+            self.resolutions[agent] = resolution
+            provider = resolution.provider
+        if self.budgets is not None:
+            provider = self.budgets.guard(agent, provider, user_id=self.user_id, optional=optional)
+        return provider
 
     def for_agent(self, agent: str, llm: LLMProvider) -> PipelineContext:
         clone = _new_context()

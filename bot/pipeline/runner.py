@@ -57,6 +57,10 @@ ReplyHook = Callable[[PipelineContext, "RunResult"], Awaitable[None]]
 
 def user_message(error: BaseException | None) -> str:
     """What the user reads when a required step failed (the log has the details)."""
+    # An error that speaks to the user itself (a spent budget says when it resets).
+    text = getattr(error, "user_text", None)
+    if isinstance(text, str):
+        return text
     if isinstance(error, AllModelsFailed | ProviderError):
         return "Sorry, I can't reach the language model right now. Please try again in a minute."
     if isinstance(error, TimeoutError):
@@ -174,7 +178,7 @@ class PipelineRunner:
                     if output.success:
                         if step.agent.replies and output.text:
                             parts.append(output.text)
-                    elif not step.optional:
+                    elif not step.optional or getattr(error, "ends_turn", False):
                         result.success = False
                         result.failed_agent = step.name
                         result.error_message = user_message(error)
@@ -208,7 +212,7 @@ class PipelineRunner:
         try:
             async with asyncio.timeout(timeout) as scope:
                 if step.uses_model:
-                    llm = await ctx.get_llm_for_agent(agent)
+                    llm = await ctx.get_llm_for_agent(agent, optional=step.optional)
                     info = _step_info(agent, kind, llm, ctx.resolutions.get(agent), handle)
                 else:
                     llm = ctx.default_llm
@@ -261,6 +265,8 @@ class PipelineRunner:
         ctx.set_result(step.key, output)
         if not output.success:
             level = logging.WARNING if step.optional or kind == "background" else logging.ERROR
+            if getattr(error, "user_text", None) is not None:
+                level = logging.INFO  # a spent budget: the bot working as configured
             resolution = ctx.resolutions.get(step.name)
             log.log(
                 level,

@@ -26,7 +26,13 @@ from bot.continuity import Continuity, TurnMemory
 from bot.llm.protocol import LLMProvider
 from bot.llm.specs import ModelSpecError, parse_spec
 from bot.observatory.capture import Turn, turn_scope
-from bot.pipeline.context import DEFAULT_PROMPT_BUDGET, PipelineContext, Resolver, TextSink
+from bot.pipeline.context import (
+    DEFAULT_PROMPT_BUDGET,
+    BudgetGuard,
+    PipelineContext,
+    Resolver,
+    TextSink,
+)
 from bot.pipeline.runner import PipelineRunner, RunResult
 from bot.pipeline.steps import Pipeline
 from bot.services.model_resolution import UserModelChoice
@@ -82,6 +88,9 @@ def user_model_choice(
 
 
 class ConversationService:
+    # Budgets (BUDGET_*), set by `build_services`; every turn's agents go behind them.
+    budgets: BudgetGuard | None = None
+
     def __init__(
         self,
         storage: Storage,
@@ -112,7 +121,7 @@ class ConversationService:
 
     def with_resolver(self, resolver: Resolver) -> ConversationService:
         """The same service resolving models with `resolver` (the console's `--model`)."""
-        return ConversationService(
+        service = ConversationService(
             self.storage,
             self.runner,
             self.pipelines,
@@ -125,6 +134,8 @@ class ConversationService:
             ledger=self._ledger,
             continuity=self.continuity,
         )
+        service.budgets = self.budgets
+        return service
 
     async def load_user_model(self, user_id: int | None) -> UserModelChoice | None:
         if user_id is None:
@@ -216,6 +227,7 @@ class ConversationService:
             exercise=open_exercise,
             user_model=user_choice,
             resolver=self._resolver,
+            budgets=self.budgets,
             on_text=on_text,
         )
 

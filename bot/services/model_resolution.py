@@ -238,10 +238,12 @@ class ModelResolver:
         """Model text read against the catalog in memory (raises like `Catalog.interpret`)."""
         return self._current().catalog.interpret(model)
 
-    def shared_chain(self, spec: ModelSpec) -> LLMProvider:
-        """The chain for `spec` on the shared keys, with the catalog's parameters for it."""
+    def shared_chain(self, spec: ModelSpec, preference: ModelPreference = "any") -> LLMProvider:
+        """The chain for `spec` on the shared keys, with the catalog's parameters for it (and
+        only the fallbacks `preference` allows)."""
         catalog = self._current().catalog
-        return self._chain(Picked(str(spec), spec, catalog.for_spec(spec)), None, catalog, "any")
+        picked = Picked(str(spec), spec, catalog.for_spec(spec))
+        return self._chain(picked, None, catalog, preference)
 
     # --- internals ---
 

@@ -25,12 +25,13 @@ When the catalog cannot be fetched (OpenRouter down, no network):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -75,6 +76,9 @@ class OpenRouterModels:
         self._clock = clock
         self._client: httpx.AsyncClient | None = None
         self._ids: list[str] | None = None
+        # id -> USD per prompt token, per completion token (the catalog's `pricing`), for the
+        # budgets' reservations.
+        self._pricing: dict[str, tuple[float, float]] = {}
         self._expires_at = 0.0
         self._retry_at = 0.0
         self._last_problem: str | None = None
@@ -139,7 +143,33 @@ class OpenRouterModels:
             raise ModelListUnavailable(f"unexpected answer from {self.url}") from None
         if not ids:
             raise ModelListUnavailable(f"empty model list from {self.url}")
+        self._pricing = _pricing(data)
         return ids
+
+    def rates(self, model_id: str) -> tuple[float, float] | None:
+        """USD per prompt and per completion token from the last catalog fetched; None when
+        no copy was fetched yet or the entry has no price."""
+        return self._pricing.get(model_id)
+
+    async def prefetch(self) -> None:
+        """Fetch the catalog now (for its prices); failures are logged by `model_ids`."""
+        with contextlib.suppress(ModelListUnavailable):
+            await self.model_ids()
+
+
+def _pricing(data: list[Any]) -> dict[str, tuple[float, float]]:
+    found: dict[str, tuple[float, float]] = {}
+    for item in data:
+        pricing = item.get("pricing") if isinstance(item, dict) else None
+        if not isinstance(pricing, dict):
+            continue
+        try:
+            prompt, completion = float(pricing["prompt"]), float(pricing["completion"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if prompt >= 0 and completion >= 0:  # OpenRouter marks variable prices with -1
+            found[str(item["id"])] = (prompt, completion)
+    return found
 
 
 def closest(model_id: str, ids: list[str], n: int = 3) -> list[str]:

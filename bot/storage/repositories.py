@@ -23,6 +23,7 @@ from bot.storage.archive_models import (
     NewPassage,
     PassageHit,
 )
+from bot.storage.budget_models import BudgetLimitRow
 from bot.storage.ledger_models import CallStats, LedgerCall, SeriesPoint, UserCost
 from bot.storage.models import (
     AgentModelConfig,
@@ -380,6 +381,14 @@ class LedgerRepo(Protocol):
         ...
 
 
+class BudgetRepo(Protocol):
+    async def list(self) -> builtins.list[BudgetLimitRow]:
+        """Every limit an admin set (`usd` None: turned off), by scope."""
+        ...
+
+    async def set(self, scope: str, usd: float | None, *, set_by: str) -> None: ...
+
+
 class Storage(Protocol):
     """Every repository of one backend, opened and closed together."""
 
@@ -395,6 +404,7 @@ class Storage(Protocol):
     model_catalog: ModelCatalogRepo
     access: AccessRepo
     ledger: LedgerRepo
+    budgets: BudgetRepo
 
     @property
     def backend(self) -> str:

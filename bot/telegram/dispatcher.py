@@ -43,11 +43,11 @@ from bot.telegram.ordering import ChatEventIsolation
 from bot.telegram.routers import (
     admin,
     archives,
+    budget,
     chat,
     errors,
     feedback,
     learn,
-    observatory,
     settings,
     start,
     train,
@@ -65,6 +65,7 @@ BOT_COMMANDS: list[BotCommand] = [
     BotCommand(command="archives", description="Your notes I search: send a document to add"),
     BotCommand(command="model", description="Choose the model I use for you"),
     BotCommand(command="prefer", description="Local or online models: /prefer local|online|any"),
+    BotCommand(command="usage", description="What you've spent today and this month"),
     BotCommand(command="setkey", description="Use your own API key: /setkey <provider> <key>"),
     BotCommand(command="forget", description="Forget this chat's history"),
     BotCommand(command="deleteme", description="Erase everything I hold about you"),
@@ -101,6 +102,12 @@ def _run_change_reports(dp: Dispatcher, sender: ChangeReportSender) -> None:
 
     dp.startup.register(start)
     dp.shutdown.register(sender.stop)
+
+
+def install_notifiers(services: Services, bot: Bot) -> None:
+    """What the services tell the admins (budget alerts) goes out through `bot`."""
+    if services.budgets is not None:
+        services.budgets.notify = budget.admin_notifier(bot, list(services.settings.admin_ids))
 
 
 def build_dispatcher(
@@ -141,8 +148,8 @@ def build_dispatcher(
         start.create_router(),
         settings.create_router(),
         users.create_router(),
+        budget.create_router(),
         admin.create_router(),
-        observatory.create_router(),
         learn.create_router(),
         archives.create_command_router(),
         train.create_command_router(),

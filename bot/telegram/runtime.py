@@ -47,7 +47,12 @@ from bot.app import Services, build_services
 from bot.config import ConfigError, Settings
 from bot.intake import Intake, open_intake
 from bot.telegram.chat_queue import RedisChatQueue
-from bot.telegram.dispatcher import BOT_COMMANDS, build_dispatcher, create_bot
+from bot.telegram.dispatcher import (
+    BOT_COMMANDS,
+    build_dispatcher,
+    create_bot,
+    install_notifiers,
+)
 from bot.telegram.fsm_storage import ResilientStorage
 from bot.telegram.intake_feed import UpdateFeeder
 from bot.telegram.ordering import RedisChatEventIsolation, build_event_isolation
@@ -124,6 +129,7 @@ class BotRuntime:
             self.feeder,
             allowed_updates=self.dispatcher.resolve_used_update_types(),
         )
+        install_notifiers(services, self.bot)
         self.server = WebServer(
             self.settings.webhook_host, self.settings.webhook_port, metrics=self.metrics
         )

@@ -33,6 +33,7 @@ EXPECTED_TABLES = {
     "ledger_calls",
     "ledger_ratings",
     "ledger_reports",
+    "budget_limits",
 }
 
 

@@ -304,7 +304,12 @@ async def _wal_after_writes(path: str, writes: int) -> int:
             await storage.messages.add(StoredMessage(chat_id=n % 5, role="user", text="x" * 200))
             await asyncio.sleep(0)  # let a checkpoint started by the writes finish in the worker
             if n % 50 == 49:
-                await asyncio.sleep(0.02)
+                # On a loaded machine the worker's checkpoint can take longer than a short
+                # sleep: wait for it (the measure is the WAL's growth, not the worker's speed).
+                for _ in range(200):
+                    if storage.db._checkpoint is None:
+                        break
+                    await asyncio.sleep(0.01)
         return _wal_size(path)
     finally:
         await storage.close()

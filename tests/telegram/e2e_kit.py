@@ -21,7 +21,7 @@ from aiogram import Bot, Dispatcher
 from bot.app import Services, build_services
 from bot.config import Settings
 from bot.pipeline.observer import NullObserver, PipelineObserver
-from bot.telegram.dispatcher import build_dispatcher, create_bot
+from bot.telegram.dispatcher import build_dispatcher, create_bot, install_notifiers
 from tests.fakes.llm_server import FakeLLMServer, RecordedRequest
 from tests.fakes.telegram_server import BotMessage, FakeTelegramServer
 from tests.telegram.conftest import polling
@@ -153,6 +153,7 @@ async def running_bot(
         bot = create_bot(settings)
         try:
             dp = build_dispatcher(services)
+            install_notifiers(services, bot)
             async with polling(dp, bot):
                 yield Harness(tg, llm, services, dp, bot)
                 # Let updates in flight finish, as the runtime does before it stops polling.

@@ -284,7 +284,9 @@ async def test_stats_of_one_agent_sends_its_chart(harness: Harness, tg: FakeTele
     (usage,) = await harness.say("/usage")
     # Four calls (extraction, strategist, coach, summarizer); the coach's OpenRouter answer
     # reported no cost here and the summarizer's model has no price: two unpriced.
-    today, month, note = usage.splitlines()
-    assert today.startswith("Your model calls today (UTC): 4, cost $")
-    assert month.startswith("This month: 4, cost $")
+    title, today, month, note = usage.splitlines()
+    assert title == "Your usage (USD):"
+    assert today.startswith("Today: 4 model calls, $")
+    assert "no limit; resets at midnight UTC" in today
+    assert month.startswith("This month: 4 model calls, $")
     assert note == "(2 calls this month have no known price and are not counted.)"

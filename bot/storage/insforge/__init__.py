@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.storage.insforge.access import InsForgeAccessRepo
 from bot.storage.insforge.archives import InsForgeArchiveRepo
+from bot.storage.insforge.budgets import InsForgeBudgetRepo
 from bot.storage.insforge.ledger import InsForgeLedgerRepo
 from bot.storage.insforge.repos import (
     InsForgeAgentModelConfigRepo,
@@ -21,6 +22,7 @@ from bot.storage.repositories import (
     AccessRepo,
     AgentModelConfigRepo,
     ArchiveRepo,
+    BudgetRepo,
     ExerciseRepo,
     FactRepo,
     LedgerRepo,
@@ -60,6 +62,7 @@ class InsForgeStorage:
         self.model_catalog: ModelCatalogRepo = InsForgeModelCatalogRepo(client)
         self.access: AccessRepo = InsForgeAccessRepo(client)
         self.ledger: LedgerRepo = InsForgeLedgerRepo(client)
+        self.budgets: BudgetRepo = InsForgeBudgetRepo(client)
 
     @classmethod
     def from_url(

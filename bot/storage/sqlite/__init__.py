@@ -6,6 +6,7 @@ from bot.storage.repositories import (
     AccessRepo,
     AgentModelConfigRepo,
     ArchiveRepo,
+    BudgetRepo,
     ExerciseRepo,
     FactRepo,
     LedgerRepo,
@@ -18,6 +19,7 @@ from bot.storage.repositories import (
 )
 from bot.storage.sqlite.access import SQLiteAccessRepo
 from bot.storage.sqlite.archives import SQLiteArchiveRepo
+from bot.storage.sqlite.budgets import SQLiteBudgetRepo
 from bot.storage.sqlite.database import SQLiteDatabase
 from bot.storage.sqlite.ledger import SQLiteLedgerRepo
 from bot.storage.sqlite.repos import (
@@ -62,6 +64,7 @@ class SQLiteStorage:
         self.model_catalog: ModelCatalogRepo = SQLiteModelCatalogRepo(self.db)
         self.access: AccessRepo = SQLiteAccessRepo(self.db)
         self.ledger: LedgerRepo = SQLiteLedgerRepo(self.db)
+        self.budgets: BudgetRepo = SQLiteBudgetRepo(self.db)
 
     @property
     def path(self) -> str:

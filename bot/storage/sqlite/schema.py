@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from bot.storage.repositories import StorageConfigError
 from bot.storage.sqlite.access_schema import ACCESS_SQL
 from bot.storage.sqlite.archives_schema import ARCHIVES_SQL
+from bot.storage.sqlite.budget_schema import BUDGET_SQL
 from bot.storage.sqlite.ledger_schema import LEDGER_SQL
 
 
@@ -188,6 +189,8 @@ STEPS: tuple[SchemaStep, ...] = (
     SchemaStep(7, "call-ledger", LEDGER_SQL),
     # insforge/migrations/013: who may use the bot (ACCESS_MODE, /users).
     SchemaStep(9, "access-list", ACCESS_SQL),
+    # insforge/migrations/015: budget limits set at runtime (/budget).
+    SchemaStep(11, "budget-limits", BUDGET_SQL),
 )
 
 LATEST_VERSION = STEPS[-1].version

@@ -27,8 +27,8 @@ from bot.telegram.routers.observatory import on_stats
 
 log = logging.getLogger(__name__)
 
-# `/users` is `bot.telegram.routers.users` (before this router); refused here like the rest.
-ADMIN_COMMANDS = (*MODEL_COMMANDS, "trace", "users", "stats")
+# `/users` and `/budget` are their own routers (before this one); refused here like the rest.
+ADMIN_COMMANDS = (*MODEL_COMMANDS, "trace", "users", "stats", "budget")
 REFUSAL = "Sorry, that command is for the bot's admins."
 
 

@@ -1,4 +1,5 @@
-"""`/stats [agent] [1h|24h|7d|30d]` (admins) and `/usage` (everyone): the call ledger's figures.
+"""`/stats [agent] [1h|24h|7d|30d]` (admins): the call ledger's figures. (`/usage`, which reads
+the ledger too, is with the budgets: `bot.telegram.routers.budget`.)
 
 The figures are `bot.observatory`'s; this file parses, asks and answers. `/stats <agent>` also
 sends the chart (a PNG photo). Without the ledger (LEDGER_ENABLED=false) both say so.
@@ -8,8 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from aiogram import Router
-from aiogram.filters import Command, CommandObject
+from aiogram.filters import CommandObject
 from aiogram.types import BufferedInputFile, Message
 
 from bot.app import Services
@@ -49,25 +49,3 @@ async def on_stats(message: Message, command: CommandObject, services: Services)
             BufferedInputFile(png, filename=f"stats-{query.agent}-{query.window}.png"),
             caption=f"{query.agent}, last {query.window}: p95 latency and cost per turn",
         )
-
-
-async def on_usage(message: Message, services: Services) -> None:
-    if services.ledger is None or services.stats is None:
-        await message.answer(LEDGER_OFF)
-        return
-    if message.from_user is None:
-        return
-    try:
-        text = await services.stats.usage(message.from_user.id)
-    except StorageError as exc:
-        log.error("/usage: the ledger could not be read: %s", exc)
-        await message.answer(READ_FAILED)
-        return
-    await message.answer(text)
-
-
-def create_router() -> Router:
-    """`/usage`; `/stats` is on the admin router (`bot.telegram.routers.admin`)."""
-    router = Router(name=__name__)
-    router.message.register(on_usage, Command("usage"))
-    return router

@@ -18,6 +18,7 @@ I'm your coach: tell me what you're working on and I'll help you keep going.
 /model - choose the model I use for you
 /prefer local|online|any - local: your messages never leave this bot's own machines; \
 online: never a local model
+/usage - what you've spent today and this month, and your limits
 /setkey <provider> <key> - use your own API key (send it in a private chat)
 /forget - forget this chat's history (in private, also the facts I noted about you)
 /deleteme - erase everything I hold about you (asks first)
@@ -40,7 +41,9 @@ alias, provider:model or an OpenRouter id):
 /stats [agent] [1h|24h|7d|30d] - per agent and model: calls, latency, cost, errors, \
 fallbacks, 👍 (an agent also gets a chart)
 /trace - the link to this chat's latest trace
-/users - who may use the bot; /users allow <id>, /users block <id>"""
+/users - who may use the bot; /users allow <id>, /users block <id>
+/budget - the spending limits; /budget bot|user [<id>]|agent <name> <usd>/day|month or off
+/usage <user id>|bot - someone's spend, or the bot's"""
 
 
 def help_text(services: Services, user_id: int | None) -> str:

@@ -1,0 +1,218 @@
+"""Budgets over the real parts: reservations made from prices, settled with the cost OpenRouter
+reports through the real openai SDK on the loopback server, counters in process and on the real
+Redis. Two replicas on Redis share one budget: concurrent turns from both overshoot by at most one
+reservation per turn in flight, where counters per process would each spend the whole budget."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.llm.protocol import LLMProvider
+from bot.llm.registry import ProviderRegistry
+from bot.llm.specs import ModelSpec, parse_spec
+from bot.llm.types import ChatMessage
+from bot.services.budget_counters import LocalCounters, RedisCounters, SpendCounters
+from bot.services.budgets import BudgetExceeded, Budgets, BudgetSkipped
+from bot.storage.sqlite import SQLiteStorage
+from tests.fakes.llm_server import FakeLLMServer
+from tests.llm.conftest import settings_for
+
+COST = 0.01
+# USD per token: a 100-token answer costs 0.001 by the price; the worst case of max_tokens=1000
+# is 0.01 plus the prompt.
+RATES = (0.000001, 0.00001)
+MODEL = "test/m-budget"
+
+
+@pytest.fixture
+async def storage(tmp_path: Path) -> AsyncIterator[SQLiteStorage]:
+    storage = SQLiteStorage(str(tmp_path / "bot.db"))
+    await storage.connect()
+    try:
+        yield storage
+    finally:
+        await storage.close()
+
+
+@pytest.fixture
+async def llm_server() -> AsyncIterator[FakeLLMServer]:
+    async with FakeLLMServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def registry(llm_server: FakeLLMServer) -> AsyncIterator[ProviderRegistry]:
+    llm_server.default.text = "ok"
+    llm_server.default.cost = COST
+    llm_server.default.latency = 0.05
+    registry = ProviderRegistry(settings_for(llm_server))
+    try:
+        yield registry
+    finally:
+        await registry.close()
+
+
+def budgets_over(
+    storage: SQLiteStorage, counters: SpendCounters, *, user_day: float, **kwargs: object
+) -> Budgets:
+    budgets = Budgets(
+        storage.budgets,
+        counters,
+        env={"user:day": user_day},
+        policies={},
+        **kwargs,  # type: ignore[arg-type]
+    )
+    budgets.add_price_source("openrouter", lambda model: RATES)
+    return budgets
+
+
+async def ask(
+    budgets: Budgets, registry: ProviderRegistry, user: int, agent: str = "coach"
+) -> bool:
+    """One call of `agent` for `user` behind the budgets; False when refused."""
+    llm = budgets.guard(
+        agent, registry.get(f"openrouter:{MODEL}"), user_id=user, optional=agent != "coach"
+    )
+    try:
+        await llm.complete([ChatMessage("user", "hello")], max_tokens=1000)
+    except BudgetExceeded:
+        return False
+    return True
+
+
+async def spent(budgets: Budgets, user: int) -> float:
+    key = f"user:{user}:day:{budgets.period_id('day')}"
+    return (await budgets.spent([key]))[0][key]
+
+
+async def test_a_reservation_is_settled_with_the_reported_cost(
+    storage: SQLiteStorage, registry: ProviderRegistry
+) -> None:
+    budgets = budgets_over(storage, LocalCounters(), user_day=0.035)
+    assert [await ask(budgets, registry, 1) for _ in range(4)] == [True, True, True, True]
+    # 0.03 spent after three; the fourth's worst case (~0.01) was reserved under the limit.
+    assert await spent(budgets, 1) == pytest.approx(0.04)
+    assert await ask(budgets, registry, 1) is False
+    assert await ask(budgets, registry, 2) is True  # another user has their own budget
+    llm = budgets.guard("strategist", registry.get(f"openrouter:{MODEL}"), user_id=1, optional=True)
+    with pytest.raises(BudgetSkipped):  # an optional helper is skipped, not refused
+        await llm.complete([ChatMessage("user", "hi")], max_tokens=1000)
+
+
+async def test_a_new_day_in_the_zone_starts_from_zero(
+    storage: SQLiteStorage, registry: ProviderRegistry
+) -> None:
+    now = datetime(2026, 12, 2, 22, 30, tzinfo=UTC)  # 23:30 in Berlin
+    budgets = budgets_over(
+        storage, LocalCounters(), user_day=0.01, timezone="Europe/Berlin", now=lambda: now
+    )
+    assert await ask(budgets, registry, 1) is True
+    assert await ask(budgets, registry, 1) is False
+    assert budgets.reset_text("day") == "at midnight Europe/Berlin (in 0 h 30 min)"
+    now += timedelta(minutes=31)  # 00:01 in Berlin, still 2 December in UTC
+    assert await ask(budgets, registry, 1) is True
+
+
+async def _race(
+    replicas: list[Budgets], registry: ProviderRegistry, *, turns: int, limit: float
+) -> float:
+    results = await asyncio.gather(
+        *(ask(replicas[i % len(replicas)], registry, 7) for i in range(turns))
+    )
+    assert not all(results)  # the budget stopped some
+    return await spent(replicas[0], 7)
+
+
+async def test_two_replicas_on_redis_share_one_budget(
+    storage: SQLiteStorage, registry: ProviderRegistry, redis_url: str
+) -> None:
+    prefix = f"test-spend-{secrets.token_hex(4)}"
+    counters = [RedisCounters(redis_url, prefix=prefix) for _ in range(2)]
+    try:
+        replicas = [budgets_over(storage, c, user_day=0.05) for c in counters]
+        # 40 turns at once, 20 on each replica: every one reserves before any settles.
+        total = await _race(replicas, registry, turns=40, limit=0.05)
+        # The first reservations that fit under 0.05 were let through, and nothing else:
+        # at most one reservation (~0.0101) over, with 40 turns in flight together.
+        assert total <= 0.05 + 0.0102
+    finally:
+        for c in counters:
+            await c.close()
+
+
+async def test_counters_per_process_would_overshoot(
+    storage: SQLiteStorage, registry: ProviderRegistry
+) -> None:
+    # The same race with each replica counting on its own: each lets its own budget's worth
+    # through, and the shared budget is overshot by a whole budget. (This is what the test
+    # above would see without Redis.)
+    replicas = [budgets_over(storage, LocalCounters(), user_day=0.05) for _ in range(2)]
+    await _race(replicas, registry, turns=40, limit=0.05)
+    per_replica = [await spent(r, 7) for r in replicas]
+    assert sum(per_replica) > 0.05 + 0.0102
+
+
+class RegistryDowngrade:
+    """`downgrade:<model>` read as a spec and run on the registry's shared keys."""
+
+    def __init__(self, registry: ProviderRegistry) -> None:
+        self.registry = registry
+
+    def interpret(self, model: str) -> ModelSpec:
+        return parse_spec(model)
+
+    def chain(self, spec: ModelSpec, preference: str) -> LLMProvider:
+        return self.registry.get(spec)
+
+
+async def test_a_downgrade_runs_on_the_cheaper_model_but_never_crosses_a_local_preference(
+    storage: SQLiteStorage, registry: ProviderRegistry, llm_server: FakeLLMServer
+) -> None:
+    budgets = Budgets(
+        storage.budgets,
+        LocalCounters(),
+        env={"user:day": 0.01},
+        policies={"coach": "downgrade:openrouter:test/m-cheap"},
+    )
+    budgets.add_price_source("openrouter", lambda model: RATES)
+    budgets.downgrade = RegistryDowngrade(registry)
+    assert await ask(budgets, registry, 1) is True  # spends the day's 0.01
+    llm = budgets.guard("coach", registry.get(f"openrouter:{MODEL}"), user_id=1, optional=False)
+    reply = await llm.complete([ChatMessage("user", "hi")], max_tokens=100)
+    assert llm_server.requests[-1].model == "test/m-cheap"
+    assert reply.text == "ok"
+    local = budgets.guard(
+        "coach", registry.get(f"openrouter:{MODEL}"), user_id=1, optional=False, preference="local"
+    )
+    mark = len(llm_server.requests)
+    with pytest.raises(BudgetExceeded):  # refused: the cheaper model is a cloud one
+        await local.complete([ChatMessage("user", "hi")], max_tokens=100)
+    assert len(llm_server.requests) == mark
+
+
+@pytest.mark.parametrize("kind", ["local", "redis"])
+async def test_a_limit_reached_through_float_sums_counts_as_reached(
+    kind: str, redis_url: str
+) -> None:
+    # 0.0018934... reserved, then settled up to a real cost of 0.01: the float sum is
+    # 0.009999999999999998, which must count as the limit of 0.01 reached.
+    counters: SpendCounters = (
+        LocalCounters()
+        if kind == "local"
+        else RedisCounters(redis_url, prefix=f"test-eps-{secrets.token_hex(4)}")
+    )
+    try:
+        reserved = 0.0018934812749936492
+        assert await counters.reserve([("k", 0.01)], reserved) is None
+        await counters.settle(["k"], 0.01 - reserved)
+        if kind == "local":  # Redis sums in long double: no error there to begin with
+            assert (await counters.totals(["k"]))["k"] < 0.01
+        assert await counters.reserve([("k", 0.01)], 0.001) == "k"
+    finally:
+        await counters.close()
