@@ -138,13 +138,19 @@ def background_rows(language: Language, total: int, seed: int = 5) -> list[tuple
 _FUNCTION = re.compile(r"CREATE OR REPLACE FUNCTION (\w+)\(.*?\$\$;", re.S)
 
 
-def search_functions() -> list[str]:
-    """The functions of migration 008 that do not shape the stored rows: reloaded every run, so
-    tuning them needs no rebuild of the world."""
-    [item] = [f for f in load_migration_files() if f.name == "archives"]
-    return [
-        m.group(0) for m in _FUNCTION.finditer(item.read_sql()) if m.group(1) != "archive_lexemes"
-    ]
+def search_functions(versions: Sequence[str] = ("008", "012")) -> list[str]:
+    """The functions of migrations 008 and 012 (which replaces `archive_search`) that do not
+    shape the stored rows: reloaded every run, in order, so tuning them needs no rebuild of the
+    world."""
+    found: list[str] = []
+    for item in load_migration_files():
+        if item.version in versions:
+            found += [
+                m.group(0)
+                for m in _FUNCTION.finditer(item.read_sql())
+                if m.group(1) != "archive_lexemes"
+            ]
+    return found
 
 
 def fingerprint(total: int) -> str:
@@ -438,7 +444,8 @@ async def sqlite_backend(path: Path) -> Backend:
             )
         return owned
 
-    async def raw(terms: list[str]) -> Any:
+    async def one_statement(terms: list[str]) -> Any:
+        # Decision 0010's search: one OR of every term, bm25 over every passage it matches.
         return conn.execute(
             f"SELECT p.id, -{rank} FROM archive_fts JOIN archive_passages p "
             "ON p.id = archive_fts.rowid JOIN archives a ON a.id = p.archive_id "
@@ -446,14 +453,9 @@ async def sqlite_backend(path: Path) -> Backend:
             (match_expression(active(), terms), MEASURED_USER),
         ).fetchall()
 
-    async def filtered_after(terms: list[str]) -> Any:
-        words = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
-        return conn.execute(
-            f"SELECT p.id, -{rank} FROM archive_fts JOIN archive_passages p "
-            "ON p.id = archive_fts.rowid WHERE archive_fts MATCH ? AND p.user_id = ? "
-            f"ORDER BY {rank} LIMIT 5",
-            (words, MEASURED_USER),
-        ).fetchall()
+    async def raw(terms: list[str]) -> Any:
+        # The repository's search as it is now (its term counts, then the ranked MATCH).
+        return await storage.archives.search(MEASURED_USER, terms, limit=5)
 
     async def close() -> None:
         conn.close()
@@ -464,7 +466,7 @@ async def sqlite_backend(path: Path) -> Backend:
         storage,
         archives,
         raw,
-        {"owner tokens in MATCH": raw, "MATCH, then filter by user": filtered_after},
+        {"before (one OR statement, 0010)": one_statement, "now (weighed terms)": raw},
         close,
     )
 
@@ -479,8 +481,15 @@ async def insforge_backend(dsn: str) -> Backend:
     archives = ArchiveService(storage.archives, ArchiveLimits(1000, 10**12))
     conn = await asyncpg.connect(dsn)
 
+    await conn.execute(_function_of_008())
+
     async def raw(terms: list[str]) -> Any:
         return await conn.fetch("SELECT * FROM archive_search($1, $2, 5)", MEASURED_USER, terms)
+
+    async def before(terms: list[str]) -> Any:
+        return await conn.fetch(
+            "SELECT * FROM bench_archive_search_008($1, $2, 5)", MEASURED_USER, terms
+        )
 
     async def close() -> None:
         await conn.close()
@@ -493,8 +502,18 @@ async def insforge_backend(dsn: str) -> Backend:
         storage,
         archives,
         raw,
-        {},
+        {"before (archive_search of 008)": before, "now (of 012)": raw},
         close,
+    )
+
+
+def _function_of_008() -> str:
+    """Migration 008's `archive_search` as `bench_archive_search_008`: the A of the A/B."""
+    text = next(f for f in load_migration_files() if f.version == "008").read_sql()
+    start = text.index("CREATE OR REPLACE FUNCTION archive_search(")
+    end = text.index("$$;", start) + 3
+    return text[start:end].replace(
+        "FUNCTION archive_search(", "FUNCTION bench_archive_search_008(", 1
     )
 
 

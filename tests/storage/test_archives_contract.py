@@ -296,3 +296,46 @@ async def test_an_outage_while_storing_leaves_nothing_behind(backend: Backend, u
     # And the same upload goes through once the database is back.
     await _create(storage, user_id, "lost.md", ["Nebulae glow."])
     assert len(await storage.archives.search(user_id, ["nebulae"])) == 1
+
+
+def _common_world() -> list[str]:
+    """1,200 passages: `harbour` and `river` in the even ones, `tide` in the odd ones, `trade` in
+    every third, and one rare word in three passages."""
+    texts = []
+    for i in range(1200):
+        words = [f"filler{i % 97}", f"plain{i % 89}", "sentence"]
+        words += ["harbour", "river"] if i % 2 == 0 else ["tide"]
+        if i % 3 == 0:
+            words.append("trade")
+        if i in (401, 802, 1001):
+            words.append("quellport")
+        texts.append(" ".join(words) + ".")
+    return texts
+
+
+async def test_common_words_do_not_pick_the_candidates_when_a_rare_one_is_there(
+    storage: Storage, uid: Ids
+) -> None:
+    user_id = uid()
+    await _create(storage, user_id, "port.md", _common_world())
+    other = uid()
+    await _create(storage, other, "theirs.md", ["quellport harbour river trade."] * 3)
+    hits = await storage.archives.search(user_id, ["harbour", "river", "trade", "quellport"])
+    # The rare word's passages come first (every term still counts in their order), and no
+    # passage of the other user's, although theirs hold every word.
+    assert [h.text.count("quellport") for h in hits[:3]] == [1, 1, 1]
+    assert all(h.document == "port.md" for h in hits)
+
+
+async def test_when_every_word_is_common_the_passages_holding_all_of_them_come_first(
+    storage: Storage, uid: Ids
+) -> None:
+    user_id = uid()
+    await _create(storage, user_id, "port.md", _common_world())
+    hits = await storage.archives.search(user_id, ["harbour", "river", "trade"], limit=5)
+    assert len(hits) == 5
+    assert all({"harbour", "river", "trade"} <= set(h.text.rstrip(".").split()) for h in hits)
+    # No passage holds them all (and one is in none): those holding fewer still answer.
+    few = await storage.archives.search(user_id, ["harbour", "tide", "absentword"], limit=50)
+    assert len(few) == 50
+    assert all("tide" in h.text or "harbour" in h.text for h in few)
