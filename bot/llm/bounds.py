@@ -26,6 +26,7 @@ same estimate, so the two bounds are in one unit.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -84,6 +85,8 @@ class SurrogateJoiner:
         self._pending = ""
 
     def feed(self, delta: str) -> str:
+        if not self._pending and delta.isascii():
+            return delta  # the common case: nothing to join, nothing to check
         text = self._pending + delta
         self._pending = ""
         if text and _is_high(text[-1]):
@@ -95,9 +98,12 @@ class SurrogateJoiner:
         return _REPLACEMENT if pending else ""
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _whole(text: str) -> str:
     """`text` with each surrogate pair made one character and any lone half replaced."""
-    if not any("\ud800" <= c <= "\udfff" for c in text):
+    if text.isascii() or _SURROGATE.search(text) is None:
         return text
     out: list[str] = []
     i = 0
@@ -193,7 +199,7 @@ class BoundedProvider:
                 delta = joiner.feed(chunk.delta)
                 if not delta:
                     continue
-                size = len(delta.encode("utf-8"))
+                size = len(delta) if delta.isascii() else len(delta.encode("utf-8"))
                 if used + size > limit:
                     piece = delta.encode("utf-8")[: limit - used].decode("utf-8", "ignore")
                     if piece:
@@ -208,7 +214,7 @@ class BoundedProvider:
                     return
                 used += size
                 kept.append(delta)
-                yield StreamChunk(delta=delta)
+                yield chunk if delta is chunk.delta else StreamChunk(delta=delta)
         finally:
             aclose = getattr(inner, "aclose", None)
             if aclose is not None:
