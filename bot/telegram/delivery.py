@@ -2,7 +2,7 @@
 
     message_ids = await patiently(lambda: send_the_reply(), window=120, pending=describe)
 
-retries `send_the_reply` with backoff (1, 2, 4 ... 15 s) for up to `window` seconds
+retries `send_the_reply` with backoff (1, 2, 4, 5, 5 ... s) for up to `window` seconds
 (`DELIVERY_RETRY_SECONDS`) while Telegram answers 5xx or cannot be reached; a 4xx goes to the
 caller at once (the request itself is wrong). Before the first wait, the reply still to deliver
 (`pending()`, JSON) is stored in the intake with its update marked answered, in one write: a
@@ -39,7 +39,7 @@ T = TypeVar("T")
 
 DELIVERY_RETRY_SECONDS = 120.0
 FIRST_WAIT = 1.0
-LONGEST_WAIT = 15.0
+LONGEST_WAIT = 5.0
 
 RETRYABLE = (TelegramServerError, TelegramNetworkError)
 
