@@ -49,6 +49,7 @@ from bot.services.model_config import ModelConfigService, ProviderSource
 from bot.services.model_resolution import ModelResolver
 from bot.services.openrouter_models import OpenRouterModels
 from bot.services.rate_limit import RateLimiter, create_rate_limiter
+from bot.services.trials import TRIAL_TARGET, Trials
 from bot.storage.repositories import Storage
 
 if TYPE_CHECKING:
@@ -91,6 +92,8 @@ class Services:
     reports: ChangeReports | None = None
     # Spending limits (BUDGET_*, /budget), checked before every model call.
     budgets: Budgets | None = None
+    # Running trials (`/trial`): a share of an agent's users on a candidate model.
+    trials: Trials | None = None
 
 
 def _key_decrypter(settings: Settings, scrub: list[object]) -> KeyDecrypter | None:
@@ -201,6 +204,7 @@ async def build_services(
         budgets = Budgets.from_settings(settings, storage.budgets, counters, rates=prices.rates)
         if ledger is not None:
             budgets.seeder = LedgerSeeder(storage.ledger)
+        trials = Trials(storage.trials, ttl=settings.model_config_ttl)
         if settings.redis_url:
             from bot.services.override_events import OverrideEvents
 
@@ -210,6 +214,8 @@ async def build_services(
                     access.invalidate()
                 elif target is not None and target.startswith(BUDGET_TARGET):
                     budgets.invalidate()
+                elif target is not None and target.startswith(TRIAL_TARGET):
+                    trials.invalidate()
                 else:
                     model_config.invalidate()
 
@@ -219,8 +225,9 @@ async def build_services(
             model_config.add_change_listener(events.publish)
             access.add_change_listener(lambda subject: events.publish(f"{ACCESS_TARGET}{subject}"))
             budgets.add_change_listener(lambda scope: events.publish(f"{BUDGET_TARGET}{scope}"))
+            trials.add_change_listener(events.publish)
 
-        resolver = ModelResolver(settings, providers, model_config)
+        resolver = ModelResolver(settings, providers, model_config, trials=trials)
         budgets.downgrade = ResolverDowngrade(resolver)
         runner = PipelineRunner(observer, step_timeout=settings.step_timeout)
         stack.push_async_callback(_drain, runner, shutdown)
@@ -281,6 +288,7 @@ async def build_services(
             if ledger is not None
             else None,
             budgets=budgets,
+            trials=trials,
         )
 
 

@@ -177,6 +177,8 @@ class Settings(BaseSettings):
     ledger_retention_days: int = Field(default=90, ge=1, le=3650)
     change_report_after_calls: int = Field(default=100, ge=1)
     change_report_after_hours: float = Field(default=24.0, gt=0)
+    # `/trial`: candidate calls before the guardrails may stop a trial (its `min=` default).
+    trial_min_calls: int = Field(default=100, ge=1)
 
     # --- Observability ---
     langfuse_public_key: str | None = None

@@ -229,5 +229,7 @@ class LedgerProvider:
                 cost_usd=cost,
                 cost_source="provider" if cost is not None else "unpriced",
                 config_version=step.config_version if step is not None else None,
+                trial_id=step.trial_id if step is not None else None,
+                trial_arm=step.trial_arm if step is not None else None,
             )
         )

@@ -45,7 +45,12 @@ class AgentOutput:
 
 class Resolver(Protocol):
     async def resolve(
-        self, agent: str, *, pipeline: str | None = None, user: UserModelChoice | None = None
+        self,
+        agent: str,
+        *,
+        pipeline: str | None = None,
+        user: UserModelChoice | None = None,
+        user_id: int | None = None,
     ) -> Resolution: ...
 
 
@@ -110,7 +115,7 @@ class PipelineContext:
             provider = self.default_llm
         else:
             resolution = await self.resolver.resolve(
-                agent, pipeline=self.pipeline, user=self.user_model
+                agent, pipeline=self.pipeline, user=self.user_model, user_id=self.user_id
             )
             self.resolutions[agent] = resolution
             provider = resolution.provider

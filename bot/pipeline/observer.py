@@ -53,6 +53,9 @@ class StepInfo:
     config_version: int | None = None
     # The user's `/prefer` (`any`, `local`, `online`) the model was resolved under.
     preference: str = "any"
+    # The running trial (`/trial`) the step is part of and the user's arm (the ledger marks it).
+    trial_id: int | None = None
+    trial_arm: str | None = None
 
 
 # The step whose agent is running now (set by the runner around `agent.run`), so a wrapper around

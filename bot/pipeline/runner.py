@@ -93,6 +93,8 @@ def _step_info(
         resolution.alias,
         resolution.config_version,
         resolution.preference,
+        resolution.trial_id,
+        resolution.trial_arm,
     )
 
 

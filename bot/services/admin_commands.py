@@ -40,6 +40,7 @@ from bot.services.command_replies import (
     propagation_note,
     when,
 )
+from bot.services.model_catalog import Picked
 from bot.services.model_checks import ModelChecker, ModelProblem
 from bot.services.model_config import (
     ModelConfigService,
@@ -57,8 +58,10 @@ from bot.services.model_levels import (
 )
 from bot.services.model_resolution import ModelResolver, Resolution
 from bot.services.openrouter_models import OpenRouterModels
+from bot.services.trial_commands import TrialCommands
+from bot.services.trials import Trials
 from bot.storage.models import ModelConfigChange
-from bot.storage.repositories import ModelConfigHistoryRepo, StorageError
+from bot.storage.repositories import LedgerRepo, ModelConfigHistoryRepo, StorageError
 
 if TYPE_CHECKING:
     from bot.app import Services
@@ -98,6 +101,7 @@ ADMIN_COMMANDS = (
     "agents",
     "modelhistory",
     "catalog",
+    "trial",
 )
 
 TARGETS = "Targets: " + target_names()
@@ -136,6 +140,9 @@ class AdminCommands:
     openrouter_models: OpenRouterModels | None = None
     pipelines: Mapping[str, Pipeline] = field(default_factory=_default_pipelines)
     checker: ModelChecker | None = None
+    # `/trial`: the running trials and the ledger their figures come from.
+    trials: Trials | None = None
+    ledger: LedgerRepo | None = None
 
     def __post_init__(self) -> None:
         if self.checker is None:
@@ -151,12 +158,31 @@ class AdminCommands:
             load_user_model=services.conversation.load_user_model,
             openrouter_models=services.openrouter_models,
             pipelines=services.pipelines,
+            trials=services.trials,
+            ledger=services.storage.ledger if services.ledger is not None else None,
         )
 
     @property
     def catalog_commands(self) -> CatalogCommands:
         assert self.checker is not None
         return CatalogCommands(self.settings, self.model_config, self.checker)
+
+    def trial_commands(self, trials: Trials) -> TrialCommands:
+        async def check(model: str) -> tuple[Picked, list[str]]:
+            assert self.checker is not None
+            snapshot = await self.model_config.snapshot()
+            return await self.checker.check(normalize_model_id(model), snapshot.catalog)
+
+        async def set_model(agent: str, model: str, by: str) -> str:
+            return await self.set_model(agent, model, by=by)
+
+        return TrialCommands(
+            trials,
+            self.ledger,
+            check,
+            set_model,
+            default_min_calls=self.settings.trial_min_calls,
+        )
 
     # --- one entry point for both front ends ---
 
@@ -188,6 +214,11 @@ class AdminCommands:
             return AdminReply(await self.models(user_id), True)
         if name == "agents":
             return AdminReply(self.agents(), True)
+        if name == "trial":
+            if self.trials is None:
+                return AdminReply("Trials are not available here.")
+            text, monospace = await self.trial_commands(self.trials).handle(args, by=by)
+            return AdminReply(text, monospace)
         if name == "catalog":
             text, monospace = await self.catalog_commands.handle(args or "", by=by)
             return AdminReply(text, monospace)

@@ -7,6 +7,7 @@
 
 The levels (`bot.services.model_levels.standard_levels`), most specific first:
 
+    trial             a running `/trial`'s candidate, for the users on its candidate arm
     override          the admin's `/setmodel <agent> ...`
     pipeline          the admin's `/setmodel pipeline:<name> ...`
     role              the admin's `/setmodel role:<chat|plan|post> ...`
@@ -41,9 +42,10 @@ anyone (they are not cached here under any key another user could hit).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Protocol
 
 from bot.config import Settings
 from bot.llm.parameters import ModelParams, ParamsFor
@@ -61,7 +63,9 @@ from bot.services.model_levels import (
     allows,
     standard_levels,
 )
+from bot.services.trials import arm_of
 from bot.storage.models import ModelPreference
+from bot.storage.trial_models import TrialArm, TrialRow
 
 __all__ = [
     "ModelResolver",
@@ -102,6 +106,9 @@ class Resolution:
     # The user's `/prefer` this was resolved under: wrappers that change the model later (a
     # budget's downgrade) must keep to it.
     preference: ModelPreference = "any"
+    # The running trial (`/trial`) this resolution is part of, and the user's arm in it.
+    trial_id: int | None = None
+    trial_arm: TrialArm | None = None
 
     @property
     def model(self) -> str:
@@ -129,6 +136,14 @@ class Explanation:
         return "; ".join(self.notes) or None
 
 
+# Resolutions a trial leaves alone: the user's own model, the console's --model.
+OUT_OF_TRIALS = frozenset({"user", "session"})
+
+
+class TrialSource(Protocol):
+    async def running(self) -> Mapping[str, TrialRow]: ...
+
+
 # Distinct per-user picks remembered per snapshot (the menu's entries, trial arms: a handful).
 SERVED_LIMIT = 1024
 
@@ -146,8 +161,11 @@ class ModelResolver:
         model_config: ModelConfigService | None = None,
         *,
         levels: Sequence[Level] | None = None,
+        trials: TrialSource | None = None,
     ) -> None:
         self._settings = settings
+        # Running trials (`bot.services.trials.Trials`): a share of users on a candidate.
+        self.trials = trials
         self._providers = providers
         self._model_config = model_config
         self.levels: tuple[Level, ...] = (
@@ -177,11 +195,50 @@ class ModelResolver:
         *,
         pipeline: str | None = None,
         user: UserModelChoice | None = None,
+        user_id: int | None = None,
     ) -> Resolution:
         snapshot = await self._snapshot()
         if snapshot is not self._planned_for:
             self._new_snapshot(snapshot)
         preference: ModelPreference = user.preference if user is not None else "any"
+        found = self._resolve(agent, pipeline, user, snapshot, preference)
+        if self.trials is None or user_id is None:
+            return found
+        trial = (await self.trials.running()).get(agent)
+        if trial is None:
+            return found
+        return self._in_trial(trial, user_id, found, snapshot, preference)
+
+    def _in_trial(
+        self,
+        trial: TrialRow,
+        user_id: int,
+        found: Resolution,
+        snapshot: ConfigSnapshot,
+        preference: ModelPreference,
+    ) -> Resolution:
+        """`found` or the trial's candidate, marked with the user's arm; users the candidate
+        may not serve (their `/prefer`, their own `/model`, the console's pin) stay out."""
+        if found.source in OUT_OF_TRIALS:
+            return found
+        pick = Pick(
+            "trial", trial.candidate, trial.started_by, f"trial:{trial.id}", trial.started_at
+        )
+        candidate = self._serve_per_user(pick, snapshot, preference)
+        if candidate is None:
+            return found
+        if arm_of(trial, user_id) == "candidate":
+            return replace(candidate, trial_id=trial.id, trial_arm="candidate")
+        return replace(found, trial_id=trial.id, trial_arm="incumbent")
+
+    def _resolve(
+        self,
+        agent: str,
+        pipeline: str | None,
+        user: UserModelChoice | None,
+        snapshot: ConfigSnapshot,
+        preference: ModelPreference,
+    ) -> Resolution:
         plan = self._plans[preference].get((agent, pipeline))
         if plan is None:
             plan = self._plan(agent, pipeline, snapshot, preference)

@@ -41,6 +41,9 @@ class LedgerCall:
     cost_usd: float | None
     cost_source: CostSource
     config_version: int | None
+    # The running trial (`/trial`) this call's user and agent are in, and the user's arm.
+    trial_id: int | None = None
+    trial_arm: str | None = None
     # Set by the writer once per batch (`<batch>-<n>`): a repeated InsForge write stores it once.
     call_id: str = ""
 

@@ -37,6 +37,7 @@ from bot.storage.models import (
     UserFact,
     UserSettings,
 )
+from bot.storage.trial_models import TrialRow, TrialStatus
 
 
 class StorageError(Exception):
@@ -364,6 +365,10 @@ class LedgerRepo(Protocol):
         (and `versions[0]` <= config_version < `versions[1]` where given). One query."""
         ...
 
+    async def trial_stats(self, trial_id: int) -> builtins.list[CallStats]:
+        """A trial's figures per arm (`model` is `incumbent` or `candidate`). One query."""
+        ...
+
     async def series(
         self, agent: str, since: datetime, until: datetime, bucket_seconds: int
     ) -> builtins.list[SeriesPoint]:
@@ -378,6 +383,24 @@ class LedgerRepo(Protocol):
 
     async def reported(self, since_change_id: int) -> set[tuple[int, str]]:
         """The (change, agent) reports taken for changes from `since_change_id` on."""
+        ...
+
+
+class TrialRepo(Protocol):
+    """Trials (`/trial`): at most one running per agent (`start` raises `StorageConflict`)."""
+
+    async def running(self) -> builtins.list[TrialRow]: ...
+
+    async def get(self, trial_id: int) -> TrialRow | None: ...
+
+    async def start(
+        self, agent: str, candidate: str, share: float, min_calls: int, *, started_by: str
+    ) -> TrialRow: ...
+
+    async def end(
+        self, trial_id: int, status: TrialStatus, *, by: str, reason: str | None = None
+    ) -> bool:
+        """End a running trial; True only for the one call that ended it."""
         ...
 
 
@@ -405,6 +428,7 @@ class Storage(Protocol):
     access: AccessRepo
     ledger: LedgerRepo
     budgets: BudgetRepo
+    trials: TrialRepo
 
     @property
     def backend(self) -> str:

@@ -52,7 +52,12 @@ class TableResolver:
     table: dict[str, tuple[LLMProvider, str, Source]] = field(default_factory=dict)
 
     async def resolve(
-        self, agent: str, *, pipeline: str | None = None, user: UserModelChoice | None = None
+        self,
+        agent: str,
+        *,
+        pipeline: str | None = None,
+        user: UserModelChoice | None = None,
+        user_id: int | None = None,
     ) -> Resolution:
         provider, spec, source = self.table[agent]
         return Resolution(provider=provider, spec=parse_spec(spec), source=source)

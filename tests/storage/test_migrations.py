@@ -34,6 +34,7 @@ EXPECTED_TABLES = {
     "ledger_ratings",
     "ledger_reports",
     "budget_limits",
+    "trials",
 }
 
 

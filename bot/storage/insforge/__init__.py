@@ -17,6 +17,7 @@ from bot.storage.insforge.repos import (
     InsForgeUserRepo,
     InsForgeUserSettingsRepo,
 )
+from bot.storage.insforge.trials import InsForgeTrialRepo
 from bot.storage.insforge_client import InsForgeClient
 from bot.storage.repositories import (
     AccessRepo,
@@ -30,6 +31,7 @@ from bot.storage.repositories import (
     ModelCatalogRepo,
     ModelConfigHistoryRepo,
     SummaryRepo,
+    TrialRepo,
     UserRepo,
     UserSettingsRepo,
 )
@@ -63,6 +65,7 @@ class InsForgeStorage:
         self.access: AccessRepo = InsForgeAccessRepo(client)
         self.ledger: LedgerRepo = InsForgeLedgerRepo(client)
         self.budgets: BudgetRepo = InsForgeBudgetRepo(client)
+        self.trials: TrialRepo = InsForgeTrialRepo(client)
 
     @classmethod
     def from_url(

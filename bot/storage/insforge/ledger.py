@@ -42,6 +42,8 @@ def _row(call: LedgerCall) -> Row:
         "cost_usd": call.cost_usd,
         "cost_source": call.cost_source,
         "config_version": call.config_version,
+        "trial_id": call.trial_id,
+        "trial_arm": call.trial_arm,
     }
 
 
@@ -96,6 +98,10 @@ class InsForgeLedgerRepo:
             args["p_max_version"] = versions[1]
         answer = await self._client.rpc("ledger_stats", args, read_only=True)
         return [stats_row(row) for row in _rows(answer)]
+
+    async def trial_stats(self, trial_id: int) -> builtins.list[CallStats]:
+        answer = await self._client.rpc("ledger_trial_stats", {"p_trial": trial_id}, read_only=True)
+        return [stats_row(row) for row in _rows(answer) if row.get("grp") is not None]
 
     async def series(
         self, agent: str, since: datetime, until: datetime, bucket_seconds: int

@@ -14,6 +14,7 @@ from bot.storage.repositories import (
     ModelCatalogRepo,
     ModelConfigHistoryRepo,
     SummaryRepo,
+    TrialRepo,
     UserRepo,
     UserSettingsRepo,
 )
@@ -34,6 +35,7 @@ from bot.storage.sqlite.repos import (
     SQLiteUserSettingsRepo,
 )
 from bot.storage.sqlite.schema import LATEST_VERSION, STEPS, SchemaStep
+from bot.storage.sqlite.trials import SQLiteTrialRepo
 
 __all__ = ["LATEST_VERSION", "STEPS", "SQLiteDatabase", "SQLiteStorage", "SchemaStep"]
 
@@ -65,6 +67,7 @@ class SQLiteStorage:
         self.access: AccessRepo = SQLiteAccessRepo(self.db)
         self.ledger: LedgerRepo = SQLiteLedgerRepo(self.db)
         self.budgets: BudgetRepo = SQLiteBudgetRepo(self.db)
+        self.trials: TrialRepo = SQLiteTrialRepo(self.db)
 
     @property
     def path(self) -> str:

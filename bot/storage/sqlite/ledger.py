@@ -16,7 +16,7 @@ from bot.storage.timeutil import iso_utc
 COLUMNS = (
     "call_id, at, turn_id, chat_id, user_id, pipeline, agent, role, level, spec, model, "
     "provider, attempt, fallback, outcome, latency_ms, ttft_ms, prompt_tokens, "
-    "completion_tokens, cost_usd, cost_source, config_version"
+    "completion_tokens, cost_usd, cost_source, config_version, trial_id, trial_arm"
 )
 _WIDTH = COLUMNS.count(",") + 1
 _ROW = "(" + ", ".join("?" * _WIDTH) + ")"
@@ -48,12 +48,14 @@ def _values(call: LedgerCall) -> tuple[object, ...]:
         call.cost_usd,
         call.cost_source,
         call.config_version,
+        call.trial_id,
+        call.trial_arm,
     )
 
 
 # `grp` is the model, or NULL for the agent over all its models: every call is counted twice
 # (once per grouping) so one pass makes both kinds of rows.
-STATS_SQL = """
+_STATS_BASE = """
 WITH base AS (
     SELECT agent, model, turn_id, outcome, attempt, latency_ms, ttft_ms, prompt_tokens,
         completion_tokens, cost_usd, cost_source
@@ -63,7 +65,17 @@ WITH base AS (
         AND (:vmin IS NULL OR config_version >= :vmin)
         AND (:vmax IS NULL OR config_version < :vmax)
 ),
-g AS (
+"""
+# A trial's figures: the same aggregates with the arm in the model's place (`/trial`).
+_TRIAL_BASE = """
+WITH base AS (
+    SELECT agent, trial_arm AS model, turn_id, outcome, attempt, latency_ms, ttft_ms,
+        prompt_tokens, completion_tokens, cost_usd, cost_source
+    FROM ledger_calls
+    WHERE trial_id = :trial AND trial_arm IS NOT NULL
+),
+"""
+_STATS_REST = """g AS (
     SELECT agent, model AS grp, turn_id, outcome, attempt, latency_ms, ttft_ms, prompt_tokens,
         completion_tokens, cost_usd, cost_source FROM base
     UNION ALL
@@ -116,6 +128,8 @@ LEFT JOIN ttftp t ON t.agent = a.agent AND t.grp IS a.grp
 LEFT JOIN rated r ON r.agent = a.agent AND r.grp IS a.grp
 ORDER BY a.agent, a.grp IS NOT NULL, a.calls DESC, a.grp
 """
+STATS_SQL = _STATS_BASE + _STATS_REST
+TRIAL_STATS_SQL = _TRIAL_BASE + _STATS_REST
 
 SERIES_SQL = """
 WITH base AS (
@@ -227,6 +241,12 @@ class SQLiteLedgerRepo:
             action="read the call ledger's figures",
         )
         return [stats_row(row) for row in rows]
+
+    async def trial_stats(self, trial_id: int) -> builtins.list[CallStats]:
+        rows = await self._db.read_aside(
+            TRIAL_STATS_SQL, {"trial": trial_id}, action="read a trial's figures"
+        )
+        return [stats_row(row) for row in rows if row["grp"] is not None]
 
     async def series(
         self, agent: str, since: datetime, until: datetime, bucket_seconds: int

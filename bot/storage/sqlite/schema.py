@@ -17,6 +17,7 @@ from bot.storage.sqlite.access_schema import ACCESS_SQL
 from bot.storage.sqlite.archives_schema import ARCHIVES_SQL
 from bot.storage.sqlite.budget_schema import BUDGET_SQL
 from bot.storage.sqlite.ledger_schema import LEDGER_SQL
+from bot.storage.sqlite.trial_schema import TRIAL_SQL
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +190,8 @@ STEPS: tuple[SchemaStep, ...] = (
     SchemaStep(7, "call-ledger", LEDGER_SQL),
     # insforge/migrations/013: who may use the bot (ACCESS_MODE, /users).
     SchemaStep(9, "access-list", ACCESS_SQL),
+    # insforge/migrations/014: trials (/trial) and the ledger's trial_id / trial_arm.
+    SchemaStep(10, "trials", TRIAL_SQL),
     # insforge/migrations/015: budget limits set at runtime (/budget).
     SchemaStep(11, "budget-limits", BUDGET_SQL),
 )

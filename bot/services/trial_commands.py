@@ -1,0 +1,187 @@
+"""`/trial` (admins), shared by Telegram and the console: text in, text out.
+
+    /trial                                      the running trials, each arm side by side
+    /trial <agent> <model> [share=<percent>] [min=<calls>]    start one (default 10 %, 100)
+    /trial stop <agent>
+    /trial promote <agent>                      the candidate becomes the agent's model
+
+Every figure has its n, and the shares (errors, 👍) their 95 % Wilson interval. Bad input
+changes nothing and says why.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bot.config import AGENT_NAMES
+from bot.observatory.stats import MIN_RATINGS, ms, usd, wilson
+from bot.services.command_replies import STORAGE_PROBLEM
+from bot.services.model_catalog import Picked
+from bot.services.trials import DEFAULT_SHARE, TrialError, Trials
+from bot.storage.ledger_models import CallStats
+from bot.storage.repositories import LedgerRepo, StorageError
+from bot.storage.trial_models import TrialRow
+
+log = logging.getLogger(__name__)
+
+TRIAL_USAGE = (
+    "Usage: /trial (the running trials), /trial <agent> <model> [share=<percent>] "
+    "[min=<calls>], /trial stop <agent>, /trial promote <agent>"
+)
+ARMS = ("incumbent", "candidate")
+
+# What the commands need from the model commands: the model check, and /setmodel itself.
+Check = Callable[[str], Awaitable[tuple[Picked, list[str]]]]
+SetModel = Callable[[str, str, str], Awaitable[str]]  # agent, model, by
+
+
+def share_text(part: int, whole: int) -> str:
+    """`3.1% (2/64, 95% CI 0.9-10.7%)`, or `- (n=0)`."""
+    if not whole:
+        return "- (n=0)"
+    low, high = wilson(part, whole)
+    return f"{100 * part / whole:.1f}% ({part}/{whole}, CI {100 * low:.1f}-{100 * high:.1f}%)"
+
+
+def arm_lines(rows: dict[str, CallStats]) -> list[str]:
+    """The arms side by side, one figure a line (monospace)."""
+    empty = CallStats("", None, 0, 0, 0, 0, 0, 0, 0.0, 0, None, None, None, 0, 0)
+    inc, cand = (rows.get(arm, empty) for arm in ARMS)
+
+    def line(label: str, left: str, right: str) -> str:
+        return f"  {label:<11} {left:<30} {right}"
+
+    def latency(value: float | None, row: CallStats) -> str:
+        return f"{ms(value)} (n={row.calls - row.errors})"
+
+    def per_turn(row: CallStats) -> str:
+        return f"{usd(row.cost_usd / row.turns)} (n={row.turns})" if row.turns else "- (n=0)"
+
+    def rating(row: CallStats) -> str:
+        text = share_text(row.ratings_up, row.ratings)
+        return text if row.ratings >= MIN_RATINGS or not row.ratings else text + " few"
+
+    return [
+        line("", "incumbent", "candidate"),
+        line("calls", str(inc.calls), str(cand.calls)),
+        line("p50", latency(inc.p50_ms, inc), latency(cand.p50_ms, cand)),
+        line("p95", latency(inc.p95_ms, inc), latency(cand.p95_ms, cand)),
+        line("cost/turn", per_turn(inc), per_turn(cand)),
+        line("errors", share_text(inc.errors, inc.calls), share_text(cand.errors, cand.calls)),
+        line("👍", rating(inc), rating(cand)),
+    ]
+
+
+@dataclass(slots=True)
+class TrialCommands:
+    trials: Trials
+    ledger: LedgerRepo | None
+    check: Check
+    set_model: SetModel
+    default_min_calls: int = 100
+
+    async def handle(self, args: str | None, *, by: str) -> tuple[str, bool]:
+        """The reply and whether it reads best in monospace."""
+        words = (args or "").split()
+        try:
+            if not words:
+                return await self.show(), True
+            verb = words[0].lower()
+            if verb in ("stop", "promote"):
+                if len(words) != 2:
+                    return TRIAL_USAGE, False
+                agent = _agent(words[1])
+                if verb == "stop":
+                    return await self.stop(agent, by=by), False
+                return await self.promote(agent, by=by), False
+            if len(words) < 2:
+                return TRIAL_USAGE, False
+            return await self.start(_agent(words[0]), words[1], words[2:], by=by), False
+        except TrialError as exc:
+            return f"Not changed: {exc}", False
+        except StorageError as exc:
+            log.error("/trial %s by %s failed: %s", (args or "")[:80], by, exc)
+            return STORAGE_PROBLEM, False
+
+    async def start(self, agent: str, model: str, options: list[str], *, by: str) -> str:
+        share, min_calls = DEFAULT_SHARE, self.default_min_calls
+        for option in options:
+            key, sep, value = option.partition("=")
+            try:
+                if sep and key.lower() == "share":
+                    share = float(value.rstrip("%"))
+                elif sep and key.lower() == "min":
+                    min_calls = int(value)
+                else:
+                    raise TrialError(f"I don't know {option[:40]!r}. {TRIAL_USAGE}")
+            except ValueError as exc:
+                if isinstance(exc, TrialError):
+                    raise
+                raise TrialError(f"{option[:40]!r} is not a number. {TRIAL_USAGE}") from None
+        try:
+            picked, notes = await self.check(model)
+        except ValueError as exc:  # ModelProblem, a bad alias or spec
+            raise TrialError(str(exc)) from None
+        trial = await self.trials.start(
+            agent,
+            picked.entry.alias if picked.entry else str(picked.spec),
+            share=share,
+            min_calls=min_calls,
+            by=by,
+        )
+        lines = [
+            f"Trial {trial.id} started: {share:g}% of {agent}'s users run on {picked.label}, "
+            f"the rest on its current model. Each user stays on their arm.",
+            f"Guardrails watch errors, p95 latency and cost per turn once the candidate has "
+            f"{min_calls} calls. /trial shows the figures.",
+        ]
+        return "\n".join([*lines, *notes])
+
+    async def stop(self, agent: str, *, by: str) -> str:
+        trial = await self.trials.end(agent, "stopped", by=by, reason="stopped by an admin")
+        if trial is None:
+            return f"{agent} has no running trial."
+        return f"Trial {trial.id} of {agent} stopped: every user is back on its model."
+
+    async def promote(self, agent: str, *, by: str) -> str:
+        trial = (await self.trials.running()).get(agent)
+        if trial is None:
+            return f"{agent} has no running trial."
+        changed = await self.set_model(agent, trial.candidate, by)
+        if changed.startswith("Not changed"):
+            return changed
+        await self.trials.end(agent, "promoted", by=by, reason="promoted")
+        return f"Trial {trial.id} promoted.\n{changed}"
+
+    async def show(self) -> str:
+        running = await self.trials.running()
+        if not running:
+            return (
+                "No trials are running. Start one with /trial <agent> <model> [share=10] [min=100]."
+            )
+        blocks = []
+        for trial in running.values():
+            blocks.append("\n".join([_heading(trial), *arm_lines(await self._figures(trial))]))
+        return "\n\n".join(blocks)
+
+    async def _figures(self, trial: TrialRow) -> dict[str, CallStats]:
+        if self.ledger is None:
+            return {}
+        return {row.model or "": row for row in await self.ledger.trial_stats(trial.id)}
+
+
+def _heading(trial: TrialRow) -> str:
+    return (
+        f"{trial.agent}: trial {trial.id}, candidate {trial.candidate} on {trial.share:g}% of "
+        f"users, since {trial.started_at:%Y-%m-%d %H:%M} UTC by {trial.started_by or 'an admin'}; "
+        f"guardrails after {trial.min_calls} candidate calls"
+    )
+
+
+def _agent(text: str) -> str:
+    agent = text.lower()
+    if agent not in AGENT_NAMES:
+        raise TrialError(f"{text[:40]!r} is not an agent ({', '.join(AGENT_NAMES)}).")
+    return agent

@@ -1,0 +1,66 @@
+"""Trials on every backend: one running trial per agent, ended once, and each arm's figures from
+the ledger's `trial_id` / `trial_arm` (on InsForge the migration's function over PostgreSQL)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from bot.storage.repositories import Storage, StorageConflict
+from tests.storage.test_ledger_contract import call
+
+
+async def test_one_running_trial_per_agent_ended_once(storage: Storage) -> None:
+    trial = await storage.trials.start("coach", "fast", 10.0, 100, started_by="tg:1")
+    assert (trial.agent, trial.candidate, trial.share, trial.min_calls) == (
+        "coach",
+        "fast",
+        10.0,
+        100,
+    )
+    with pytest.raises(StorageConflict):
+        await storage.trials.start("coach", "other", 50.0, 10, started_by="tg:2")
+    other = await storage.trials.start("tutor", "fast", 50.0, 10, started_by="tg:1")
+    assert [t.agent for t in await storage.trials.running()] == ["coach", "tutor"]
+    assert await storage.trials.end(trial.id, "stopped", by="tg:1", reason="done")
+    assert not await storage.trials.end(trial.id, "guardrail", by="tg:2")
+    ended = await storage.trials.get(trial.id)
+    assert ended is not None
+    assert ended.status == "stopped"
+    assert ended.reason == "done"
+    assert [t.id for t in await storage.trials.running()] == [other.id]
+    # The agent may start a new trial once the old one ended.
+    again = await storage.trials.start("coach", "other", 20.0, 5, started_by="tg:1")
+    assert again.id not in (trial.id, other.id)
+
+
+async def test_trial_stats_split_the_calls_by_arm(storage: Storage) -> None:
+    calls = []
+    for n in range(10):
+        arm = "candidate" if n < 4 else "incumbent"
+        failed = n in (0, 1, 5)
+        calls.append(
+            replace(
+                call(
+                    n, turn=100 + n, latency=50.0 + n, outcome="ProviderTimeout" if failed else "ok"
+                ),
+                trial_id=7,
+                trial_arm=arm,
+            )
+        )
+    # Another trial's call and a call outside any trial are not counted.
+    calls.append(replace(call(50, turn=200), trial_id=8, trial_arm="candidate"))
+    calls.append(call(51, turn=201))
+    await storage.ledger.add_many(calls)
+    await storage.ledger.rate(102, 7, 7, True)
+    await storage.ledger.rate(106, 7, 7, False)
+    rows = {row.model: row for row in await storage.ledger.trial_stats(7)}
+    assert set(rows) == {"candidate", "incumbent"}
+    cand, inc = rows["candidate"], rows["incumbent"]
+    assert (cand.calls, cand.errors, cand.turns) == (4, 2, 4)
+    assert (inc.calls, inc.errors, inc.turns) == (6, 1, 6)
+    assert (cand.ratings_up, cand.ratings) == (1, 1)
+    assert (inc.ratings_up, inc.ratings) == (0, 1)
+    assert cand.p50_ms == 52.0  # the answered calls: 52, 53 (nearest rank)
+    assert await storage.ledger.trial_stats(9) == []
