@@ -1,7 +1,7 @@
 """Who may use the bot: ACCESS_MODE, the environment's lists and the admins' decisions.
 
     access = AccessService.from_settings(settings, storage.access)
-    decision = await access.check(user_id, chat_id, private=True, label="@ann", update=...)
+    decision = await access.check(user_id, chat_id, private=True, label=lambda: "@ann", update=...)
     if decision.verdict is Verdict.ALLOW: ...
 
 Modes: `open` (anyone; blocked users still are not served), `allowlist` (ALLOWED_USER_IDS,
@@ -179,11 +179,12 @@ class AccessService:
         chat_id: int,
         *,
         private: bool,
-        label: str | None = None,
+        label: Callable[[], str] | None = None,
         update: Callable[[], str] | None = None,
     ) -> AccessDecision:
-        """May this user be served in this chat? `update` gives the update's JSON, kept for a
-        stranger who waits for approval (only called then)."""
+        """May this user be served in this chat? `label` (who they are, for /users) and
+        `update` (the update's JSON, kept for a stranger who waits for approval) are only
+        called for a stranger: an allowed user's message builds neither."""
         if user_id in self.admin_ids:
             return ALLOW_ADMIN
         statuses = await self._snapshot()
@@ -216,7 +217,7 @@ class AccessService:
         return AccessDecision(Verdict.BLOCKED_NOTICE if first else Verdict.IGNORE, subject_id)
 
     async def _stranger(
-        self, subject: int, *, label: str | None, update: Callable[[], str] | None
+        self, subject: int, *, label: Callable[[], str] | None, update: Callable[[], str] | None
     ) -> AccessDecision:
         """Not known as allowed here: the database has the last word (another replica may
         have just approved them)."""
@@ -235,17 +236,19 @@ class AccessService:
         return AccessDecision(Verdict.IGNORE, subject)
 
     async def _first_contact(
-        self, subject: int, *, label: str | None, update: Callable[[], str] | None
+        self, subject: int, *, label: Callable[[], str] | None, update: Callable[[], str] | None
     ) -> AccessDecision:
         if self.mode == "allowlist":
-            row = AccessEntry(subject_id=subject, status="refused", label=label, notified=True)
+            row = AccessEntry(
+                subject_id=subject, status="refused", label=_call(label), notified=True
+            )
             created = await self.repo.create(row)
             self._remember(subject, "refused")
             return AccessDecision(Verdict.REFUSE if created else Verdict.IGNORE, subject)
         row = AccessEntry(
             subject_id=subject,
             status="pending",
-            label=label,
+            label=_call(label),
             notified=True,
             waiting_update=update() if update is not None else None,
         )
@@ -290,3 +293,7 @@ class AccessService:
 
     async def entries(self) -> list[AccessEntry]:
         return await self.repo.list()
+
+
+def _call(make: Callable[[], str] | None) -> str | None:
+    return make() if make is not None else None

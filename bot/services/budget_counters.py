@@ -145,12 +145,10 @@ return 0
 
 class RedisCounters:
     def __init__(self, redis_url: str, *, prefix: str = "coach-bot:spend") -> None:
-        import redis.asyncio as redis
+        from bot.services.redis_client import service_client
 
         self._prefix = prefix
-        self._client: Any = redis.from_url(
-            redis_url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=15
-        )
+        self._client: Any = service_client(redis_url)
         self._reserve: Any = self._client.register_script(_RESERVE)
         self._settle: Any = self._client.register_script(_SETTLE)
 

@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 
-from bot.config import AGENT_NAMES, Settings
+from bot.config import Settings
 from bot.llm.bounds import DEFAULT_OUTPUT_TOKENS, estimate_tokens
 from bot.llm.protocol import LLMProvider
 from bot.llm.specs import ModelSpec
@@ -128,6 +128,13 @@ class Limits:
         if scope in self.rows:
             return self.rows[scope]
         return self.env.get(scope)
+
+    @property
+    def any(self) -> bool:
+        """Whether any limit is set at all (without one, a call is not counted here)."""
+        return any(v is not None for v in self.env.values()) or any(
+            v is not None for v in self.rows.values()
+        )
 
     def for_user(self, user_id: int, period: Period) -> tuple[float | None, str]:
         """A user's limit and where it comes from (their own, or everyone's)."""
@@ -371,26 +378,35 @@ class Budgets:
     # --- reserve and settle ---
 
     async def reserve(
-        self, agent: str, user_id: int | None, amount: float, *, check: bool = True
+        self,
+        agent: str,
+        user_id: int | None,
+        amount: Callable[[], float],
+        *,
+        check: bool = True,
     ) -> Reservation:
-        """Reserve `amount` on every scope of the call; `BudgetExceeded` when one is spent."""
-        # Only scopes with a limit are counted here (the ledger has every cost): without any
-        # budget a call costs nothing more than this check.
-        keys = [k for k in await self.scope_keys(agent, user_id) if k.limit is not None]
+        """Reserve `amount()` (the call's worst case, worked out only when a limit applies) on
+        every scope of the call; `BudgetExceeded` when one is spent."""
         checked = check and not self.exempt(user_id)
+        # Only scopes with a limit are counted here (the ledger has every cost): without any
+        # budget a call costs one look at the cached limits.
+        if not (await self.limits()).any:
+            return Reservation((), 0.0, checked)
+        keys = [k for k in await self.scope_keys(agent, user_id) if k.limit is not None]
         if not keys:
-            return Reservation((), amount, checked)
+            return Reservation((), 0.0, checked)
         await self._seed(keys)
+        worst = amount()
         limited: list[Limited] = [(k.key, k.limit) for k in keys]
         try:
-            over = await self.counters.reserve(limited, amount, check=checked)
+            over = await self.counters.reserve(limited, worst, check=checked)
         except Exception as exc:  # Redis down: count here rather than refuse everyone
             log.warning("budget counters did not answer (%s); counting in process", exc)
-            over = await self._fallback_counters.reserve(limited, amount, check=checked)
+            over = await self._fallback_counters.reserve(limited, worst, check=checked)
         if over is not None:
             spent = next(k for k in keys if k.key == over)
             raise BudgetExceeded(spent.scope, self.refusal_text(spent))
-        return Reservation(tuple(k.key for k in keys), amount, checked)
+        return Reservation(tuple(k.key for k in keys), worst, checked)
 
     async def settle(
         self, agent: str, user_id: int | None, reservation: Reservation, cost: float | None
@@ -554,18 +570,23 @@ class BudgetedProvider:
     ) -> tuple[LLMProvider, Reservation]:
         """Reserve on the agent's model, or follow the policy when a budget is spent."""
         budgets = self._budgets
-        amount = budgets.worst_case(self.inner, messages, max_tokens)
+
+        def worst_case() -> float:
+            return budgets.worst_case(self.inner, messages, max_tokens)
+
         try:
-            return self.inner, await budgets.reserve(self._agent, self._user_id, amount)
+            return self.inner, await budgets.reserve(self._agent, self._user_id, worst_case)
         except BudgetExceeded as exc:
             policy = budgets.policy(self._agent)
             log.info("budget %s spent: %s follows its policy (%s)", exc.scope, self._agent, policy)
             if policy.kind == "downgrade" and policy.model is not None:
                 cheaper = self._downgrade(policy.model)
                 if cheaper is not None:
-                    amount = budgets.worst_case(cheaper, messages, max_tokens)
                     reservation = await budgets.reserve(
-                        self._agent, self._user_id, amount, check=False
+                        self._agent,
+                        self._user_id,
+                        lambda: budgets.worst_case(cheaper, messages, max_tokens),
+                        check=False,
                     )
                     return cheaper, reservation
                 log.warning("budget downgrade model %r cannot run: refusing", policy.model)
@@ -622,7 +643,6 @@ class BudgetedProvider:
 
 
 __all__ = [
-    "AGENT_NAMES",
     "BudgetExceeded",
     "BudgetSkipped",
     "BudgetedProvider",

@@ -23,6 +23,8 @@ from typing import Any
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from bot.services.redis_client import service_client
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "coach-bot:model-config"
@@ -47,9 +49,7 @@ class OverrideEvents:
         self._channel = channel
         self._max_backoff = max_backoff
         self.instance_id = uuid.uuid4().hex
-        self._client: redis.Redis = redis.from_url(
-            redis_url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=15
-        )
+        self._client: redis.Redis = service_client(redis_url)
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self.received = 0

@@ -126,14 +126,12 @@ class RedisRateLimiter:
     def __init__(
         self, redis_url: str, limit: int, *, window: float = WINDOW, prefix: str = "coach-bot:rl"
     ) -> None:
-        import redis.asyncio as redis
+        from bot.services.redis_client import service_client
 
         self.limit = limit
         self.window = window
         self._prefix = prefix
-        self._client: Any = redis.from_url(
-            redis_url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=15
-        )
+        self._client: Any = service_client(redis_url)
         self._script: Any = self._client.register_script(_HIT_SCRIPT)
         self._local = LocalRateLimiter(limit, window=window)
         self._degraded = False

@@ -162,7 +162,7 @@ class AccessMiddleware(BaseMiddleware):
             user.id,
             chat.id,
             private=private,
-            label=subject_label(user, chat, private),
+            label=lambda: subject_label(user, chat, private),
             update=lambda: event.model_dump_json(exclude_none=True),
         )
         if query is not None:
