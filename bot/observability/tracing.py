@@ -48,7 +48,7 @@ import httpx
 from langfuse import Langfuse, propagate_attributes
 from langfuse.types import MaskOtelSpansParams, MaskOtelSpansResult, OtelSpanPatch
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from pydantic import SecretStr
 
 import bot
@@ -123,6 +123,7 @@ class Tracing:
         self._provider: TracerProvider | None = None
         self._http: httpx.Client | None = None
         self._exporter: LangfuseSpanExporter | None = None
+        self._counter = _SpanCounter()
         self._public_key = settings.langfuse_public_key
         if self._public_key is None or settings.langfuse_secret_key is None:
             return  # tracing off: no client, no threads, nothing wrapped
@@ -155,6 +156,7 @@ class Tracing:
             resource=Resource.create(_resource_attributes()),
             shutdown_on_exit=False,
         )
+        self._provider.add_span_processor(self._counter)
         self._http = httpx.Client(timeout=export_timeout)
         self._exporter = LangfuseSpanExporter(
             base_url=self.base_url,
@@ -192,6 +194,11 @@ class Tracing:
     def client(self) -> Langfuse | None:
         """The Langfuse client (None when tracing is off); for tests and diagnostics."""
         return self._client
+
+    @property
+    def spans_made(self) -> int:
+        """Spans ended so far (each one is exported): what the receiver should count."""
+        return self._counter.ended
 
     @property
     def observer(self) -> PipelineObserver:
@@ -540,6 +547,16 @@ class Tracing:
             if updates:
                 patches[identifier] = OtelSpanPatch(set_attributes=updates)
         return MaskOtelSpansResult(span_patches=patches) if patches else None
+
+
+class _SpanCounter(SpanProcessor):
+    """Counts the spans our provider ends, so a benchmark can compare them with what arrived."""
+
+    def __init__(self) -> None:
+        self.ended = 0
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended += 1
 
 
 class _TraceRun:

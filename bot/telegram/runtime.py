@@ -151,6 +151,8 @@ class BotRuntime:
             "background_steps": len(self.services.runner.background_jobs()),
             "updates_in_flight": len(self.feeder.tasks),
             "undecodable_updates": self.feeder.undecodable,
+            # Spans the bot's tracing made (0 when off): the benchmark checks they all arrive.
+            "spans_made": getattr(self.services.observer, "spans_made", 0),
         }
 
     def request_stop(self) -> None:

@@ -94,6 +94,7 @@ async def run(options: Options) -> dict[str, Any]:
             load = Load(r.tg, first_chat=100_000)
             metrics_before = await r.bot.metrics()
             cpu_before = r.bot.cpu_seconds()
+            children_before = r.bot.children_cpu_seconds()
             calls_before = r.tg.method_counts.copy()
             driver_before = self_cpu_seconds()
             profiler = _start_py_spy(r.bot.pid, options.py_spy)
@@ -107,6 +108,7 @@ async def run(options: Options) -> dict[str, Any]:
             await _wait_background(r.bot, timeout=10)
             wall = time.monotonic() - started
             cpu = r.bot.cpu_seconds() - cpu_before
+            children_cpu = r.bot.children_cpu_seconds() - children_before
             driver_cpu = self_cpu_seconds() - driver_before
             _stop_py_spy(profiler)
             calls = r.tg.method_counts - calls_before
@@ -117,6 +119,8 @@ async def run(options: Options) -> dict[str, Any]:
             # while the database still exists (the rig drops a PostgreSQL one on exit).
             await r.bot.stop()
             stored = await r.storage.stored()
+            # Counted after the stop: the bot's shutdown flushes the last spans.
+            spans_received = len(r.otlp.spans()) if r.otlp is not None else 0
         kept_log = _keep_log_if_failed(workdir / "bot.log", load.sent)
 
     sent = load.sent
@@ -151,6 +155,12 @@ async def run(options: Options) -> dict[str, Any]:
         else float("nan"),
         "cpu_ms_per_message": cpu * 1000 / len(answered) if answered else float("nan"),
         "bot_cpu_share": cpu / wall if wall else 0.0,
+        "children_cpu_ms_per_message": children_cpu * 1000 / len(answered)
+        if answered
+        else float("nan"),
+        # Warm-up included on both sides: every span the bot made, against what arrived.
+        "spans_made": int(metrics_after.get("spans_made", 0)),
+        "spans_received": spans_received,
         "driver_cpu_share": driver_cpu / wall if wall else 0.0,
         "peak_rss_mb": peak_mb,
         "override_reads": reads,
@@ -196,7 +206,20 @@ def _start_py_spy(pid: int, path: str | None) -> subprocess.Popen[bytes] | None:
         return None
     fmt = "raw" if path.endswith((".txt", ".raw")) else "flamegraph"
     return subprocess.Popen(
-        ["py-spy", "record", "-p", str(pid), "-o", path, "-f", fmt, "-r", "200", "--nonblocking"],
+        [
+            "py-spy",
+            "record",
+            "-p",
+            str(pid),
+            "-o",
+            path,
+            "-f",
+            fmt,
+            "-r",
+            "200",
+            "--nonblocking",
+            "--threads",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -230,6 +253,7 @@ def _print(options: Options, r: dict[str, Any]) -> None:
             ("bot added latency ms", f"p50 {a50:.1f}  p95 {a95:.1f}  p99 {a99:.1f}"),
             ("bot CPU per message", f"{r['cpu_ms_per_message']:.2f} ms"),
             ("bot CPU use", f"{r['bot_cpu_share']:.0%} of one core"),
+            ("child processes' CPU per message", f"{r['children_cpu_ms_per_message']:.2f} ms"),
             ("driver CPU use", f"{r['driver_cpu_share']:.0%} of one core"),
             ("bot peak memory (VmHWM)", f"{r['peak_rss_mb']:.0f} MB"),
             (
@@ -238,6 +262,17 @@ def _print(options: Options, r: dict[str, Any]) -> None:
                 f"({r['override_reads_per_minute']:.2f}/min)",
             ),
             ("answered but not in the DB", f"{r['missing_in_db']}"),
+            *(
+                [
+                    (
+                        "spans received / made",
+                        f"{r['spans_received']} / {r['spans_made']} "
+                        f"({r['spans_made'] - r['spans_received']} lost)",
+                    )
+                ]
+                if options.tracing
+                else []
+            ),
             (
                 "Bot API calls per message",
                 " ".join(f"{m}={n:.2f}" for m, n in r["bot_api_calls_per_message"].items()),

@@ -346,6 +346,15 @@ class RunningBot:
     def cpu_seconds(self) -> float:
         return read_cpu_seconds(self.pid)
 
+    def children_cpu_seconds(self) -> float:
+        """CPU of the bot's live child processes (e.g. a span exporter), not in `cpu_seconds`."""
+        total = 0.0
+        for children in Path(f"/proc/{self.pid}/task").glob("*/children"):
+            for child in children.read_text().split():
+                with contextlib.suppress(OSError, ValueError):
+                    total += read_cpu_seconds(int(child))
+        return total
+
     def peak_rss_mb(self) -> float:
         return read_status_kb(self.pid, "VmHWM") / 1024
 
