@@ -247,6 +247,8 @@ async def build_services(
             decrypt_key=_key_decrypter(settings, [tracing] if tracing is not None else []),
             prompt_budget=settings.prompt_budget_tokens,
             ledger=ledger is not None,
+            ledger_writer=ledger,
+            archives_known=archives.note_active,
         )
         # Before the storage closes: messages queued while the database was down get a last try.
         stack.push_async_callback(_close_continuity, conversation, shutdown)

@@ -39,12 +39,17 @@ class SummarizerAgent(Agent):
         self.every = every
 
     async def run(self, ctx: PipelineContext) -> AgentOutput:
-        count: int | None = None
-        if self._messages is not None and ctx.chat_id is not None:
+        # The turn's write may have said how many messages the chat has (InsForge); else count.
+        count = ctx.message_count
+        if count is None and self._messages is not None and ctx.chat_id is not None:
             count = await self._messages.count(ctx.chat_id)
-            if ctx.summary is not None and count - ctx.summary_covers < self.every:
-                # Up to date enough: the history window still holds what it has not folded in.
-                return AgentOutput.ok(text=None, data=ctx.summary)
+        if (
+            count is not None
+            and ctx.summary is not None
+            and count - ctx.summary_covers < self.every
+        ):
+            # Up to date enough: the history window still holds what it has not folded in.
+            return AgentOutput.ok(text=None, data=ctx.summary)
         reply = "\n\n".join(out.text for out in ctx.results.values() if out.success and out.text)
         messages = [
             system(self.prompt),

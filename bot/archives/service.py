@@ -132,6 +132,11 @@ class ArchiveService:
         self._remember(user_id, active)
         return active
 
+    def note_active(self, user_id: int, active: bool) -> None:
+        """What a turn's own read found (`turn_context` on InsForge): trusted for ACTIVE_TTL
+        like an answer of `has_active`, so the search step costs no read of its own."""
+        self._remember(user_id, active)
+
     def _remember(self, user_id: int, active: bool) -> None:
         if len(self._active) >= ACTIVE_REMEMBERED:
             for stale in list(self._active)[: ACTIVE_REMEMBERED // 10]:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
 from bot.storage.models import StoredMessage
@@ -15,6 +15,9 @@ from bot.storage.repositories import MessageRepo, StorageUnavailable
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+W = TypeVar("W")
+# A remembered read: its kind (`history`, `summary`, `facts`, `settings`...) and its key.
+Slot = tuple[str, Hashable]
 
 MAX_REMEMBERED = 5000  # chats and users whose last read is kept
 MAX_PENDING = 10_000  # messages queued while the database is down
@@ -129,6 +132,29 @@ class Continuity:
             self._flusher = asyncio.create_task(self._flush_loop(), name="continuity-flush")
         return message, True
 
+    async def _add_all(
+        self, messages: Sequence[StoredMessage], write: Callable[[], Awaitable[W]]
+    ) -> W | None:
+        """`write()` (which stores `messages` and maybe more in one request), or queue the
+        messages; the write's answer, None when they were queued."""
+        if not self._pending and not self.down:
+            try:
+                written = await write()
+            except StorageUnavailable as exc:
+                self._failed(exc)
+            else:
+                return written
+        if len(self._pending) + len(messages) > self.max_pending:
+            raise StorageUnavailable(
+                f"the database is down and {len(self._pending)} messages wait for it already"
+            )
+        for message in messages:
+            self._pending.append(message)
+            self._remember_message(message)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_loop(), name="continuity-flush")
+        return None
+
     async def _flush_loop(self) -> None:
         while self._pending:
             await asyncio.sleep(self.retry_after)
@@ -201,6 +227,47 @@ class TurnMemory:
                 return value
         self.degraded = True
         return memory._recall(kind, key, default)
+
+    async def read_all(
+        self,
+        fetch: Callable[[], Awaitable[dict[Slot, Any]]],
+        defaults: dict[Slot, Any],
+    ) -> dict[Slot, Any]:
+        """Several reads in one `fetch()` (one round trip), each value remembered under its
+        (kind, key) slot as `read` remembers it; while the database is down, the remembered
+        values (or `defaults`)."""
+        memory = self._memory
+        if not memory.down:
+            try:
+                values = await fetch()
+            except StorageUnavailable as exc:
+                memory._failed(exc)
+            else:
+                for (kind, key), value in values.items():
+                    if kind == "history" and memory.pending:
+                        # As in `read`: queued messages are only in the remembered copy.
+                        values[(kind, key)] = memory._recall(kind, key, value)
+                        self.degraded = True
+                    else:
+                        memory._remember(kind, key, value)
+                return values
+        self.degraded = True
+        return {slot: memory._recall(slot[0], slot[1], value) for slot, value in defaults.items()}
+
+    async def add_messages(
+        self, messages: Sequence[StoredMessage], write: Callable[[], Awaitable[W]]
+    ) -> W | None:
+        """Store `messages` through `write()` (one request that may store more, e.g. the
+        turn's ledger rows), or queue them while the database is down (None, `degraded`)."""
+        written = await self._memory._add_all(messages, write)
+        if written is None:
+            self.degraded = True
+        return written
+
+    def remember_written(self, messages: Sequence[StoredMessage]) -> None:
+        """The messages `write()` stored, as the remembered history of their chat."""
+        for message in messages:
+            self._memory._remember_message(message)
 
     async def add_message(self, message: StoredMessage) -> StoredMessage:
         stored, queued = await self._memory._add(message)

@@ -41,12 +41,18 @@ INVALID_OUTPUT = "invalid_output"
 @dataclass(slots=True)
 class Turn:
     """One user message and everything the bot did for it. `turn_id` is the stored message's
-    id, set once it is stored (before any agent runs)."""
+    id, set once it is stored (before any agent runs, or with the reply when the turn's writes
+    are one request).
+
+    `held`: while a list, the calls are kept here instead of going to the writer, so they are
+    stored with the turn's messages in one request (`bot.storage.turn_models`), with the turn's
+    id; the conversation hands them to the writer if that request is not made."""
 
     pipeline: str
     chat_id: int | None
     user_id: int | None
     turn_id: int | None = None
+    held: list[LedgerCall] | None = None
 
 
 CURRENT_TURN: ContextVar[Turn | None] = ContextVar("CURRENT_TURN", default=None)
@@ -63,6 +69,14 @@ def turn_scope(turn: Turn) -> Iterator[Turn]:
 
 class CallSink(Protocol):
     def record(self, call: LedgerCall) -> None: ...
+
+
+class TurnLedger(CallSink, Protocol):
+    """What a turn that stores its own calls needs of the writer (`LedgerWriter`)."""
+
+    def stamp(self, batch: list[LedgerCall]) -> None:
+        """Give each call its id and price, as the writer's own batches get them."""
+        ...
 
 
 class LedgerProvider:
@@ -206,30 +220,32 @@ class LedgerProvider:
         index = attempt.index if attempt is not None else 0
         agent = step.agent if step is not None else "(none)"
         cost = usage.cost if usage is not None else None
-        self._sink.record(
-            LedgerCall(
-                at=datetime.fromtimestamp(wall, UTC),
-                turn_id=turn.turn_id,
-                chat_id=turn.chat_id,
-                user_id=turn.user_id,
-                pipeline=turn.pipeline,
-                agent=agent,
-                role=AGENT_ROLES.get(agent),
-                level=step.source if step is not None else None,
-                spec=step.model if step is not None else self.inner.spec,
-                model=served or self.model,
-                provider=self.provider,
-                attempt=index,
-                fallback=index > 0,
-                outcome=outcome,
-                latency_ms=latency_ms,
-                ttft_ms=ttft,
-                prompt_tokens=usage.prompt_tokens if usage is not None else 0,
-                completion_tokens=usage.completion_tokens if usage is not None else 0,
-                cost_usd=cost,
-                cost_source="provider" if cost is not None else "unpriced",
-                config_version=step.config_version if step is not None else None,
-                trial_id=step.trial_id if step is not None else None,
-                trial_arm=step.trial_arm if step is not None else None,
-            )
+        call = LedgerCall(
+            at=datetime.fromtimestamp(wall, UTC),
+            turn_id=turn.turn_id,
+            chat_id=turn.chat_id,
+            user_id=turn.user_id,
+            pipeline=turn.pipeline,
+            agent=agent,
+            role=AGENT_ROLES.get(agent),
+            level=step.source if step is not None else None,
+            spec=step.model if step is not None else self.inner.spec,
+            model=served or self.model,
+            provider=self.provider,
+            attempt=index,
+            fallback=index > 0,
+            outcome=outcome,
+            latency_ms=latency_ms,
+            ttft_ms=ttft,
+            prompt_tokens=usage.prompt_tokens if usage is not None else 0,
+            completion_tokens=usage.completion_tokens if usage is not None else 0,
+            cost_usd=cost,
+            cost_source="provider" if cost is not None else "unpriced",
+            config_version=step.config_version if step is not None else None,
+            trial_id=step.trial_id if step is not None else None,
+            trial_arm=step.trial_arm if step is not None else None,
         )
+        if turn.held is not None:
+            turn.held.append(call)
+        else:
+            self._sink.record(call)

@@ -88,7 +88,7 @@ class LedgerWriter:
             written = 0
             while self._pending:
                 batch = [self._pending.popleft() for _ in range(min(BATCH, len(self._pending)))]
-                self._stamp(batch)
+                self.stamp(batch)
                 try:
                     await self._repo.add_many(batch)
                 except StorageError as exc:
@@ -146,8 +146,9 @@ class LedgerWriter:
                 except StorageError as exc:
                     log.warning("call ledger: pruning failed (%s); tried again later", exc)
 
-    def _stamp(self, batch: list[LedgerCall]) -> None:
-        """Ids (kept across retries of the batch) and prices, once per row."""
+    def stamp(self, batch: list[LedgerCall]) -> None:
+        """Ids (kept across retries of the batch) and prices, once per row. Also for the rows a
+        turn stores with its messages (`bot.services.conversation`), which skip the queue."""
         prefix = f"{self._prefix}-{next(self._batches)}-"
         price = self.prices.price
         for n, call in enumerate(batch):

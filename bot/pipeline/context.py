@@ -82,6 +82,9 @@ class PipelineContext:
     summary: str | None = None
     # How many of the chat's messages `summary` covers (the summarizer rewrites it when behind).
     summary_covers: int = 0
+    # The chat's message count once this turn's messages are stored, when the write said so
+    # (InsForge's one-request turn write); None: the summarizer counts for itself.
+    message_count: int | None = None
     facts: Sequence[str] = ()
     # Whether only this user reads the replies (a private chat, the console): a user's facts
     # are theirs, so they reach prompts only there (in a group, only what the group said does).

@@ -8,6 +8,12 @@ user's facts are read in their private chat only. The user's message is stored a
 trace is open and the reply right after the foreground steps, both with the pipeline and the
 trace id, before any background step starts (so the summarizer sees the exchange).
 
+Where every request is a network round trip (InsForge: `Storage.turns`), a turn makes two: its
+context in one read, and its messages with the ledger rows of its foreground calls in one write
+with the reply (the user's message alone when there is none). Nothing is lost by storing the
+user's message later: until the turn ends its update is held by the intake, and a turn run again
+stores each message once (idempotency keys). Decision 0020.
+
 While the database is down (`bot.continuity`), reads fall back on what was last read and the
 messages are queued and written when it is back; the result says so (`RunResult.memory_degraded`)
 so the caller can tell the user once. A write that cannot even be queued raises: the caller
@@ -18,14 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
 
 from pydantic import SecretStr
 
 from bot.continuity import Continuity, TurnMemory
 from bot.llm.protocol import LLMProvider
 from bot.llm.specs import ModelSpecError, parse_spec
-from bot.observatory.capture import Turn, turn_scope
+from bot.observatory.capture import Turn, TurnLedger, turn_scope
 from bot.pipeline.context import (
     DEFAULT_PROMPT_BUDGET,
     BudgetGuard,
@@ -36,12 +43,15 @@ from bot.pipeline.context import (
 from bot.pipeline.runner import PipelineRunner, RunResult
 from bot.pipeline.steps import Pipeline
 from bot.services.model_resolution import UserModelChoice
+from bot.storage.ledger_models import LedgerCall
 from bot.storage.models import ChatSummary, Exercise, StoredMessage, UserSettings
-from bot.storage.repositories import Storage
+from bot.storage.repositories import Storage, StorageError, TurnRepo
 
 log = logging.getLogger(__name__)
 
 KeyDecrypter = Callable[[str], str]
+# Told whether a user has an active archive whenever a turn's read says (ArchiveService).
+ArchivesKnown = Callable[[int, bool], None]
 
 
 class UnknownPipelineError(ValueError):
@@ -105,6 +115,8 @@ class ConversationService:
         prompt_budget: int = DEFAULT_PROMPT_BUDGET,
         ledger: bool = False,
         continuity: Continuity | None = None,
+        ledger_writer: TurnLedger | None = None,
+        archives_known: ArchivesKnown | None = None,
     ) -> None:
         self.storage = storage
         self.continuity = continuity or Continuity(storage.messages)
@@ -118,6 +130,9 @@ class ConversationService:
         self._prompt_budget = prompt_budget
         # Whether the run opens a turn for the call ledger (its provider wrappers record in it).
         self._ledger = ledger
+        # Where a turn's calls go when they are not stored with its messages.
+        self._ledger_writer = ledger_writer
+        self._archives_known = archives_known
 
     def with_resolver(self, resolver: Resolver) -> ConversationService:
         """The same service resolving models with `resolver` (the console's `--model`)."""
@@ -133,6 +148,8 @@ class ConversationService:
             prompt_budget=self._prompt_budget,
             ledger=self._ledger,
             continuity=self.continuity,
+            ledger_writer=self._ledger_writer,
+            archives_known=self._archives_known,
         )
         service.budgets = self.budgets
         return service
@@ -199,7 +216,13 @@ class ConversationService:
                 "exercise", chat_id, lambda: storage.exercises.open_for_chat(chat_id), None
             )
 
-        if storage.reads_overlap:
+        turns = storage.turns
+        if turns is not None and chat_id is not None and user_id is not None:
+            recent, summary, known, row, open_exercise = await self._read_turn(
+                turns, reads, pipeline, user_id=user_id, chat_id=chat_id, private=private
+            )
+            user_choice = user_model_choice(row, self._decrypt)
+        elif storage.reads_overlap:
             recent, summary, known, user_choice, open_exercise = await asyncio.gather(
                 history(), chat_summary(), facts(), user_model(), exercise()
             )
@@ -231,6 +254,62 @@ class ConversationService:
             on_text=on_text,
         )
 
+    async def _read_turn(
+        self,
+        turns: TurnRepo,
+        reads: TurnMemory,
+        pipeline: str,
+        *,
+        user_id: int,
+        chat_id: int,
+        private: bool,
+    ) -> tuple[
+        list[StoredMessage], ChatSummary | None, list[str], UserSettings | None, Exercise | None
+    ]:
+        """The reads of `build_context` in one request, remembered like the separate reads."""
+        train = pipeline == "train"
+        defaults: dict[tuple[str, Hashable], Any] = {
+            ("history", chat_id): [],
+            ("summary", chat_id): None,
+            ("settings", user_id): None,
+        }
+        if private:
+            defaults[("facts", user_id)] = []
+        if train:
+            defaults[("exercise", chat_id)] = None
+
+        async def fetch() -> dict[tuple[str, Hashable], Any]:
+            got = await turns.context(
+                chat_id,
+                user_id,
+                history_limit=self._history_limit,
+                facts_limit=self._facts_limit,
+                facts=private,
+                exercise=train,
+            )
+            if self._archives_known is not None:
+                self._archives_known(user_id, got.archives)
+            values: dict[tuple[str, Hashable], Any] = {
+                ("history", chat_id): got.history,
+                ("summary", chat_id): got.summary,
+                ("settings", user_id): got.settings,
+            }
+            if private:
+                values[("facts", user_id)] = got.facts
+            if train:
+                values[("exercise", chat_id)] = got.exercise
+            return values
+
+        values = await reads.read_all(fetch, defaults)
+        history: list[StoredMessage] = list(values[("history", chat_id)])
+        return (
+            history[-self._history_limit :],
+            values[("summary", chat_id)],
+            values.get(("facts", user_id), []),
+            values[("settings", user_id)],
+            values.get(("exercise", chat_id)),
+        )
+
     async def handle(
         self,
         pipeline: str,
@@ -259,50 +338,105 @@ class ConversationService:
             memory=memory,
         )
         turn = Turn(pipeline, chat_id, user_id)
+        turns = self.storage.turns if chat_id is not None and user_id is not None else None
+        writer = self._ledger_writer if self._ledger else None
+        if turns is not None and writer is not None:
+            turn.held = []  # stored with the turn's messages
+        # The user's message while it waits to be stored with the reply (`turns`).
+        waiting: list[StoredMessage] = []
+
+        async def write_turn(
+            run_ctx: PipelineContext | None, messages: list[StoredMessage]
+        ) -> None:
+            assert turns is not None
+            waiting.clear()
+            calls, turn.held = turn.held or [], None
+            if calls and writer is not None:
+                writer.stamp(calls)
+            try:
+                written = await memory.add_messages(messages, lambda: turns.write(messages, calls))
+            except BaseException:
+                _hand_over(writer, calls)
+                raise
+            if written is None:
+                _hand_over(writer, calls)  # the messages were queued; the writer retries these
+                return
+            memory.remember_written(written.messages)
+            turn.turn_id = next((m.id for m in written.messages if m.role == "user"), None)
+            if run_ctx is not None:
+                # What the summarizer compares its summary against, without a count of its own.
+                run_ctx.message_count = written.count
 
         async def store_input(run_ctx: PipelineContext) -> None:
             if chat_id is None:
                 return
-            stored = await memory.add_message(
-                StoredMessage(
-                    chat_id=chat_id,
-                    user_id=user_id,
-                    role="user",
-                    text=text,
-                    pipeline=pipeline,
-                    trace_id=run_ctx.trace_id,
-                    **_key(message_key, "user"),
-                )
+            message = StoredMessage(
+                chat_id=chat_id,
+                user_id=user_id,
+                role="user",
+                text=text,
+                pipeline=pipeline,
+                trace_id=run_ctx.trace_id,
+                **_key(message_key, "user"),
             )
+            if turns is not None:
+                waiting.append(message)
+                return
+            stored = await memory.add_message(message)
             # The turn is the user's message: the ledger's rows and the rating buttons name it.
             turn.turn_id = stored.id
 
         async def store_reply(run_ctx: PipelineContext, result: RunResult) -> None:
             if chat_id is None or not result.reply:
                 return
-            await memory.add_message(
-                StoredMessage(
-                    chat_id=chat_id,
-                    user_id=user_id,
-                    role="assistant",
-                    text=result.reply,
-                    pipeline=pipeline,
-                    trace_id=run_ctx.trace_id,
-                    **_key(message_key, "assistant"),
-                )
+            reply = StoredMessage(
+                chat_id=chat_id,
+                user_id=user_id,
+                role="assistant",
+                text=result.reply,
+                pipeline=pipeline,
+                trace_id=run_ctx.trace_id,
+                **_key(message_key, "assistant"),
             )
+            if turns is not None:
+                await write_turn(run_ctx, [*waiting, reply])
+                return
+            await memory.add_message(reply)
 
         run = self.runner.run(
             self.pipelines[pipeline], ctx, on_start=store_input, on_reply=store_reply
         )
-        if self._ledger:
-            with turn_scope(turn):
+        try:
+            if self._ledger:
+                with turn_scope(turn):
+                    result = await run
+            else:
                 result = await run
-        else:
-            result = await run
+            if waiting:
+                # No reply to store it with (the turn failed, or replied nothing).
+                await write_turn(None, list(waiting))
+        except Exception:
+            if waiting:
+                # The run failed before its reply: the user's message is still stored.
+                try:
+                    await write_turn(None, list(waiting))
+                except StorageError as exc:
+                    log.warning("the message of a failed turn was not stored: %s", exc)
+            raise
+        finally:
+            _hand_over(writer, turn.held or [])
+            turn.held = None
         result.turn_id = turn.turn_id
         result.memory_degraded = memory.degraded
         return result
+
+
+def _hand_over(writer: TurnLedger | None, calls: Sequence[LedgerCall]) -> None:
+    """Calls that were held for the turn's write but did not go with it: to the writer's queue."""
+    if writer is None:
+        return
+    for call in calls:
+        writer.record(call)
 
 
 def _key(message_key: str | None, role: str) -> dict[str, str]:

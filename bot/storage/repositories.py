@@ -38,6 +38,7 @@ from bot.storage.models import (
     UserSettings,
 )
 from bot.storage.trial_models import TrialRow, TrialStatus
+from bot.storage.turn_models import TurnContext, TurnWritten
 
 
 class StorageError(Exception):
@@ -412,6 +413,28 @@ class BudgetRepo(Protocol):
     async def set(self, scope: str, usd: float | None, *, set_by: str) -> None: ...
 
 
+class TurnRepo(Protocol):
+    """A turn's reads in one round trip and its writes in another (`bot.storage.turn_models`)."""
+
+    async def context(
+        self,
+        chat_id: int,
+        user_id: int,
+        *,
+        history_limit: int,
+        facts_limit: int,
+        facts: bool,
+        exercise: bool,
+    ) -> TurnContext: ...
+
+    async def write(
+        self, messages: Sequence[StoredMessage], calls: Sequence[LedgerCall] = ()
+    ) -> TurnWritten:
+        """Store `messages` (each once, by its idempotency key; in this order) and `calls` (each
+        once, by `call_id`; a call without a turn gets the first user message's id)."""
+        ...
+
+
 class Storage(Protocol):
     """Every repository of one backend, opened and closed together."""
 
@@ -429,6 +452,8 @@ class Storage(Protocol):
     ledger: LedgerRepo
     budgets: BudgetRepo
     trials: TrialRepo
+    # A turn's reads and writes in one round trip each; None where that saves nothing (SQLite).
+    turns: TurnRepo | None
 
     @property
     def backend(self) -> str:

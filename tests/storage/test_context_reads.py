@@ -14,7 +14,7 @@ from bot.llm.openai_compat import OpenAICompatibleProvider, make_openai_client
 from bot.pipeline.runner import PipelineRunner
 from bot.services.conversation import ConversationService
 from bot.storage.insforge import InsForgeStorage
-from bot.storage.models import StoredMessage
+from bot.storage.models import ChatSummary, Exercise, StoredMessage
 from bot.storage.repositories import Storage
 from bot.storage.sqlite import SQLiteStorage
 from tests.fakes.insforge_server import FakeInsForge
@@ -95,7 +95,7 @@ async def test_sqlite_reads_run_in_turn_without_tasks(
     assert made == Counter()  # gather would have made one task per read (five here)
 
 
-async def test_insforge_reads_are_in_flight_together(
+async def test_insforge_reads_the_context_in_one_request(
     fake_insforge: FakeInsForge, uid: Callable[[], int]
 ) -> None:
     storage = InsForgeStorage.from_url(fake_insforge.url, fake_insforge.api_key, timeout=40.0)
@@ -104,20 +104,27 @@ async def test_insforge_reads_are_in_flight_together(
     user = uid()
     chat = user  # a private chat, where the user's facts are read too
     await _seed(storage, chat, user)
+    await storage.summaries.save(
+        ChatSummary(chat_id=chat, summary="they drink tea", message_count=3)
+    )
+    await storage.settings.set_default_model(user, "fast")
+    exercise = await storage.exercises.create(
+        Exercise(chat_id=chat, user_id=user, topic="tea", question="Which tea?")
+    )
     service = _service(storage)
     before = len(fake_insforge.requests)
-    # Hold the reads: issued one after the other, only the first would reach the server.
-    fake_insforge.hang_next(30, count=4)
-    building = asyncio.create_task(
-        service.build_context("support", user_id=user, chat_id=chat, text="hi")
-    )
-    try:
-        async with asyncio.timeout(10):
-            while len(fake_insforge.requests) - before < 4:
-                await asyncio.sleep(0.01)
-    finally:
-        fake_insforge.release_hung()
-    ctx = await building
+    ctx = await service.build_context("train", user_id=user, chat_id=chat, text="hi")
+    made = fake_insforge.requests[before:]
     await storage.close()
+    # History, summary, facts, settings and the open exercise: one round trip (decision 0020).
+    assert [(method, path) for method, path, _ in made] == [
+        ("POST", "/api/database/rpc/turn_context")
+    ]
     assert [m.text for m in ctx.history] == ["message 0", "message 1", "message 2"]
     assert ctx.facts == ["likes tea"]
+    assert ctx.summary == "they drink tea"
+    assert ctx.summary_covers == 3
+    assert ctx.user_model is not None
+    assert ctx.user_model.choice == "fast"
+    assert ctx.exercise is not None
+    assert ctx.exercise.id == exercise.id

@@ -18,6 +18,7 @@ from bot.storage.insforge.repos import (
     InsForgeUserSettingsRepo,
 )
 from bot.storage.insforge.trials import InsForgeTrialRepo
+from bot.storage.insforge.turns import InsForgeTurnRepo
 from bot.storage.insforge_client import InsForgeClient
 from bot.storage.repositories import (
     AccessRepo,
@@ -32,6 +33,7 @@ from bot.storage.repositories import (
     ModelConfigHistoryRepo,
     SummaryRepo,
     TrialRepo,
+    TurnRepo,
     UserRepo,
     UserSettingsRepo,
 )
@@ -66,6 +68,7 @@ class InsForgeStorage:
         self.ledger: LedgerRepo = InsForgeLedgerRepo(client)
         self.budgets: BudgetRepo = InsForgeBudgetRepo(client)
         self.trials: TrialRepo = InsForgeTrialRepo(client)
+        self.turns: TurnRepo | None = InsForgeTurnRepo(client)
 
     @classmethod
     def from_url(

@@ -18,7 +18,7 @@ from bot.storage.timeutil import iso_utc
 CHUNK = 1000
 
 
-def _row(call: LedgerCall) -> Row:
+def ledger_row(call: LedgerCall) -> Row:
     return {
         "call_id": call.call_id,
         "at": iso_utc(call.at),
@@ -59,7 +59,7 @@ class InsForgeLedgerRepo:
         for start in range(0, len(calls), CHUNK):
             await self._client.upsert(
                 "ledger_calls",
-                [_row(call) for call in calls[start : start + CHUNK]],
+                [ledger_row(call) for call in calls[start : start + CHUNK]],
                 on_conflict="call_id",
                 ignore_duplicates=True,
             )

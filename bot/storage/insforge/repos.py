@@ -170,25 +170,26 @@ class InsForgeUserSettingsRepo:
         return UserSettings.model_validate(_first(rows, "user_settings"))
 
 
+def message_row(message: StoredMessage) -> Row:
+    """A message as the `messages` table stores it (a fresh idempotency key if it has none)."""
+    return {
+        "chat_id": message.chat_id,
+        "user_id": message.user_id,
+        "role": message.role,
+        "text": message.text,
+        "pipeline": message.pipeline,
+        "trace_id": message.trace_id,
+        "created_at": iso_utc(message.created_at),
+        "idempotency_key": message.idempotency_key or new_idempotency_key(),
+    }
+
+
 class InsForgeMessageRepo:
     def __init__(self, client: InsForgeClient) -> None:
         self._client = client
 
     async def add(self, message: StoredMessage) -> StoredMessage:
-        row = await _insert_once(
-            self._client,
-            "messages",
-            {
-                "chat_id": message.chat_id,
-                "user_id": message.user_id,
-                "role": message.role,
-                "text": message.text,
-                "pipeline": message.pipeline,
-                "trace_id": message.trace_id,
-                "created_at": iso_utc(message.created_at),
-                "idempotency_key": message.idempotency_key or new_idempotency_key(),
-            },
-        )
+        row = await _insert_once(self._client, "messages", message_row(message))
         return StoredMessage.model_validate(row)
 
     async def add_many(self, messages: Sequence[StoredMessage]) -> None:
@@ -198,19 +199,7 @@ class InsForgeMessageRepo:
         # answer stores nothing twice).
         await self._client.upsert(
             "messages",
-            [
-                {
-                    "chat_id": m.chat_id,
-                    "user_id": m.user_id,
-                    "role": m.role,
-                    "text": m.text,
-                    "pipeline": m.pipeline,
-                    "trace_id": m.trace_id,
-                    "created_at": iso_utc(m.created_at),
-                    "idempotency_key": m.idempotency_key or new_idempotency_key(),
-                }
-                for m in messages
-            ],
+            [message_row(m) for m in messages],
             on_conflict="idempotency_key",
             ignore_duplicates=True,
         )

@@ -15,6 +15,7 @@ from bot.storage.repositories import (
     ModelConfigHistoryRepo,
     SummaryRepo,
     TrialRepo,
+    TurnRepo,
     UserRepo,
     UserSettingsRepo,
 )
@@ -68,6 +69,8 @@ class SQLiteStorage:
         self.ledger: LedgerRepo = SQLiteLedgerRepo(self.db)
         self.budgets: BudgetRepo = SQLiteBudgetRepo(self.db)
         self.trials: TrialRepo = SQLiteTrialRepo(self.db)
+        # Each read and write completes on the loop's thread: one round trip saves nothing.
+        self.turns: TurnRepo | None = None
 
     @property
     def path(self) -> str:
