@@ -51,6 +51,7 @@ from bot.services.openrouter_models import OpenRouterModels
 from bot.services.rate_limit import RateLimiter, create_rate_limiter
 from bot.services.trials import TRIAL_TARGET, Trials
 from bot.storage.repositories import Storage
+from bot.trials.guard import TrialGuard
 
 if TYPE_CHECKING:
     from bot.observability.tracing import Tracing
@@ -94,6 +95,8 @@ class Services:
     budgets: Budgets | None = None
     # Running trials (`/trial`): a share of an agent's users on a candidate model.
     trials: Trials | None = None
+    # The trials' guardrails (with the ledger): a worse candidate stops itself.
+    trial_guard: TrialGuard | None = None
 
 
 def _key_decrypter(settings: Settings, scrub: list[object]) -> KeyDecrypter | None:
@@ -291,6 +294,7 @@ async def build_services(
             else None,
             budgets=budgets,
             trials=trials,
+            trial_guard=TrialGuard(trials, storage.ledger) if ledger is not None else None,
         )
 
 

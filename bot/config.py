@@ -179,6 +179,9 @@ class Settings(BaseSettings):
     change_report_after_hours: float = Field(default=24.0, gt=0)
     # `/trial`: candidate calls before the guardrails may stop a trial (its `min=` default).
     trial_min_calls: int = Field(default=100, ge=1)
+    # Seconds between the guardrails' checks of the running trials (one count query per trial;
+    # a look's reads only every `min` candidate calls).
+    trial_check_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     # --- Observability ---
     langfuse_public_key: str | None = None

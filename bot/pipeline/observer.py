@@ -11,9 +11,11 @@ there, such as background steps) become children of that step's span.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 
@@ -61,6 +63,23 @@ class StepInfo:
 # The step whose agent is running now (set by the runner around `agent.run`), so a wrapper around
 # a provider (the call ledger) knows which agent, level and configuration version a call serves.
 CURRENT_STEP: ContextVar[StepInfo | None] = ContextVar("CURRENT_STEP", default=None)
+
+
+@contextlib.contextmanager
+def outside_trial() -> Iterator[None]:
+    """The model calls made inside are not counted in the step's trial arm: a budget sent them
+    to another model than the arm's, and an arm's figures must be its model's alone."""
+    step = CURRENT_STEP.get()
+    if step is None or step.trial_id is None:
+        yield
+        return
+    token = CURRENT_STEP.set(replace(step, trial_id=None, trial_arm=None))
+    try:
+        yield
+    finally:
+        # A stream may be resumed from another context than the one that set the token.
+        with contextlib.suppress(ValueError):
+            CURRENT_STEP.reset(token)
 
 
 class StepHandle(Protocol):

@@ -25,9 +25,11 @@ every admin gets one alert per scope and period.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
@@ -40,6 +42,7 @@ from bot.llm.bounds import DEFAULT_OUTPUT_TOKENS, estimate_tokens
 from bot.llm.protocol import LLMProvider
 from bot.llm.specs import ModelSpec
 from bot.llm.types import ChatMessage, LLMResponse, StreamChunk
+from bot.pipeline.observer import outside_trial
 from bot.services.budget_counters import Limited, LocalCounters, SpendCounters
 from bot.services.model_levels import AGENT_ROLES, allows
 from bot.storage.budget_models import BudgetLimitRow
@@ -606,13 +609,14 @@ class BudgetedProvider:
         llm, reservation = await self._admit(messages, max_tokens)
         cost: float | None = 0.0
         try:
-            response = await llm.complete(
-                messages,
-                schema=schema,
-                temperature=temperature,
-                max_tokens=max_tokens,
-                timeout=timeout,
-            )
+            with self._arm_scope(llm):
+                response = await llm.complete(
+                    messages,
+                    schema=schema,
+                    temperature=temperature,
+                    max_tokens=max_tokens,
+                    timeout=timeout,
+                )
             cost = self._budgets.cost(response)
             return response
         finally:
@@ -629,14 +633,20 @@ class BudgetedProvider:
         llm, reservation = await self._admit(messages, max_tokens)
         cost: float | None = 0.0
         try:
-            async for chunk in llm.stream(
-                messages, temperature=temperature, max_tokens=max_tokens, timeout=timeout
-            ):
-                if chunk.response is not None:
-                    cost = self._budgets.cost(chunk.response)
-                yield chunk
+            with self._arm_scope(llm):
+                async for chunk in llm.stream(
+                    messages, temperature=temperature, max_tokens=max_tokens, timeout=timeout
+                ):
+                    if chunk.response is not None:
+                        cost = self._budgets.cost(chunk.response)
+                    yield chunk
         finally:
             await self._budgets.settle(self._agent, self._user_id, reservation, cost)
+
+    def _arm_scope(self, llm: LLMProvider) -> AbstractContextManager[None]:
+        # A downgraded call runs on the budget's model, not the trial arm's: the ledger leaves it
+        # out of the arm (a user's budget wins over a trial, and the arm's figures stay clean).
+        return outside_trial() if llm is not self.inner else contextlib.nullcontext()
 
     async def close(self) -> None:
         await self.inner.close()

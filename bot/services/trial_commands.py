@@ -5,8 +5,10 @@
     /trial stop <agent>
     /trial promote <agent>                      the candidate becomes the agent's model
 
-Every figure has its n, and the shares (errors, 👍) their 95 % Wilson interval. Bad input
-changes nothing and says why.
+Every figure has its n and a 95 % interval (`bot.trials.figures`): latency quantiles and cost
+per turn over a bounded window of raw calls (the candidate's last 2,000, the incumbent's over
+the same time), calls, errors and 👍 over the whole trial. Bad input changes nothing and says
+why.
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.config import AGENT_NAMES
-from bot.observatory.stats import MIN_RATINGS, ms, usd, wilson
 from bot.services.command_replies import STORAGE_PROBLEM
 from bot.services.model_catalog import Picked
 from bot.services.trials import DEFAULT_SHARE, TrialError, Trials
 from bot.storage.ledger_models import CallStats
 from bot.storage.repositories import LedgerRepo, StorageError
 from bot.storage.trial_models import TrialRow
+from bot.trials.figures import figure_rows, side_by_side
+from bot.trials.guardrails import ArmData
+from bot.trials.window import CANDIDATE_WINDOW, read_window
 
 log = logging.getLogger(__name__)
 
@@ -30,48 +34,10 @@ TRIAL_USAGE = (
     "Usage: /trial (the running trials), /trial <agent> <model> [share=<percent>] "
     "[min=<calls>], /trial stop <agent>, /trial promote <agent>"
 )
-ARMS = ("incumbent", "candidate")
 
 # What the commands need from the model commands: the model check, and /setmodel itself.
 Check = Callable[[str], Awaitable[tuple[Picked, list[str]]]]
 SetModel = Callable[[str, str, str], Awaitable[str]]  # agent, model, by
-
-
-def share_text(part: int, whole: int) -> str:
-    """`3.1% (2/64, 95% CI 0.9-10.7%)`, or `- (n=0)`."""
-    if not whole:
-        return "- (n=0)"
-    low, high = wilson(part, whole)
-    return f"{100 * part / whole:.1f}% ({part}/{whole}, CI {100 * low:.1f}-{100 * high:.1f}%)"
-
-
-def arm_lines(rows: dict[str, CallStats]) -> list[str]:
-    """The arms side by side, one figure a line (monospace)."""
-    empty = CallStats("", None, 0, 0, 0, 0, 0, 0, 0.0, 0, None, None, None, 0, 0)
-    inc, cand = (rows.get(arm, empty) for arm in ARMS)
-
-    def line(label: str, left: str, right: str) -> str:
-        return f"  {label:<11} {left:<30} {right}"
-
-    def latency(value: float | None, row: CallStats) -> str:
-        return f"{ms(value)} (n={row.calls - row.errors})"
-
-    def per_turn(row: CallStats) -> str:
-        return f"{usd(row.cost_usd / row.turns)} (n={row.turns})" if row.turns else "- (n=0)"
-
-    def rating(row: CallStats) -> str:
-        text = share_text(row.ratings_up, row.ratings)
-        return text if row.ratings >= MIN_RATINGS or not row.ratings else text + " few"
-
-    return [
-        line("", "incumbent", "candidate"),
-        line("calls", str(inc.calls), str(cand.calls)),
-        line("p50", latency(inc.p50_ms, inc), latency(cand.p50_ms, cand)),
-        line("p95", latency(inc.p95_ms, inc), latency(cand.p95_ms, cand)),
-        line("cost/turn", per_turn(inc), per_turn(cand)),
-        line("errors", share_text(inc.errors, inc.calls), share_text(cand.errors, cand.calls)),
-        line("👍", rating(inc), rating(cand)),
-    ]
 
 
 @dataclass(slots=True)
@@ -161,15 +127,25 @@ class TrialCommands:
             return (
                 "No trials are running. Start one with /trial <agent> <model> [share=10] [min=100]."
             )
-        blocks = []
-        for trial in running.values():
-            blocks.append("\n".join([_heading(trial), *arm_lines(await self._figures(trial))]))
+        blocks = [await self._block(trial) for trial in running.values()]
         return "\n\n".join(blocks)
 
-    async def _figures(self, trial: TrialRow) -> dict[str, CallStats]:
+    async def _block(self, trial: TrialRow) -> str:
+        lines = [_heading(trial)]
         if self.ledger is None:
-            return {}
-        return {row.model or "": row for row in await self.ledger.trial_stats(trial.id)}
+            return "\n".join([*lines, "  The call ledger is off (LEDGER_ENABLED): no figures."])
+        whole: dict[str, CallStats] = {
+            row.model or "": row for row in await self.ledger.trial_stats(trial.id)
+        }
+        window = await read_window(self.ledger, trial.id)
+        rows = figure_rows(ArmData.of(window.candidate), ArmData.of(window.incumbent), whole)
+        lines += side_by_side(rows)
+        if window.full:
+            lines.append(
+                f"  latency and cost: the candidate's last {CANDIDATE_WINDOW} calls and the "
+                "incumbent's over the same time"
+            )
+        return "\n".join(lines)
 
 
 def _heading(trial: TrialRow) -> str:

@@ -136,6 +136,15 @@ class Trials:
         await self._changed(agent)
         return trial if ended else None
 
+    async def end_trial(
+        self, trial: TrialRow, status: TrialStatus, *, by: str, reason: str | None = None
+    ) -> bool:
+        """End this very trial if it still runs (the guardrails: not a newer one of the agent);
+        whether this call ended it."""
+        ended = await self._repo.end(trial.id, status, by=by, reason=reason)
+        await self._changed(trial.agent)
+        return ended
+
     async def _changed(self, agent: str) -> None:
         self.invalidate()
         for listener in self._listeners:

@@ -92,3 +92,14 @@ class UserCost:
     cost_usd: float
     calls: int
     unpriced: int
+
+
+@dataclass(slots=True)
+class TrialCall:
+    """One call of a trial's arm, as the guardrails and `/trial`'s intervals read it back."""
+
+    at: datetime
+    turn_id: int | None
+    outcome: str
+    latency_ms: float
+    cost_usd: float | None

@@ -24,7 +24,7 @@ from bot.storage.archive_models import (
     PassageHit,
 )
 from bot.storage.budget_models import BudgetLimitRow
-from bot.storage.ledger_models import CallStats, LedgerCall, SeriesPoint, UserCost
+from bot.storage.ledger_models import CallStats, LedgerCall, SeriesPoint, TrialCall, UserCost
 from bot.storage.models import (
     AgentModelConfig,
     ChatSummary,
@@ -368,6 +368,27 @@ class LedgerRepo(Protocol):
 
     async def trial_stats(self, trial_id: int) -> builtins.list[CallStats]:
         """A trial's figures per arm (`model` is `incumbent` or `candidate`). One query."""
+        ...
+
+    async def trial_calls(
+        self,
+        trial_id: int,
+        arm: str,
+        *,
+        limit: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> builtins.list[TrialCall]:
+        """The arm's last `limit` calls at `since` <= at <= `until`, newest first (raw values
+        for the guardrails and the intervals of `/trial`). One bounded query."""
+        ...
+
+    async def trial_call_count(self, trial_id: int, arm: str) -> int:
+        """How many calls the arm has made."""
+        ...
+
+    async def trial_nth_call(self, trial_id: int, arm: str, n: int) -> datetime | None:
+        """When the arm's `n`-th call (1-based, in time order) was made; None before it."""
         ...
 
     async def series(

@@ -1,14 +1,12 @@
 """Sends the change reports (`bot.observatory.reports`) to every admin, with a "Roll back" button.
 
-Started and stopped with the dispatcher (its startup and shutdown hooks), so polling, webhook and
-the tests' loopback bot all run it. Every `CHECK_EVERY` seconds it asks which reports are due;
-each is claimed in the database first, so with several replicas one of them sends it.
+Started and stopped with the dispatcher (`BackgroundLoop`). Every `CHECK_EVERY` seconds it asks
+which reports are due; each is claimed in the database first, so with several replicas one of
+them sends it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import html
 import logging
 
@@ -18,7 +16,7 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.observatory.reports import ChangeReport, ChangeReports
-from bot.storage.repositories import StorageError
+from bot.telegram.background import BackgroundLoop
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +38,23 @@ def rollback_keyboard(report: ChangeReport) -> InlineKeyboardMarkup:
     )
 
 
-class ChangeReportSender:
+class ChangeReportSender(BackgroundLoop):
+    name = "change reports"
+
     def __init__(self, reports: ChangeReports, admin_ids: list[int]) -> None:
+        super().__init__()
         self.reports = reports
         self.admin_ids = admin_ids
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self, bot: Bot) -> None:
-        if self._task is None and self.admin_ids:
-            self._task = asyncio.create_task(self._run(bot), name="change-reports")
+    @property
+    def interval(self) -> float:
+        return CHECK_EVERY
 
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    def enabled(self) -> bool:
+        return bool(self.admin_ids)
+
+    async def round(self, bot: Bot) -> int:
+        return await self.send_due(bot)
 
     async def send_due(self, bot: Bot) -> int:
         """Send the reports due now; how many."""
@@ -70,13 +69,3 @@ class ChangeReportSender:
                 except TelegramAPIError as exc:
                     log.warning("change report to admin %s not sent: %s", admin, exc)
         return len(reports)
-
-    async def _run(self, bot: Bot) -> None:
-        while True:
-            await asyncio.sleep(CHECK_EVERY)
-            try:
-                await self.send_due(bot)
-            except StorageError as exc:
-                log.warning("change reports: the ledger could not be read (%s); later", exc)
-            except Exception:
-                log.exception("change reports failed; tried again later")

@@ -56,6 +56,7 @@ from bot.telegram.routers import (
 from bot.telegram.routers.common import MAX_INPUT_CHARS
 from bot.telegram.routers.feedback import VoteBook
 from bot.telegram.session import JsonAiohttpSession
+from bot.telegram.trial_guard import TrialGuardSender
 
 BOT_COMMANDS: list[BotCommand] = [
     BotCommand(command="start", description="What I can do"),
@@ -91,17 +92,6 @@ def create_bot(settings: Settings) -> Bot:
     session.middleware(LongTextGuard())
     # parse_mode None: the streamer renders replies to HTML itself and falls back to plain text.
     return Bot(token.get_secret_value(), session=session, default=DefaultBotProperties())
-
-
-def _run_change_reports(dp: Dispatcher, sender: ChangeReportSender) -> None:
-    """The reports' loop runs while the dispatcher does (polling or webhook)."""
-    dp["change_reports"] = sender
-
-    async def start(bot: Bot) -> None:
-        await sender.start(bot)
-
-    dp.startup.register(start)
-    dp.shutdown.register(sender.stop)
 
 
 def install_notifiers(services: Services, bot: Bot) -> None:
@@ -155,7 +145,16 @@ def build_dispatcher(
         train.create_command_router(),
     )
     if services.reports is not None:
-        _run_change_reports(dp, ChangeReportSender(services.reports, services.settings.admin_ids))
+        ChangeReportSender(services.reports, services.settings.admin_ids).attach(
+            dp, "change_reports"
+        )
+    if services.trial_guard is not None:
+        # The reports' and the guardrails' loops run while the dispatcher does.
+        TrialGuardSender(
+            services.trial_guard,
+            list(services.settings.admin_ids),
+            services.settings.trial_check_seconds,
+        ).attach(dp, "trial_guard")
     dp.include_routers(
         errors.create_router(),
         commands,

@@ -17,8 +17,11 @@ from bot.llm.protocol import LLMProvider
 from bot.llm.registry import ProviderRegistry
 from bot.llm.specs import ModelSpec, parse_spec
 from bot.llm.types import ChatMessage
+from bot.observatory.capture import LedgerProvider, Turn, turn_scope
+from bot.pipeline.observer import CURRENT_STEP, StepInfo
 from bot.services.budget_counters import LocalCounters, RedisCounters, SpendCounters
 from bot.services.budgets import BudgetExceeded, Budgets, BudgetSkipped
+from bot.storage.ledger_models import LedgerCall
 from bot.storage.sqlite import SQLiteStorage
 from tests.fakes.llm_server import FakeLLMServer
 from tests.llm.conftest import settings_for
@@ -216,3 +219,55 @@ async def test_a_limit_reached_through_float_sums_counts_as_reached(
         assert await counters.reserve([("k", 0.01)], 0.001) == "k"
     finally:
         await counters.close()
+
+
+class Recorded(list[LedgerCall]):
+    def record(self, call: LedgerCall) -> None:
+        self.append(call)
+
+
+class LedgerDowngrade(RegistryDowngrade):
+    def __init__(self, registry: ProviderRegistry, sink: Recorded) -> None:
+        super().__init__(registry)
+        self.sink = sink
+
+    def chain(self, spec: ModelSpec, preference: str) -> LLMProvider:
+        return LedgerProvider(self.registry.get(spec), self.sink)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_downgraded_call_is_not_counted_in_the_trial_arm(
+    streamed: bool, storage: SQLiteStorage, registry: ProviderRegistry, llm_server: FakeLLMServer
+) -> None:
+    recorded = Recorded()
+    budgets = Budgets(
+        storage.budgets,
+        LocalCounters(),
+        env={"user:day": 0.01},
+        policies={"coach": "downgrade:openrouter:test/m-cheap"},
+    )
+    budgets.add_price_source("openrouter", lambda model: RATES)
+    budgets.downgrade = LedgerDowngrade(registry, recorded)
+    step = StepInfo(
+        "coach", "step", f"openrouter:{MODEL}", "trial", trial_id=3, trial_arm="candidate"
+    )
+    messages = [ChatMessage("user", "hi")]
+    with turn_scope(Turn("support", 1, 1, turn_id=10)):
+        token = CURRENT_STEP.set(step)
+        try:
+            for _ in range(2):  # the first spends the day's 0.01, the second is downgraded
+                leaf = LedgerProvider(registry.get(f"openrouter:{MODEL}"), recorded)
+                llm = budgets.guard("coach", leaf, user_id=1, optional=False)
+                if streamed:
+                    async for _chunk in llm.stream(messages, max_tokens=100):
+                        pass
+                else:
+                    await llm.complete(messages, max_tokens=100)
+            assert CURRENT_STEP.get() is step  # the step is left as it was
+        finally:
+            CURRENT_STEP.reset(token)
+    assert llm_server.requests[-1].model == "test/m-cheap"
+    assert [(c.model, c.trial_id, c.trial_arm) for c in recorded] == [
+        (MODEL, 3, "candidate"),
+        ("test/m-cheap", None, None),
+    ]

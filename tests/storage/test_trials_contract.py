@@ -4,6 +4,7 @@ the ledger's `trial_id` / `trial_arm` (on InsForge the migration's function over
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -64,3 +65,51 @@ async def test_trial_stats_split_the_calls_by_arm(storage: Storage) -> None:
     assert (inc.ratings_up, inc.ratings) == (0, 1)
     assert cand.p50_ms == 52.0  # the answered calls: 52, 53 (nearest rank)
     assert await storage.ledger.trial_stats(9) == []
+
+
+async def test_an_arms_raw_calls_in_a_bounded_window(storage: Storage) -> None:
+    start = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    calls = []
+    for n in range(12):
+        arm = "candidate" if n % 3 == 0 else "incumbent"
+        calls.append(
+            replace(
+                call(
+                    n,
+                    turn=300 + n,
+                    latency=float(n),
+                    at=start + timedelta(seconds=n),
+                    cost=None if n == 6 else 0.001 * n,
+                    outcome="RateLimited" if n == 9 else "ok",
+                ),
+                trial_id=11,
+                trial_arm=arm,
+            )
+        )
+    calls.append(replace(call(40, at=start), trial_id=12, trial_arm="candidate"))
+    await storage.ledger.add_many(calls)
+    ledger = storage.ledger
+    assert await ledger.trial_call_count(11, "candidate") == 4
+    assert await ledger.trial_call_count(11, "incumbent") == 8
+    assert await ledger.trial_call_count(13, "candidate") == 0
+    # The n-th call in time order: candidates are calls 0, 3, 6, 9.
+    assert await ledger.trial_nth_call(11, "candidate", 3) == start + timedelta(seconds=6)
+    assert await ledger.trial_nth_call(11, "candidate", 5) is None
+    # Newest first, within since/until, at most `limit`.
+    got = await ledger.trial_calls(11, "candidate", limit=10, until=start + timedelta(seconds=6))
+    assert [(c.turn_id, c.latency_ms, c.cost_usd) for c in got] == [
+        (306, 6.0, None),
+        (303, 3.0, 0.003),
+        (300, 0.0, 0.0),
+    ]
+    assert got[0].at == start + timedelta(seconds=6)
+    window = await ledger.trial_calls(
+        11,
+        "incumbent",
+        limit=3,
+        since=start + timedelta(seconds=2),
+        until=start + timedelta(seconds=9),
+    )
+    assert [c.turn_id for c in window] == [308, 307, 305]
+    failed = await ledger.trial_calls(11, "candidate", limit=1)
+    assert [(c.turn_id, c.outcome) for c in failed] == [(309, "RateLimited")]

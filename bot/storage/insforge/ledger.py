@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.storage.insforge_client import InsForgeClient, Row
-from bot.storage.ledger_models import CallStats, LedgerCall, SeriesPoint, UserCost
+from bot.storage.ledger_models import CallStats, LedgerCall, SeriesPoint, TrialCall, UserCost
 from bot.storage.models import utcnow
 from bot.storage.sqlite.ledger import stats_row
-from bot.storage.timeutil import iso_utc
+from bot.storage.timeutil import as_utc, iso_utc
 
 # Rows per request: a backlog written after an outage goes in bodies of bounded size.
 CHUNK = 1000
@@ -45,6 +45,10 @@ def ledger_row(call: LedgerCall) -> Row:
         "trial_id": call.trial_id,
         "trial_arm": call.trial_arm,
     }
+
+
+def _when(value: Any) -> datetime:
+    return as_utc(datetime.fromisoformat(str(value)))
 
 
 def _rows(answer: Any) -> list[dict[str, Any]]:
@@ -102,6 +106,54 @@ class InsForgeLedgerRepo:
     async def trial_stats(self, trial_id: int) -> builtins.list[CallStats]:
         answer = await self._client.rpc("ledger_trial_stats", {"p_trial": trial_id}, read_only=True)
         return [stats_row(row) for row in _rows(answer) if row.get("grp") is not None]
+
+    async def trial_calls(
+        self,
+        trial_id: int,
+        arm: str,
+        *,
+        limit: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> builtins.list[TrialCall]:
+        filters = [("trial_id", f"eq.{trial_id}"), ("trial_arm", f"eq.{arm}")]
+        if since is not None:
+            filters.append(("at", f"gte.{iso_utc(since)}"))
+        if until is not None:
+            filters.append(("at", f"lte.{iso_utc(until)}"))
+        rows = await self._client.select(
+            "ledger_calls",
+            filters,
+            select="at,turn_id,outcome,latency_ms,cost_usd",
+            order="at.desc,id.desc",
+            limit=limit,
+        )
+        return [
+            TrialCall(
+                at=_when(row["at"]),
+                turn_id=int(row["turn_id"]) if row.get("turn_id") is not None else None,
+                outcome=str(row["outcome"]),
+                latency_ms=float(row["latency_ms"]),
+                cost_usd=float(row["cost_usd"]) if row.get("cost_usd") is not None else None,
+            )
+            for row in rows
+        ]
+
+    async def trial_call_count(self, trial_id: int, arm: str) -> int:
+        return await self._client.count(
+            "ledger_calls", {"trial_id": f"eq.{trial_id}", "trial_arm": f"eq.{arm}"}
+        )
+
+    async def trial_nth_call(self, trial_id: int, arm: str, n: int) -> datetime | None:
+        rows = await self._client.select(
+            "ledger_calls",
+            {"trial_id": f"eq.{trial_id}", "trial_arm": f"eq.{arm}"},
+            select="at",
+            order="at.asc,id.asc",
+            limit=1,
+            offset=n - 1,
+        )
+        return _when(rows[0]["at"]) if rows else None
 
     async def series(
         self, agent: str, since: datetime, until: datetime, bucket_seconds: int

@@ -8,10 +8,10 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from bot.storage.ledger_models import CallStats, LedgerCall, SeriesPoint, UserCost
+from bot.storage.ledger_models import CallStats, LedgerCall, SeriesPoint, TrialCall, UserCost
 from bot.storage.models import utcnow
 from bot.storage.sqlite.database import SQLiteDatabase
-from bot.storage.timeutil import iso_utc
+from bot.storage.timeutil import as_utc, iso_utc
 
 COLUMNS = (
     "call_id, at, turn_id, chat_id, user_id, pipeline, agent, role, level, spec, model, "
@@ -247,6 +247,57 @@ class SQLiteLedgerRepo:
             TRIAL_STATS_SQL, {"trial": trial_id}, action="read a trial's figures"
         )
         return [stats_row(row) for row in rows if row["grp"] is not None]
+
+    async def trial_calls(
+        self,
+        trial_id: int,
+        arm: str,
+        *,
+        limit: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> builtins.list[TrialCall]:
+        rows = await self._db.read_aside(
+            "SELECT at, turn_id, outcome, latency_ms, cost_usd FROM ledger_calls "
+            "WHERE trial_id = :trial AND trial_arm = :arm "
+            "AND (:since IS NULL OR at >= :since) AND (:until IS NULL OR at <= :until) "
+            "ORDER BY at DESC, id DESC LIMIT :limit",
+            {
+                "trial": trial_id,
+                "arm": arm,
+                "since": iso_utc(since) if since is not None else None,
+                "until": iso_utc(until) if until is not None else None,
+                "limit": limit,
+            },
+            action="read a trial's calls",
+        )
+        return [
+            TrialCall(
+                at=as_utc(datetime.fromisoformat(row[0])),
+                turn_id=row[1],
+                outcome=str(row[2]),
+                latency_ms=float(row[3]),
+                cost_usd=float(row[4]) if row[4] is not None else None,
+            )
+            for row in rows
+        ]
+
+    async def trial_call_count(self, trial_id: int, arm: str) -> int:
+        rows = await self._db.read(
+            "SELECT count(*) FROM ledger_calls WHERE trial_id = ? AND trial_arm = ?",
+            (trial_id, arm),
+            action="count a trial's calls",
+        )
+        return int(rows[0][0])
+
+    async def trial_nth_call(self, trial_id: int, arm: str, n: int) -> datetime | None:
+        rows = await self._db.read(
+            "SELECT at FROM ledger_calls WHERE trial_id = ? AND trial_arm = ? "
+            "ORDER BY at, id LIMIT 1 OFFSET ?",
+            (trial_id, arm, n - 1),
+            action="read a trial's calls",
+        )
+        return as_utc(datetime.fromisoformat(rows[0][0])) if rows else None
 
     async def series(
         self, agent: str, since: datetime, until: datetime, bucket_seconds: int

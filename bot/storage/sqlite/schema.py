@@ -17,7 +17,7 @@ from bot.storage.sqlite.access_schema import ACCESS_SQL
 from bot.storage.sqlite.archives_schema import ARCHIVES_SQL
 from bot.storage.sqlite.budget_schema import BUDGET_SQL
 from bot.storage.sqlite.ledger_schema import LEDGER_SQL
-from bot.storage.sqlite.trial_schema import TRIAL_SQL
+from bot.storage.sqlite.trial_schema import TRIAL_ARM_SQL, TRIAL_SQL
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +194,8 @@ STEPS: tuple[SchemaStep, ...] = (
     SchemaStep(10, "trials", TRIAL_SQL),
     # insforge/migrations/015: budget limits set at runtime (/budget).
     SchemaStep(11, "budget-limits", BUDGET_SQL),
+    # insforge/migrations/017: the trial guardrails' index (a trial's arm in time order).
+    SchemaStep(13, "trial-arm-index", TRIAL_ARM_SQL),
 )
 
 LATEST_VERSION = STEPS[-1].version

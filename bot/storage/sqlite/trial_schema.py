@@ -28,3 +28,11 @@ ALTER TABLE ledger_calls ADD COLUMN trial_arm TEXT
 CREATE INDEX IF NOT EXISTS ledger_calls_trial_idx ON ledger_calls (trial_id)
     WHERE trial_id IS NOT NULL;
 """
+
+# Schema step 13 (insforge/migrations/017): an arm's calls in time order, straight from the index
+# (the guardrails' looks and `/trial`'s intervals read a bounded window of them; counting an arm
+# reads the index alone).
+TRIAL_ARM_SQL = """
+CREATE INDEX IF NOT EXISTS ledger_calls_trial_arm_at_idx ON ledger_calls (trial_id, trial_arm, at)
+    WHERE trial_id IS NOT NULL;
+"""

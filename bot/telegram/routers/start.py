@@ -41,7 +41,7 @@ alias, provider:model or an OpenRouter id):
 /stats [agent] [1h|24h|7d|30d] - per agent and model: calls, latency, cost, errors, \
 fallbacks, 👍 (an agent also gets a chart)
 /trial - the running trials, each arm side by side; /trial <agent> <model> [share=10] \
-[min=100] starts one; /trial stop|promote <agent>
+[min=100] starts one (a worse candidate stops itself); /trial stop|promote <agent>
 /trace - the link to this chat's latest trace
 /users - who may use the bot; /users allow <id>, /users block <id>
 /budget - the spending limits; /budget bot|user [<id>]|agent <name> <usd>/day|month or off
