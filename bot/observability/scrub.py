@@ -92,6 +92,11 @@ class Scrubber:
         self._ordered: tuple[str, ...] = ()
         self.add_secrets(secrets)
 
+    @property
+    def secrets(self) -> frozenset[str]:
+        """Every form of every secret known (as written and JSON-escaped)."""
+        return self._secrets
+
     def add_secret(self, secret: str | None) -> None:
         if secret:
             self.add_secrets([secret])

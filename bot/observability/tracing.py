@@ -1,6 +1,7 @@
 """Langfuse tracing: one trace per pipeline run, one span per step, one generation per model call.
 
-The only module that imports langfuse. It plugs into the bot at two seams and nowhere else:
+The only module (with `replay` and `export_child`) that knows langfuse. It plugs into the bot at
+two seams and nowhere else:
 
     tracing = create_tracing(settings)                     # off (costs nothing) without keys
     registry = ProviderRegistry(settings, wrap=tracing.wrap_provider)
@@ -22,12 +23,17 @@ What lands in Langfuse:
      │                         turn ("<spec> (repair)", after the reply that did not validate)
      └─ ... background steps join the same trace after the reply has gone
 
-Never slower for the user: spans are handed to OpenTelemetry's batch processor, which exports
-from its own thread; everything that can block (flush, shutdown, the project lookup behind trace
-URLs) runs in a daemon thread under a deadline, so an unreachable or hanging Langfuse costs
+Cheap on the event loop (decision 0019): the loop only notes what happened, as plain records
+(ids, times, the values as given), and hands them to the export process
+(`bot.observability.export_process`), where the Langfuse SDK makes the observations
+(`bot.observability.replay`), scrubs every value, and exports. Span and trace ids are made here,
+so a run's trace id is known at once. Scores and the project lookup behind trace URLs stay in
+this process (rare, and they answer the bot). Everything that can block (flush, shutdown, the
+lookup) runs in a daemon thread under a deadline, so an unreachable or hanging Langfuse costs
 neither the reply nor a clean shutdown. Every string that leaves goes through a `Scrubber`
-(configured secrets, users' keys, anything shaped like a key) twice: when recorded and again in
-the exporter. Tracing problems are logged, never raised into the bot.
+(configured secrets, users' keys, anything shaped like a key) twice, both in the export process:
+before the SDK sees it and again at export. Tracing problems are logged, never raised into the
+bot.
 """
 
 from __future__ import annotations
@@ -36,27 +42,28 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 import httpx
-from langfuse import Langfuse, propagate_attributes
-from langfuse.types import MaskOtelSpansParams, MaskOtelSpansResult, OtelSpanPatch
+from langfuse import Langfuse
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from pydantic import SecretStr
 
 import bot
 from bot.config import Settings
 from bot.llm.protocol import LLMProvider
 from bot.llm.types import Attempt, LLMResponse
+from bot.observability.export_process import SpanPipe
 from bot.observability.exporter import LangfuseSpanExporter
-from bot.observability.scrub import REDACTED, Scrubber, truncate
+from bot.observability.scrub import Scrubber, jsonable
 from bot.observability.traced_provider import GenerationCall, GenerationHandle, TracedProvider
 from bot.pipeline.observer import (
     NullObserver,
@@ -72,27 +79,33 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Level = Literal["DEBUG", "DEFAULT", "WARNING", "ERROR"]
 
-# A step's output is a summary, not a copy of everything the agent produced.
-OUTPUT_SUMMARY_CHARS = 2000
-ERROR_CHARS = 1000
-# Langfuse drops propagated values longer than 200 characters (user id, tags, metadata...).
-PROPAGATED_CHARS = 200
-
 
 @dataclass(slots=True)
 class _RunState:
+    sid: int
+    trace_id: int
+    # As given (the export process scrubs them): the pipeline, the run's tags, those added.
     tags: list[str]
+
+
+@dataclass(slots=True)
+class _StepState:
+    sid: int
 
 
 # The run and step a piece of code is in. Tasks created inside (parallel and background steps)
 # copy them, which is how a background step still knows its run after the reply.
 _RUN: ContextVar[_RunState | None] = ContextVar("tracing_run", default=None)
-_STEP: ContextVar[StepInfo | None] = ContextVar("tracing_step", default=None)
+_STEP: ContextVar[_StepState | None] = ContextVar("tracing_step", default=None)
 
 
 def create_tracing(settings: Settings, **options: Any) -> Tracing:
     """The bot's tracing: Langfuse when both keys are set, a do-nothing object otherwise."""
     return Tracing.from_settings(settings, **options)
+
+
+def _new_id(bits: int) -> int:
+    return random.getrandbits(bits) or 1
 
 
 class Tracing:
@@ -123,17 +136,27 @@ class Tracing:
         self._provider: TracerProvider | None = None
         self._http: httpx.Client | None = None
         self._exporter: LangfuseSpanExporter | None = None
-        self._counter = _SpanCounter()
+        self._pipe: SpanPipe | None = None
+        self._spans = 0
         self._public_key = settings.langfuse_public_key
         if self._public_key is None or settings.langfuse_secret_key is None:
             return  # tracing off: no client, no threads, nothing wrapped
+        secret_key = settings.langfuse_secret_key.get_secret_value()
         try:
-            self._start_client(
-                self._public_key,
-                settings.langfuse_secret_key.get_secret_value(),
-                flush_interval,
-                flush_at,
-                export_timeout,
+            self._start_client(self._public_key, secret_key, export_timeout)
+            self._pipe = SpanPipe(
+                {
+                    "public_key": self._public_key,
+                    "secret_key": secret_key,
+                    "base_url": self.base_url,
+                    "export_timeout": export_timeout,
+                    "flush_at": flush_at,
+                    "flush_interval": flush_interval,
+                    "release": bot.__version__,
+                    "resource": _resource_attributes(),
+                    "secrets": sorted(self.scrubber.secrets),
+                    "redact_content": self.scrubber.redact_content,
+                }
             )
         except Exception as exc:
             # A tracing that cannot start must not stop the bot: it runs untraced, and says so.
@@ -144,19 +167,13 @@ class Tracing:
                 self._exporter.shutdown()
             self._client, self._provider, self._http, self._exporter = None, None, None, None
 
-    def _start_client(
-        self,
-        public_key: str,
-        secret_key: str,
-        flush_interval: float | None,
-        flush_at: int | None,
-        export_timeout: float,
-    ) -> None:
+    def _start_client(self, public_key: str, secret_key: str, export_timeout: float) -> None:
+        """The in-process client: scores and the project lookup (spans go to the export
+        process, so its span processor stays idle)."""
         self._provider = TracerProvider(
             resource=Resource.create(_resource_attributes()),
             shutdown_on_exit=False,
         )
-        self._provider.add_span_processor(self._counter)
         self._http = httpx.Client(timeout=export_timeout)
         self._exporter = LangfuseSpanExporter(
             base_url=self.base_url,
@@ -172,13 +189,10 @@ class Tracing:
             timeout=max(1, round(export_timeout)),
             httpx_client=self._http,
             span_exporter=self._exporter,
-            flush_at=flush_at,
-            flush_interval=flush_interval,
             release=bot.__version__,
             # Our own provider, not the global one: other libraries' OpenTelemetry spans (the
             # anthropic SDK emits its own) stay out of Langfuse and the bot's traces.
             tracer_provider=self._provider,
-            mask_otel_spans=self._mask_spans,
             media_upload_thread_count=1,
         )
 
@@ -192,13 +206,18 @@ class Tracing:
 
     @property
     def client(self) -> Langfuse | None:
-        """The Langfuse client (None when tracing is off); for tests and diagnostics."""
+        """The in-process Langfuse client (None when tracing is off): scores, trace URLs."""
         return self._client
 
     @property
+    def exporter_pid(self) -> int | None:
+        """The export process's pid (None when tracing is off); for tests and diagnostics."""
+        return self._pipe.pid if self._pipe is not None else None
+
+    @property
     def spans_made(self) -> int:
-        """Spans ended so far (each one is exported): what the receiver should count."""
-        return self._counter.ended
+        """Spans recorded so far (each one is exported): what the receiver should count."""
+        return self._spans
 
     @property
     def observer(self) -> PipelineObserver:
@@ -207,7 +226,25 @@ class Tracing:
 
     def add_secret(self, secret: str | None) -> None:
         """Never let `secret` (e.g. a user's own API key) reach a trace."""
+        if not secret or secret in self.scrubber.secrets:
+            return
         self.scrubber.add_secret(secret)
+        # Before any record that could hold it: the pipe keeps the order.
+        self._send(("secret", secret))
+
+    def _send(self, record: Any) -> bool:
+        pipe = self._pipe
+        if pipe is None or self._closed:
+            return False
+        try:
+            pipe.send(record)
+        except ValueError:
+            # Something marshal cannot carry (a model, a dataclass): plain data, then again.
+            pipe.send(jsonable(record))
+        return True
+
+    def _recording(self) -> bool:
+        return self._pipe is not None and not self._closed
 
     # --- providers ---
 
@@ -229,186 +266,127 @@ class Tracing:
                 if isinstance(value, SecretStr):
                     value = value.get_secret_value()
                 if isinstance(value, str):
-                    self.scrubber.add_secret(value)
+                    self.add_secret(value)
 
     def start_generation(
         self, call: GenerationCall, *, started_at: float | None = None
     ) -> GenerationHandle:
-        client = self._client
-        if client is None or self._closed:
+        if not self._recording():
             return _NULL_GENERATION
         try:
-            spec = self.scrubber.text(f"{call.provider}:{call.model}")
-            step = _STEP.get()
-            metadata: dict[str, Any] = {
-                "provider": call.provider,
-                "spec": spec,
-                "streaming": call.streaming,
-                "attempt": call.attempt,
-                "fallback": call.is_fallback,
-                "turn": call.turn,
-            }
-            if call.is_repair:
-                metadata["repair"] = True
-            if step is not None:
-                metadata["agent"] = step.agent
-                metadata["chosen_model"] = step.model
-                metadata["chosen_source"] = step.source
-                metadata["source"] = "fallback" if call.is_fallback else step.source
-                metadata["level"] = step.source
-                if step.set_by is not None:
-                    metadata["set_by"] = step.set_by
-                if step.preference != "any":
-                    metadata["preference"] = step.preference
-                # So generations group by configuration, as the call ledger's rows do.
-                if step.config_version is not None:
-                    metadata["config_version"] = step.config_version
-            if call.previous_error is not None:
-                metadata["fallback_reason"] = self._error_text(call.previous_error)
-            name = f"{spec} (fallback #{call.attempt})" if call.is_fallback else spec
-            if call.is_repair:
-                name += " (repair)"
-            observation = _start_generation(
-                client,
-                started_at,
-                name=name,
-                model=self.scrubber.text(call.model),
-                model_parameters=self.scrubber.value(call.parameters),
-                input=self.scrubber.content(
-                    [{"role": m.role, "content": m.content} for m in call.messages]
-                ),
-                metadata=self.scrubber.value(metadata),
+            step, run = _STEP.get(), _RUN.get()
+            parent = step.sid if step is not None else run.sid if run is not None else None
+            sid = _new_id(64)
+            start_ns = int(started_at * 1e9) if started_at is not None else time.time_ns()
+            record = (
+                "gen",
+                sid,
+                parent,
+                start_ns,
+                {
+                    "provider": call.provider,
+                    "model": call.model,
+                    "messages": [(m.role, m.content) for m in call.messages],
+                    "parameters": call.parameters,
+                    "streaming": call.streaming,
+                    "attempt": call.attempt,
+                    "previous_error": call.previous_error,
+                    "turn": call.turn,
+                },
             )
+            if not self._send(record):
+                return _NULL_GENERATION
         except Exception as exc:
             _log_problem("could not start a generation", exc)
             return _NULL_GENERATION
-        return _Generation(self, observation, call.model)
+        return _Generation(self, sid)
 
     # --- PipelineObserver ---
 
     @contextmanager
     def run(self, info: RunInfo) -> Iterator[RunHandle]:
-        client = self._client
-        if client is None or self._closed:
+        if not self._recording():
             with self._null.run(info) as null_handle:
                 yield null_handle
             return
-        stack = ExitStack()
         handle: _TraceRun | None = None
         try:
-            handle = self._open_run(client, info, stack)
+            state = _RunState(_new_id(64), _new_id(128), [info.pipeline, *info.tags])
+            record = (
+                "run",
+                state.sid,
+                state.trace_id,
+                time.time_ns(),
+                info.pipeline,
+                list(info.tags),
+                info.user_id,
+                info.chat_id,
+                info.input_text,
+                info.metadata,
+            )
+            if self._send(record):
+                handle = _TraceRun(self, state)
         except Exception as exc:
             _log_problem("could not open the run trace", exc)
-            _close_quietly(stack)
         if handle is None:
             with self._null.run(info) as null_handle:
                 yield null_handle
             return
+        token = _RUN.set(handle.state)
         try:
             yield handle
         except BaseException as exc:
             handle.fail(exc)
             handle.finish()
-            _close_quietly(stack)
             raise
+        finally:
+            _RUN.reset(token)
         handle.finish()
-        _close_quietly(stack)
-
-    def _open_run(self, client: Langfuse, info: RunInfo, stack: ExitStack) -> _TraceRun:
-        scrub = self.scrubber
-        tags = _unique([_tag(scrub.text(t)) for t in [info.pipeline, *info.tags]])
-        trace_metadata: dict[str, Any] = {"bot_version": bot.__version__}
-        for key, value in scrub.value(info.metadata).items():
-            # Propagated metadata must be short scalars; the rest goes on the root span only.
-            if isinstance(value, str | int | float | bool) and len(str(value)) < 150:
-                trace_metadata[key] = value
-        stack.enter_context(
-            propagate_attributes(
-                user_id=str(info.user_id) if info.user_id is not None else None,
-                session_id=str(info.chat_id) if info.chat_id is not None else None,
-                tags=tags,
-                trace_name=_tag(scrub.text(info.pipeline)),
-                metadata=trace_metadata,
-                version=bot.__version__,
-            )
-        )
-        span = stack.enter_context(
-            client.start_as_current_observation(
-                name=scrub.text(info.pipeline),
-                as_type="span",
-                input=scrub.content(info.input_text),
-                metadata=scrub.value(
-                    {
-                        "pipeline": info.pipeline,
-                        "user_id": info.user_id,
-                        "chat_id": info.chat_id,
-                        **info.metadata,
-                    }
-                ),
-            )
-        )
-        state = _RunState(tags=tags)
-        token = _RUN.set(state)
-        stack.callback(_RUN.reset, token)
-        return _TraceRun(self, span, state)
 
     @contextmanager
     def step(self, info: StepInfo) -> Iterator[StepHandle]:
-        client = self._client
-        if client is None or self._closed:
+        if not self._recording():
             with self._null.step(info) as null_handle:
                 yield null_handle
             return
-        stack = ExitStack()
         handle: _TraceStep | None = None
         try:
-            handle = self._open_step(client, info, stack)
+            run, outer = _RUN.get(), _STEP.get()
+            tags: list[str] | None = None
+            if run is not None:
+                if info.source == "override":
+                    _add_tags(run, [f"override:{info.agent}"])
+                tags = list(run.tags)
+            parent = outer.sid if outer is not None else run.sid if run is not None else None
+            sid = _new_id(64)
+            fields = {
+                "agent": info.agent,
+                "kind": info.kind,
+                "model": info.model,
+                "source": info.source,
+                "set_by": info.set_by,
+                "alias": info.alias,
+                "config_version": info.config_version,
+                "preference": info.preference,
+            }
+            if self._send(("step", sid, parent, time.time_ns(), fields, tags)):
+                handle = _TraceStep(self, sid)
         except Exception as exc:
             _log_problem("could not open a step span", exc)
-            _close_quietly(stack)
         if handle is None:
             with self._null.step(info) as null_handle:
                 yield null_handle
             return
+        token = _STEP.set(_StepState(handle.sid))
         try:
             yield handle
         except BaseException as exc:
             handle.fail(exc)
-            _close_quietly(stack)
+            handle.end()
             raise
-        _close_quietly(stack)
-
-    def _open_step(self, client: Langfuse, info: StepInfo, stack: ExitStack) -> _TraceStep:
-        scrub = self.scrubber
-        state = _RUN.get()
-        if state is not None:
-            if info.source == "override":
-                _add_tags(state, [f"override:{info.agent}"])
-            # Re-propagated on each step so that tags added during the run (overrides) reach
-            # the step, its generations and the root span if it is still open.
-            stack.enter_context(propagate_attributes(tags=list(state.tags)))
-        span = stack.enter_context(
-            client.start_as_current_observation(
-                name=scrub.text(info.agent),
-                as_type="agent",
-                metadata=scrub.value(
-                    {
-                        "agent": info.agent,
-                        "kind": info.kind,
-                        "model": info.model,
-                        "source": info.source,
-                        "level": info.source,
-                        "set_by": info.set_by,
-                        "alias": info.alias,
-                        "config_version": info.config_version,
-                        "preference": info.preference,
-                    }
-                ),
-            )
-        )
-        token = _STEP.set(info)
-        stack.callback(_STEP.reset, token)
-        return _TraceStep(self, span)
+        finally:
+            _STEP.reset(token)
+        handle.end()
 
     # --- trace review ---
 
@@ -456,11 +434,17 @@ class Tracing:
 
     async def flush(self, *, timeout: float = 5.0) -> bool:
         """Send what is buffered now (off the loop). False if Langfuse did not take it in time."""
-        client = self._client
+        client, pipe = self._client, self._pipe
         if client is None or self._closed:
             return True
-        ok, _ = await _off_loop(client.flush, timeout, "langfuse-flush")
-        return ok
+
+        def flush() -> bool:
+            delivered = pipe.flush(timeout) if pipe is not None else True
+            client.flush()  # scores
+            return delivered
+
+        ok, delivered = await _off_loop(flush, timeout, "langfuse-flush")
+        return ok and bool(delivered)
 
     async def aclose(self, *, timeout: float = 5.0) -> bool:
         """Flush and shut down within `timeout` seconds; True if everything was delivered.
@@ -468,17 +452,23 @@ class Tracing:
         Past the deadline the bot goes on shutting down: the SDK's threads are daemons, bounded
         by their request timeout, and hold nothing the bot needs.
         """
-        client, provider, http = self._client, self._provider, self._http
+        client, provider, http, pipe = self._client, self._provider, self._http, self._pipe
         if client is None or self._closed:
             return True
         self._closed = True
+        deadline = time.monotonic() + timeout
 
-        def shutdown() -> None:
-            client.shutdown()  # flushes spans and scores, stops the SDK's threads
+        def shutdown() -> bool:
+            # The export process takes what is left, exports it and exits; past the deadline
+            # it is killed. Either way it is reaped.
+            delivered = pipe.close(max(0.0, deadline - time.monotonic())) if pipe else True
+            client.shutdown()  # flushes scores, stops the SDK's threads
             if provider is not None:
-                provider.shutdown()  # stops the batch worker, closes the exporter's session
+                provider.shutdown()  # stops the idle batch worker, closes the exporter
+            return delivered
 
-        ok, _ = await _off_loop(shutdown, timeout, "langfuse-shutdown")
+        finished, delivered = await _off_loop(shutdown, timeout, "langfuse-shutdown")
+        ok = finished and bool(delivered)
         if not ok:
             log.warning(
                 "Langfuse did not take the last traces within %.1fs; shutting down without them",
@@ -488,6 +478,8 @@ class Tracing:
             # ends, and the score thread's client refuses further requests.
             if self._exporter is not None:
                 self._exporter.abort()
+            if pipe is not None:
+                pipe.kill()
         self._release_public_key()
         if http is not None:
             http.close()
@@ -508,239 +500,158 @@ class Tracing:
 
     # --- helpers ---
 
-    def _error_text(self, error: BaseException | str | None) -> str | None:
-        if error is None:
-            return None
-        if isinstance(error, BaseException):
-            status = getattr(error, "status", None)
-            prefix = type(error).__name__ + (f" [{status}]" if status else "")
-            if self.scrubber.redact_content:
-                return prefix
-            text = str(error)
-            text = f"{prefix}: {text}" if text else prefix
-        else:
-            if self.scrubber.redact_content:
-                return f"error ({REDACTED} details)"
-            text = error
-        return str(truncate(self.scrubber.text(text), ERROR_CHARS))
-
-    def _summary(self, output: Any) -> Any:
-        if self.scrubber.redact_content:
-            return None if output is None else REDACTED
-        return truncate(self.scrubber.value(output), OUTPUT_SUMMARY_CHARS)
-
-    def _mask_spans(self, *, params: MaskOtelSpansParams) -> MaskOtelSpansResult | None:
-        """Export-stage safety net: scrub every string attribute of every span once more."""
-        scrub = self.scrubber.text
-        patches: dict[Any, OtelSpanPatch | None] = {}
-        for identifier, span in params.spans.items():
-            updates: dict[str, Any] = {}
-            for key, value in span.attributes.items():
-                if isinstance(value, str):
-                    cleaned = scrub(value)
-                    if cleaned != value:
-                        updates[key] = cleaned
-                elif isinstance(value, Sequence) and any(isinstance(v, str) for v in value):
-                    items = [scrub(v) if isinstance(v, str) else v for v in value]
-                    if items != list(value):
-                        updates[key] = items
-            if updates:
-                patches[identifier] = OtelSpanPatch(set_attributes=updates)
-        return MaskOtelSpansResult(span_patches=patches) if patches else None
+    def _end(self, record: Any) -> None:
+        """Send a span's last record: it is made (and counted) once this is sent."""
+        if self._send(record):
+            self._spans += 1
 
 
-class _SpanCounter(SpanProcessor):
-    """Counts the spans our provider ends, so a benchmark can compare them with what arrived."""
+def _error(error: BaseException | str | None) -> tuple[str, ...] | None:
+    """An error as the export process words it: ("exc", type [status], text) or ("text", text)."""
+    if error is None:
+        return None
+    if isinstance(error, BaseException):
+        status = getattr(error, "status", None)
+        return ("exc", type(error).__name__ + (f" [{status}]" if status else ""), str(error))
+    return ("text", error)
 
-    def __init__(self) -> None:
-        self.ended = 0
 
-    def on_end(self, span: ReadableSpan) -> None:
-        self.ended += 1
+def _level(error: BaseException) -> Level:
+    return "ERROR" if isinstance(error, Exception) else "WARNING"
 
 
 class _TraceRun:
     """`RunHandle` of an open trace."""
 
-    def __init__(self, tracing: Tracing, span: Any, state: _RunState) -> None:
+    def __init__(self, tracing: Tracing, state: _RunState) -> None:
         self._tracing = tracing
-        self._span = span
-        self._state = state
-        self._failed = False
+        self.state = state
+        self._failure: tuple[Level, tuple[str, ...] | None] | None = None
+        self._finished = False
 
     @property
     def trace_id(self) -> str | None:
-        trace_id = getattr(self._span, "trace_id", None)
-        return trace_id if isinstance(trace_id, str) else None
+        return f"{self.state.trace_id:032x}"
 
     def add_tags(self, *tags: str) -> None:
-        _add_tags(self._state, [_tag(self._tracing.scrubber.text(t)) for t in tags])
+        _add_tags(self.state, list(tags))
 
     def set_output(self, output: Any) -> None:
         try:
-            self._span.update(output=self._tracing.scrubber.content(output))
+            self._tracing._send(("upd", self.state.sid, "output", output))
         except Exception as exc:
             _log_problem("could not record the run's output", exc)
 
     def fail(self, error: BaseException) -> None:
-        try:
-            level: Level = "ERROR" if isinstance(error, Exception) else "WARNING"
-            self._span.update(level=level, status_message=self._tracing._error_text(error))
-        except Exception as exc:
-            _log_problem("could not record the run's error", exc)
+        self._failure = (_level(error), _error(error))
 
     def finish(self) -> None:
-        # The root span is current here: this puts the tags added during the run on it.
+        if self._finished:
+            return
+        self._finished = True
         try:
-            with propagate_attributes(tags=list(self._state.tags)):
-                pass
+            payload = (list(self.state.tags), self._failure)
+            self._tracing._end(("end", self.state.sid, time.time_ns(), "run", payload))
         except Exception as exc:
-            _log_problem("could not record the run's tags", exc)
+            _log_problem("could not close the run", exc)
 
 
 class _TraceStep:
     """`StepHandle` of an open step span."""
 
-    def __init__(self, tracing: Tracing, span: Any) -> None:
+    def __init__(self, tracing: Tracing, sid: int) -> None:
         self._tracing = tracing
-        self._span = span
+        self.sid = sid
+        self._result: tuple[str, Any] = ("none", None)
         self._recorded = False
 
     def set_result(self, *, success: bool, output: Any = None, error: str | None = None) -> None:
         self._recorded = True
-        try:
-            if success:
-                self._span.update(output=self._tracing._summary(output), metadata={"success": True})
-            else:
-                self._span.update(
-                    output=self._tracing._summary(output),
-                    level="ERROR",
-                    status_message=self._tracing._error_text(error or "failed"),
-                    metadata={"success": False},
-                )
-        except Exception as exc:
-            _log_problem("could not record a step's result", exc)
+        if success:
+            self._result = ("ok", output)
+        else:
+            self._result = ("failed", (output, _error(error or "failed")))
 
     def fail(self, error: BaseException) -> None:
         if self._recorded:
             return
+        self._result = ("fail", (_level(error), _error(error)))
+
+    def end(self) -> None:
+        what, payload = self._result
         try:
-            level: Level = "ERROR" if isinstance(error, Exception) else "WARNING"
-            self._span.update(
-                level=level,
-                status_message=self._tracing._error_text(error),
-                metadata={"success": False},
-            )
+            self._tracing._end(("end", self.sid, time.time_ns(), what, payload))
         except Exception as exc:
-            _log_problem("could not record a step's error", exc)
+            _log_problem("could not close a step span", exc)
 
 
 class _Generation:
     """One model call; ended exactly once, whatever happens."""
 
-    def __init__(self, tracing: Tracing, observation: Any, model: str) -> None:
+    def __init__(self, tracing: Tracing, sid: int) -> None:
         self._tracing = tracing
-        self._observation = observation
-        self._model = model
+        self._sid = sid
         self._ended = False
 
     def first_token(self) -> None:
         try:
-            self._observation.update(completion_start_time=datetime.now(UTC))
+            self._tracing._send(("upd", self._sid, "first_token", time.time_ns()))
         except Exception as exc:
             _log_problem("could not record the first token", exc)
 
     def succeed(self, response: LLMResponse) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        scrub = self._tracing.scrubber
-        try:
-            usage = response.usage
-            output: Any = response.parsed if response.parsed is not None else response.text
-            metadata: dict[str, Any] = {
-                "latency_ms": round(response.latency_ms, 1),
-                "finish_reason": response.finish_reason,
-            }
-            if response.model and response.model != self._model:
-                metadata["response_model"] = response.model
-            self._observation.update(
-                output=scrub.content(output),
-                usage_details={
-                    "input": usage.prompt_tokens,
-                    "output": usage.completion_tokens,
-                    "total": usage.total_tokens,
-                },
-                cost_details={"total": usage.cost} if usage.cost is not None else None,
-                metadata=scrub.value({k: v for k, v in metadata.items() if v is not None}),
-            )
-        except Exception as exc:
-            _log_problem("could not record a generation's result", exc)
-        self._end()
+        usage = response.usage
+        output: Any = response.parsed if response.parsed is not None else response.text
+        self._end(
+            "ok",
+            (
+                output,
+                (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens),
+                usage.cost,
+                response.latency_ms,
+                response.finish_reason,
+                response.model,
+            ),
+        )
 
     def fail(self, error: BaseException) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        try:
-            self._observation.update(
-                level="ERROR",
-                status_message=self._tracing._error_text(error),
-                metadata={
-                    "error_type": type(error).__name__,
-                    "status": getattr(error, "status", None),
-                    "retryable": getattr(error, "retryable", None),
-                },
-            )
-        except Exception as exc:
-            _log_problem("could not record a generation's error", exc)
-        self._end()
+        self._end(
+            "fail",
+            (
+                _error(error),
+                type(error).__name__,
+                getattr(error, "status", None),
+                getattr(error, "retryable", None),
+            ),
+        )
 
     def abandon(self, reason: str) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        try:
-            self._observation.update(level="WARNING", status_message=reason)
-        except Exception as exc:
-            _log_problem("could not record an abandoned generation", exc)
-        self._end()
+        self._end("abandon", reason)
 
     def superseded(self, call: Attempt, reason: str) -> None:
+        usage = call.usage
+        # It ended when its call did, not now (the next call has run since).
+        ended_at = call.started_at + call.latency_ms / 1000 if call.started_at else None
+        self._end(
+            "superseded",
+            (
+                reason,
+                (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
+                if usage is not None
+                else None,
+                usage.cost if usage is not None else None,
+                call.latency_ms,
+            ),
+            ended_at,
+        )
+
+    def _end(self, what: str, payload: Any, ended_at: float | None = None) -> None:
         if self._ended:
             return
         self._ended = True
+        end_ns = int(ended_at * 1e9) if ended_at is not None else time.time_ns()
         try:
-            usage = call.usage
-            self._observation.update(
-                level="WARNING",
-                status_message=reason,
-                usage_details=(
-                    {
-                        "input": usage.prompt_tokens,
-                        "output": usage.completion_tokens,
-                        "total": usage.total_tokens,
-                    }
-                    if usage is not None
-                    else None
-                ),
-                cost_details=(
-                    {"total": usage.cost} if usage is not None and usage.cost is not None else None
-                ),
-                metadata={"latency_ms": round(call.latency_ms, 1), "superseded": True},
-            )
-        except Exception as exc:
-            _log_problem("could not record a superseded generation", exc)
-        # It ended when its call did, not now (the next call has run since).
-        ended_at = call.started_at + call.latency_ms / 1000 if call.started_at else None
-        self._end(ended_at)
-
-    def _end(self, ended_at: float | None = None) -> None:
-        try:
-            if ended_at is None:
-                self._observation.end()
-            else:
-                self._observation.end(end_time=int(ended_at * 1e9))
+            self._tracing._end(("end", self._sid, end_ns, what, payload))
         except Exception as exc:
             _log_problem("could not end a generation", exc)
 
@@ -765,22 +676,6 @@ class _NullGeneration:
 _NULL_GENERATION = _NullGeneration()
 
 
-def _start_generation(client: Langfuse, started_at: float | None, **fields: Any) -> Any:
-    """`client.start_observation(as_type="generation", ...)`, begun at `started_at` (time.time())
-    when given. The SDK's public call always starts now; a call that is recorded after the fact
-    (a repair turn) needs its real start, which only the SDK's own two steps (start an
-    OpenTelemetry span, wrap it as a generation) can set. Should a new SDK drop them, the
-    generation starts now: its timing is off, nothing else."""
-    if started_at is not None:
-        tracer = getattr(client, "_otel_tracer", None)
-        wrap = getattr(client, "_create_observation_from_otel_span", None)
-        if tracer is not None and wrap is not None:
-            span = tracer.start_span(name=fields["name"], start_time=int(started_at * 1e9))
-            fields = {key: value for key, value in fields.items() if key != "name"}
-            return wrap(otel_span=span, as_type="generation", **fields)
-    return client.start_observation(as_type="generation", **fields)
-
-
 def _resource_attributes() -> dict[str, str]:
     attributes = {"service.name": "coach-bot", "langfuse.release": bot.__version__}
     environment = os.environ.get("LANGFUSE_TRACING_ENVIRONMENT")
@@ -789,25 +684,10 @@ def _resource_attributes() -> dict[str, str]:
     return attributes
 
 
-def _tag(value: str) -> str:
-    return value[:PROPAGATED_CHARS]
-
-
-def _unique(values: list[str]) -> list[str]:
-    return list(dict.fromkeys(v for v in values if v))
-
-
 def _add_tags(state: _RunState, tags: list[str]) -> None:
     for tag in tags:
         if tag and tag not in state.tags:
             state.tags.append(tag)
-
-
-def _close_quietly(stack: AbstractContextManager[Any] | ExitStack) -> None:
-    try:
-        stack.__exit__(None, None, None)
-    except Exception as exc:
-        _log_problem("could not close a span", exc)
 
 
 def _log_problem(what: str, exc: BaseException) -> None:

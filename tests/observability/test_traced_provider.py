@@ -99,14 +99,14 @@ async def test_a_broken_tracing_never_breaks_a_call(
 ) -> None:
     tracing = make_tracing(make_settings(receiver.base_url))
     traced = tracing.wrap_provider(FunctionProvider(long_answer))
-    client = tracing.client
-    assert client is not None
+    pipe = tracing._pipe
+    assert pipe is not None
 
     def explode(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("sdk bug")
+        raise RuntimeError("tracing bug")
 
-    monkeypatch.setattr(client, "start_observation", explode)
-    monkeypatch.setattr(client, "start_as_current_observation", explode)
+    # Every record the bot makes goes through the pipe to the export process.
+    monkeypatch.setattr(pipe, "send", explode)
     with (
         tracing.run(RunInfo("support", 1, 1, "hi")) as run,
         tracing.step(StepInfo("coach", "step", "function:function", "default")) as step,
