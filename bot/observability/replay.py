@@ -1,6 +1,6 @@
 """The Langfuse side of tracing: what the export process does with the bot's span records.
 
-The bot records a run, a step or a model call as a few plain tuples (`bot.observability.records`)
+The bot (`bot.observability.tracing`) records a run, a step or a model call as a few tuples
 and hands them over a pipe; this module turns them into Langfuse observations with the real SDK,
 the calls and arguments the bot used to make itself: `propagate_attributes` around a run and each
 step, the same span types (span, agent, generation), the same input, output, metadata, levels,
@@ -27,7 +27,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -52,8 +52,8 @@ ERROR_CHARS = 1000
 # Langfuse drops propagated values longer than 200 characters (user id, tags, metadata...).
 PROPAGATED_CHARS = 200
 # How long a finished run still takes steps (its background steps start after the reply).
-RUN_SCOPE_TTL = 300.0
-MAX_ENDED_RUNS = 50_000
+RUN_SCOPE_TTL = 120.0
+MAX_ENDED_RUNS = 20_000
 
 
 class PresetIds(IdGenerator):
@@ -81,7 +81,6 @@ class _Scope:
     kind: str
     step: dict[str, Any] | None = None
     ended_at: float | None = None
-    tags: list[str] = field(default_factory=list)
 
 
 class Replayer:
@@ -189,7 +188,7 @@ class Replayer:
 
         observation = self._enter(context, stack, enter)
         self._scopes[sid] = _Scope(
-            context, context.run(contextvars.copy_context), observation, stack, "run", tags=tags
+            context, context.run(contextvars.copy_context), observation, stack, "run"
         )
 
     def _enter(self, context: contextvars.Context, stack: ExitStack, enter: Any) -> Any:
