@@ -4,6 +4,15 @@
     python -m tests.bench.e2e_load --rate 0              # closed loop: maximum throughput
     python -m tests.bench.e2e_load --webhook --insforge --tracing on
     python -m tests.bench.e2e_load --ledger off          # without the call ledger (A/B: on)
+    python -m tests.bench.e2e_load --production --rate 30 --burst 100:20
+    python -m tests.bench.e2e_load --rate 0 --webhook --replicas 2
+
+`--production` is what operators run (tests/bench/production.py): webhook, InsForge (the fake over
+the real PostgreSQL), Redis, tracing on, the call ledger, a user budget with a limit, the
+allowlist, and archives for one chat in ten. `--replicas <n>` runs n bot processes behind one
+webhook address (a round-robin front on loopback, `--route chat` for a per-chat-hash one; on
+InsForge and Redis, as the compose file runs them). `--burst <rate>:<seconds>` adds that many
+messages a second from other chats, 5 s into the steady load.
 
 `python -m bot` runs as a child process against the fake Bot API server and a fake
 OpenAI-compatible model server on 127.0.0.1 (replies after `--latency`, default 100 ms, then
@@ -19,7 +28,9 @@ Figures (nothing asserts: it prints):
 - bot CPU ms per message: utime+stime of the bot process (/proc/<pid>/stat) over the run, per
   answered message (background summaries included: they are part of each message's cost);
 - peak memory: VmHWM of the bot process; override table reads per minute: `GET /metrics`;
-- the driver's CPU: when it nears 100 % of one core the figures are bounded by the driver.
+- the driver's CPU: when it nears 100 % of one core the figures are bounded by the driver;
+- InsForge requests per turn (InsForge only): the fake's request log over the run, per answered
+  message and by kind, and the requests of one plain turn of a warm chat sent alone afterwards.
 
 Load model: open loop at `--rate` messages/s by default (latency at a known load; chats take turns
 so a chat's messages are chats/rate seconds apart); `--rate 0` is a closed loop where each chat
@@ -50,6 +61,19 @@ from tests.bench.harness import (
     rig,
     self_cpu_seconds,
 )
+from tests.bench.production import (
+    ARCHIVE_EVERY,
+    InsForgeCount,
+    format_kinds,
+    plain_turn,
+    production_env,
+    replica_env,
+    seed_archives,
+)
+
+LOAD_CHAT, WARM_CHAT, BURST_CHAT = 100_000, 900_000, 500_000
+BURST_AFTER = 5.0  # seconds into the steady load
+WEBHOOK_CONNECTIONS = 8
 
 
 @dataclass
@@ -67,14 +91,59 @@ class Options:
     warmup: int = 20
     py_spy: str | None = None
     quiet: bool = False
+    production: bool = False
+    replicas: int = 1
+    route: str = "round-robin"
+    burst: tuple[float, float] | None = None  # (messages/s, seconds)
+
+    def normalized(self) -> Options:
+        """`--production` and `--replicas` bring what they need (webhook, InsForge, tracing)."""
+        if self.production:
+            self.webhook, self.storage, self.tracing, self.ledger = True, "insforge", True, True
+        if self.replicas > 1:
+            self.webhook, self.storage = True, "insforge"
+        return self
+
+    def burst_chats(self) -> int:
+        if self.burst is None:
+            return 0
+        rate, seconds = self.burst
+        return max(1, round(rate * seconds / self.messages))
+
+    def users(self) -> list[int]:
+        """Every user the run's messages come from (the allowlist of `--production`)."""
+        return [
+            *range(LOAD_CHAT, LOAD_CHAT + self.chats),
+            *range(WARM_CHAT, WARM_CHAT + self.warmup),
+            *range(BURST_CHAT, BURST_CHAT + self.burst_chats()),
+        ]
+
+
+def _extra_env(options: Options) -> dict[str, str]:
+    extra = {"LEDGER_ENABLED": "true" if options.ledger else "false"}
+    if options.production:
+        extra.update(production_env(options.users()))
+    elif options.replicas > 1:
+        extra.update(replica_env())
+    return extra
+
+
+async def _burst(load: Load, options: Options) -> None:
+    assert options.burst is not None
+    rate, _ = options.burst
+    await asyncio.sleep(BURST_AFTER)
+    await load.open_loop(options.burst_chats(), options.messages, rate)
 
 
 async def run(options: Options) -> dict[str, Any]:
     """One benchmark run; returns the figures (and prints them unless `quiet`)."""
+    options.normalized()
     config = BotConfig(
         webhook=options.webhook,
         tracing=options.tracing,
-        extra={"LEDGER_ENABLED": "true" if options.ledger else "false"},
+        extra=_extra_env(options),
+        replicas=options.replicas,
+        route=options.route,
     )
     calibration = calibration_ms()
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
@@ -87,43 +156,76 @@ async def run(options: Options) -> dict[str, Any]:
             token_delay=options.token_delay,
         ) as r:
             # Warm-up: connections opened, caches filled, first-call costs paid; not measured.
+            if options.replicas > 1 or options.production:
+                # Telegram's webhook delivers over up to 40 connections (`max_connections`).
+                r.tg.webhook_connections = WEBHOOK_CONNECTIONS
             if options.warmup:
-                warm = Load(r.tg, first_chat=900_000)
+                warm = Load(r.tg, first_chat=WARM_CHAT)
                 await warm.closed_loop(min(options.warmup, options.chats), 1, ramp=0.2)
                 await warm.settle(30)
-            load = Load(r.tg, first_chat=100_000)
-            metrics_before = await r.bot.metrics()
-            cpu_before = r.bot.cpu_seconds()
-            children_before = r.bot.children_cpu_seconds()
+            archives = 0
+            if options.production:
+                keepers = list(range(LOAD_CHAT, LOAD_CHAT + options.chats, ARCHIVE_EVERY))
+                archives = await seed_archives(r.tg, keepers)
+                # "Added" is shown before the ingest's last writes: wait for every update.
+                await _wait_background(r.bots, timeout=120, updates=True)
+            load = Load(r.tg, first_chat=LOAD_CHAT)
+            burst = Load(r.tg, first_chat=BURST_CHAT)
+            metrics_before = await _metrics(r.bots)
+            cpu_before = _cpu(r.bots)
+            children_before = sum(bot.children_cpu_seconds() for bot in r.bots)
             calls_before = r.tg.method_counts.copy()
             driver_before = self_cpu_seconds()
+            insforge = r.storage.insforge
+            requests = InsForgeCount.from_now(insforge) if insforge is not None else None
             profiler = _start_py_spy(r.bot.pid, options.py_spy)
             started = time.monotonic()
             if options.rate > 0:
-                await load.open_loop(options.chats, options.messages, options.rate)
+                steady = load.open_loop(options.chats, options.messages, options.rate)
+                if options.burst is not None:
+                    await asyncio.gather(steady, _burst(burst, options))
+                else:
+                    await steady
             else:
                 await load.closed_loop(options.chats, options.messages)
             await load.settle(timeout=120)
+            await burst.settle(timeout=120)
             # Let the background steps of the last messages finish: they cost CPU too.
-            await _wait_background(r.bot, timeout=10)
+            await _wait_background(r.bots, timeout=10)
             wall = time.monotonic() - started
-            cpu = r.bot.cpu_seconds() - cpu_before
-            children_cpu = r.bot.children_cpu_seconds() - children_before
+            cpu = _cpu(r.bots) - cpu_before
+            children_cpu = sum(bot.children_cpu_seconds() for bot in r.bots) - children_before
             driver_cpu = self_cpu_seconds() - driver_before
             _stop_py_spy(profiler)
             calls = r.tg.method_counts - calls_before
-            metrics_after = await r.bot.metrics()
-            peak_mb = r.bot.peak_rss_mb()
+            metrics_after = await _metrics(r.bots)
+            peak_mb = max(bot.peak_rss_mb() for bot in r.bots)
+            answered_now = sum(1 for m in [*load.sent, *burst.sent] if m.answered_at is not None)
+            per_turn = requests.summary(answered_now) if requests is not None else None
+            plain: list[list[str]] | None = None
+            if insforge is not None:
+                # Three more turns of a chat whose messages are all answered (not one of the
+                # archive keepers), one at a time: the summary is rewritten in one of three.
+                plain = [
+                    await plain_turn(
+                        r.tg, insforge, LOAD_CHAT + 1, options.messages + n, lambda: _idle(r.bots)
+                    )
+                    for n in range(3)
+                ]
+            # After the turns sent alone, which make spans too.
+            spans_made = int((await _metrics(r.bots)).get("spans_made", 0))
             model_time = r.llm.critical_model_time()
+            forwarded = list(r.front.forwarded) if r.front is not None else None
             # Read back what the bot stored once it has stopped (everything it wrote is in),
             # while the database still exists (the rig drops a PostgreSQL one on exit).
-            await r.bot.stop()
+            for bot in r.bots:
+                await bot.stop()
             stored = await r.storage.stored()
             # Counted after the stop: the bot's shutdown flushes the last spans.
             spans_received = len(r.otlp.spans()) if r.otlp is not None else 0
-        kept_log = _keep_log_if_failed(workdir / "bot.log", load.sent)
+        kept_log = _keep_log_if_failed(workdir / "bot.log", [*load.sent, *burst.sent])
 
-    sent = load.sent
+    sent = [*load.sent, *burst.sent]
     answered = [m for m in sent if m.answered_at is not None]
     apologised = [m for m in sent if m.apologies]
     e2e = [m.answered_at - m.pushed_at for m in answered if m.answered_at is not None]
@@ -159,7 +261,7 @@ async def run(options: Options) -> dict[str, Any]:
         if answered
         else float("nan"),
         # Warm-up included on both sides: every span the bot made, against what arrived.
-        "spans_made": int(metrics_after.get("spans_made", 0)),
+        "spans_made": spans_made,
         "spans_received": spans_received,
         "driver_cpu_share": driver_cpu / wall if wall else 0.0,
         "peak_rss_mb": peak_mb,
@@ -176,6 +278,24 @@ async def run(options: Options) -> dict[str, Any]:
         else {},
         "load": load_average(),
         "calibration_ms": calibration,
+        "insforge_per_turn": per_turn,
+        "insforge_plain_turn": plain,
+        "archives_seeded": archives,
+        "forwarded": forwarded,
+        "burst_sent": len(burst.sent),
+        "burst_answered": sum(1 for m in burst.sent if m.answered_at is not None),
+        "burst_added_ms": [
+            percentile(
+                [
+                    (m.answered_at - m.pushed_at) - model_time[m.tag]
+                    for m in burst.sent
+                    if m.answered_at is not None and m.tag in model_time
+                ],
+                p,
+            )
+            * 1000
+            for p in (50, 99)
+        ],
     }
     if not options.quiet:
         _print(options, result)
@@ -192,13 +312,38 @@ def _keep_log_if_failed(log: Path, sent: list[Any]) -> str | None:
     return kept
 
 
-async def _wait_background(bot: Any, timeout: float) -> None:
+async def _wait_background(bots: list[Any], timeout: float, *, updates: bool = False) -> None:
+    """Until no background step runs (and, with `updates`, no update is being handled)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        if (await bot.metrics()).get("background_steps", 0) == 0:
+        metrics = await _metrics(bots)
+        busy = metrics.get("background_steps", 0)
+        if updates:
+            busy += metrics.get("updates_in_flight", 0)
+        if busy == 0:
             return
         await asyncio.sleep(0.05)
+
+
+async def _idle(bots: list[Any]) -> None:
+    """Background steps done and the ledger writer's interval (0.5 s) past."""
+    await _wait_background(bots, timeout=30)
+    await asyncio.sleep(0.8)
+
+
+async def _metrics(bots: list[Any]) -> dict[str, Any]:
+    """Every replica's `/metrics`, numbers summed."""
+    total: dict[str, Any] = {}
+    for bot in bots:
+        for key, value in (await bot.metrics()).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                total[key] = total.get(key, 0) + value
+    return total
+
+
+def _cpu(bots: list[Any]) -> float:
+    return sum(bot.cpu_seconds() for bot in bots)
 
 
 def _start_py_spy(pid: int, path: str | None) -> subprocess.Popen[bytes] | None:
@@ -235,6 +380,10 @@ def _stop_py_spy(process: subprocess.Popen[bytes] | None) -> None:
 
 def _print(options: Options, r: dict[str, Any]) -> None:
     mode = "webhook" if options.webhook else "polling"
+    if options.replicas > 1:
+        mode += f", {options.replicas} replicas ({options.route} front)"
+    if options.production:
+        mode = "production: " + mode + ", Redis, ledger, budget, allowlist, archives"
     loop_kind = f"open loop {options.rate:g} msg/s" if options.rate > 0 else "closed loop"
     e50, e95, e99 = r["e2e_ms"]
     a50, a95, a99 = r["added_ms"]
@@ -273,6 +422,7 @@ def _print(options: Options, r: dict[str, Any]) -> None:
                 if options.tracing
                 else []
             ),
+            *_production_rows(options, r),
             (
                 "Bot API calls per message",
                 " ".join(f"{m}={n:.2f}" for m, n in r["bot_api_calls_per_message"].items()),
@@ -285,6 +435,45 @@ def _print(options: Options, r: dict[str, Any]) -> None:
         print(f"apology sent: {text!r}")
     if r["kept_log"]:
         print(f"the bot's log (a message was not answered): {r['kept_log']}")
+
+
+def _production_rows(options: Options, r: dict[str, Any]) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    if r["insforge_per_turn"] is not None:
+        per_turn = r["insforge_per_turn"]
+        rows.append(
+            (
+                "InsForge requests per turn",
+                f"{per_turn['per_turn']:.2f} ({format_kinds(per_turn['by_kind'])})",
+            )
+        )
+    for n, turn in enumerate(r["insforge_plain_turn"] or (), 1):
+        rows.append((f"InsForge requests, turn {n} alone", f"{len(turn)} ({', '.join(turn)})"))
+    if options.production:
+        rows.append(("archives seeded", f"{r['archives_seeded']} chats (one in {ARCHIVE_EVERY})"))
+    if r["forwarded"] is not None:
+        rows.append(("updates per replica", " / ".join(str(n) for n in r["forwarded"])))
+    if options.burst is not None:
+        rate, seconds = options.burst
+        b50, b99 = r["burst_added_ms"]
+        rows.append(
+            (
+                f"burst {rate:g} msg/s x {seconds:g} s",
+                f"{r['burst_answered']}/{r['burst_sent']} answered, added p50 {b50:.1f} "
+                f"p99 {b99:.1f} ms",
+            )
+        )
+    return rows
+
+
+def _burst_arg(text: str) -> tuple[float, float]:
+    try:
+        rate, seconds = (float(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected <rate>:<seconds>, e.g. 100:20") from None
+    if rate <= 0 or seconds <= 0:
+        raise argparse.ArgumentTypeError("rate and seconds must be positive")
+    return rate, seconds
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -306,6 +495,20 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--token-delay", type=float, default=0.005, help="seconds per token")
     parser.add_argument("--warmup", type=int, default=20, help="warm-up messages (not measured)")
     parser.add_argument("--py-spy", metavar="FILE", help="profile the bot (.svg or .txt)")
+    parser.add_argument(
+        "--production",
+        action="store_true",
+        help="webhook, InsForge, Redis, tracing, ledger, budget, allowlist, archives",
+    )
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="bot processes behind one webhook address"
+    )
+    parser.add_argument(
+        "--route", choices=("round-robin", "chat"), default="round-robin", help="the front's"
+    )
+    parser.add_argument(
+        "--burst", type=_burst_arg, metavar="RATE:SECONDS", help="extra msg/s on top, e.g. 100:20"
+    )
     parser.set_defaults(webhook=False, storage="sqlite")
     args = parser.parse_args(argv)
     return Options(
@@ -320,6 +523,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
         ledger=args.ledger == "on",
         warmup=args.warmup,
         py_spy=args.py_spy,
+        production=args.production,
+        replicas=max(1, args.replicas),
+        route=args.route,
+        burst=args.burst,
     )
 
 

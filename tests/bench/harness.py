@@ -185,6 +185,10 @@ class TrackingTelegramServer(FakeTelegramServer):
         self.floods_sent = 0
         # Every Bot API call the bot made, by method: what a message costs on Telegram's side.
         self.method_counts: Counter[str] = Counter()
+        # Webhook deliveries in flight at once (Telegram's `max_connections`, 40 by default):
+        # 1 delivers strictly one after the other.
+        self.webhook_connections = 1
+        self._webhook_workers: list[asyncio.Task[None]] = []
 
     def send_user_message(self, chat: int, seq: int, text: str | None = None) -> Message:
         tag = tag_for(chat, seq)
@@ -214,6 +218,17 @@ class TrackingTelegramServer(FakeTelegramServer):
             self.floods_sent += 1
             raise BotAPIError(429, "Too Many Requests: retry after 1", {"retry_after": 1})
         super()._raise_fault(method, params)
+
+    def _ensure_webhook_worker(self) -> None:
+        super()._ensure_webhook_worker()
+        while len(self._webhook_workers) < self.webhook_connections - 1:
+            self._webhook_workers.append(asyncio.create_task(self._webhook_worker()))
+
+    async def close(self) -> None:
+        for task in self._webhook_workers:
+            task.cancel()
+        self._webhook_workers.clear()
+        await super().close()
 
     async def _webhook_worker(self) -> None:
         # Like Telegram, keep re-delivering an update until the bot takes it (the base fake gives
@@ -304,6 +319,10 @@ class BotConfig:
     llm_timeout: float = 30.0
     fallback: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    # Bot processes behind one webhook address (`tests.fakes.webhook_front`), and how the front
+    # picks one: `chat` (by the chat's hash) or `round-robin`. Webhook mode only.
+    replicas: int = 1
+    route: str = "chat"
 
 
 class RunningBot:
@@ -458,6 +477,9 @@ class Rig:
     storage: Storage
     bot: RunningBot
     otlp: Any = None
+    # Every replica (`bot` is the first), and the webhook front before them when there is one.
+    bots: list[RunningBot] = field(default_factory=list)
+    front: Any = None
 
 
 def bot_env(
@@ -521,19 +543,52 @@ async def rig(
             llm.default.text = bench_reply
             llm.default.latency = latency
             llm.default.token_delay = token_delay
-            port = free_port()
-            env = bot_env(tg, llm, storage, config, port, otlp)
-            bot = RunningBot(env, workdir / "bot.log", port)
-            try:
-                await bot.start()
-                yield Rig(tg, llm, storage, bot, otlp)
-            finally:
-                code = await bot.stop()
-                if code != 0:
-                    print(f"!! the bot exited with {code}; its log:\n{bot.tail()}")
+            async with _replicas(workdir, tg, llm, storage, config, otlp) as (bots, front):
+                yield Rig(tg, llm, storage, bots[0], otlp, bots=bots, front=front)
     finally:
         if otlp is not None:
             otlp.close()
+
+
+@contextlib.asynccontextmanager
+async def _replicas(
+    workdir: Path,
+    tg: TrackingTelegramServer,
+    llm: TimedLLMServer,
+    storage: Storage,
+    config: BotConfig,
+    otlp: Any,
+) -> AsyncIterator[tuple[list[RunningBot], Any]]:
+    """`config.replicas` bot processes; with more than one (or a route asked for), behind one
+    webhook front that every replica registers as its address."""
+    ports = [free_port() for _ in range(config.replicas)]
+    front = None
+    if config.webhook and config.replicas > 1:
+        from tests.fakes.webhook_front import WebhookFront
+
+        front = WebhookFront(ports, route=config.route)
+        await front.__aenter__()
+    bots: list[RunningBot] = []
+    try:
+        for index, port in enumerate(ports):
+            env = bot_env(tg, llm, storage, config, port, otlp)
+            if front is not None:
+                env["WEBHOOK_URL"] = front.url
+                # Each replica's own local files (the intake's fallback file on Redis).
+                env["INTAKE_PATH"] = str(workdir / f"intake-{index}.db")
+            log = workdir / ("bot.log" if index == 0 else f"bot-{index}.log")
+            bots.append(RunningBot(env, log, port))
+        await asyncio.gather(*(bot.start() for bot in bots))
+        yield bots, front
+    finally:
+        for bot in bots:
+            if bot.process.process is None:
+                continue
+            code = await bot.stop()
+            if code != 0:
+                print(f"!! the bot exited with {code}; its log:\n{bot.tail()}")
+        if front is not None:
+            await front.__aexit__(None, None, None)
 
 
 # --------------------------------------------------------------------------- load
