@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bot.services.trials import Trials
 from bot.storage.repositories import Storage, StorageConflict
+from bot.trials.guard import TrialGuard
 from tests.storage.test_ledger_contract import call
 
 
@@ -113,3 +115,42 @@ async def test_an_arms_raw_calls_in_a_bounded_window(storage: Storage) -> None:
     assert [c.turn_id for c in window] == [308, 307, 305]
     failed = await ledger.trial_calls(11, "candidate", limit=1)
     assert [(c.turn_id, c.outcome) for c in failed] == [(309, "RateLimited")]
+
+
+async def test_the_guardrails_stop_a_failing_candidate_once_on_every_backend(
+    storage: Storage,
+) -> None:
+    # The guard over the backend's own queries: the count, the n-th call, the bounded windows.
+    trials = Trials(storage.trials, ttl=60)
+    trial = await trials.start("coach", "fast", share=50, min_calls=30, by="tg:1")
+    start = datetime.now(UTC) - timedelta(minutes=10)
+    rows = []
+    for n in range(70):
+        arm = "candidate" if n % 2 else "incumbent"
+        failed = arm == "candidate" and n % 4 == 1  # half the candidate's calls fail
+        rows.append(
+            replace(
+                call(
+                    1000 + n,
+                    turn=1000 + n,
+                    at=start + timedelta(seconds=n),
+                    outcome="ProviderError" if failed else "ok",
+                    cost=None if failed else 0.001,
+                    source="unpriced" if failed else "provider",
+                ),
+                trial_id=trial.id,
+                trial_arm=arm,
+            )
+        )
+    await storage.ledger.add_many(rows)
+    guards = [TrialGuard(Trials(storage.trials, ttl=60), storage.ledger) for _ in range(2)]
+    stops = [stop for guard in guards for stop in await guard.check()]
+    assert len(stops) == 1
+    [stop] = stops
+    assert [b.guardrail for b in stop.breaches] == ["error rate"]
+    # The look is over the calls up to the candidate's 30th (call 59): 30 and 30.
+    assert "50.0% (15/30, CI" in stop.text
+    assert "0.0% (0/30, CI" in stop.text
+    ended = await storage.trials.get(trial.id)
+    assert ended is not None
+    assert ended.status == "guardrail"
