@@ -202,3 +202,27 @@ async def test_term_statistics_follow_every_store_replace_and_delete(
         await conn.close()
     assert [tuple(r) for r in kept_terms] == [tuple(r) for r in truth]
     assert dict(kept_terms)[f"{user_id}_pulsar"] == 10
+
+
+async def test_a_committed_upload_leaves_nothing_in_the_search_index_pending_list(
+    storage: InsForgeStorage, fake_insforge: FakeInsForge
+) -> None:
+    # Migration 021: every search would read a GIN pending list whole, once per index scan.
+    user_id = _user()
+    await storage.archives.create(_archive(user_id), _passages(2000), max_files=5, max_bytes=BIG)
+    conn = await asyncpg.connect(fake_insforge.dsn)
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+        pending = await conn.fetchrow(
+            "SELECT pending_pages, pending_tuples FROM pgstatginindex($1::regclass)",
+            "archive_passages_tsv_idx",
+        )
+        indexed = await conn.fetchval(
+            "SELECT count(*) FROM archive_passages WHERE tsv @@ $1::tsquery",
+            f"{user_id}_pulsar",
+        )
+    finally:
+        await conn.close()
+    assert indexed == 2000
+    assert pending is not None
+    assert (pending["pending_pages"], pending["pending_tuples"]) == (0, 0)
