@@ -40,6 +40,8 @@ from bot.pipeline.observer import PipelineObserver
 from bot.pipeline.pipelines import build_pipelines
 from bot.pipeline.runner import PipelineRunner
 from bot.pipeline.steps import Pipeline
+from bot.replay.keeper import ReplayKeeper
+from bot.replay.run import Replayer
 from bot.services.access import ACCESS_TARGET, AccessService, open_access_warning
 from bot.services.budget_counters import create_counters
 from bot.services.budget_ledger import LedgerSeeder
@@ -97,6 +99,9 @@ class Services:
     trials: Trials | None = None
     # The trials' guardrails (with the ledger): a worse candidate stops itself.
     trial_guard: TrialGuard | None = None
+    # `/replay`: each agent's newest real inputs (STORE_PROMPTS, REPLAY_KEEP) and their runner.
+    replay_keeper: ReplayKeeper | None = None
+    replayer: Replayer | None = None
 
 
 def _key_decrypter(settings: Settings, scrub: list[object]) -> KeyDecrypter | None:
@@ -175,6 +180,9 @@ async def build_services(
             ledger = LedgerWriter(storage.ledger, retention_days=settings.ledger_retention_days)
             await ledger.start()
             stack.push_async_callback(_close_ledger, ledger, shutdown)
+        keeper = await _replay_keeper(settings, storage, ledger is not None)
+        if keeper is not None:
+            stack.push_async_callback(_close_keeper, keeper, shutdown)
 
         if providers is None:
             from bot.llm.registry import ProviderRegistry, validate_settings
@@ -183,7 +191,7 @@ async def build_services(
             if problems:
                 raise ConfigError("The model configuration cannot work:\n" + "\n".join(problems))
             traced = tracing.wrap_provider if tracing is not None and tracing.enabled else None
-            providers = ProviderRegistry(settings, wrap=_wrapper(ledger, traced))
+            providers = ProviderRegistry(settings, wrap=_wrapper(ledger, traced, keeper))
         stack.push_async_callback(providers.close)
 
         model_config = ModelConfigService.from_settings(
@@ -232,6 +240,17 @@ async def build_services(
 
         resolver = ModelResolver(settings, providers, model_config, trials=trials)
         budgets.downgrade = ResolverDowngrade(resolver)
+        replayer = None
+        if keeper is not None:
+            replayer = Replayer(
+                storage.replay,
+                storage.settings,
+                resolver.candidate_chain,
+                budgets.rates,
+                observer,
+                timeout=settings.step_timeout,
+            )
+            stack.push_async_callback(replayer.close)
         runner = PipelineRunner(observer, step_timeout=settings.step_timeout)
         stack.push_async_callback(_drain, runner, shutdown)
         archives = ArchiveService(
@@ -295,21 +314,49 @@ async def build_services(
             budgets=budgets,
             trials=trials,
             trial_guard=TrialGuard(trials, storage.ledger) if ledger is not None else None,
+            replay_keeper=keeper,
+            replayer=replayer,
         )
 
 
 def _wrapper(
-    ledger: LedgerWriter | None, traced: Callable[[LLMProvider], LLMProvider] | None
+    ledger: LedgerWriter | None,
+    traced: Callable[[LLMProvider], LLMProvider] | None,
+    keeper: ReplayKeeper | None = None,
 ) -> Callable[[LLMProvider], LLMProvider] | None:
-    """Each leaf provider: recorded in the ledger, inside its tracing (either may be off)."""
+    """Each leaf provider: recorded in the ledger (and its inputs kept for `/replay`), inside
+    its tracing (either may be off)."""
     if ledger is None:
         return traced
 
     def wrap(leaf: LLMProvider) -> LLMProvider:
-        recorded = LedgerProvider(leaf, ledger)
+        recorded = LedgerProvider(leaf, ledger, keeper)
         return traced(recorded) if traced is not None else recorded
 
     return wrap
+
+
+async def _replay_keeper(settings: Settings, storage: Storage, ledger: bool) -> ReplayKeeper | None:
+    """The keeper of replay inputs, or None: STORE_PROMPTS=false (inputs kept before are
+    deleted, so none stay behind) or no ledger (the capture is the ledger's wrapper)."""
+    if not settings.store_prompts:
+        try:
+            gone = await storage.replay.prune(0)
+        except Exception as exc:
+            log.warning("STORE_PROMPTS=false: the kept replay inputs could not be deleted: %s", exc)
+        else:
+            if gone:
+                log.info("STORE_PROMPTS=false: deleted %d kept replay inputs", gone)
+        return None
+    if not ledger:
+        return None
+    keeper = ReplayKeeper(storage.replay, keep=settings.replay_keep)
+    await keeper.start()
+    return keeper
+
+
+async def _close_keeper(keeper: ReplayKeeper, shutdown: ShutdownDeadline) -> None:
+    await keeper.close(shutdown.remaining())
 
 
 async def _close_ledger(ledger: LedgerWriter, shutdown: ShutdownDeadline) -> None:

@@ -182,6 +182,12 @@ class Settings(BaseSettings):
     # Seconds between the guardrails' checks of the running trials (one count query per trial;
     # a look's reads only every `min` candidate calls).
     trial_check_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # `/replay`: each agent's last REPLAY_KEEP inputs (the messages it sent its model, the
+    # options, the output) are kept in the database to be run again on a candidate model.
+    replay_keep: int = Field(default=50, ge=1, le=1000)
+    # Off: no prompt is kept for replay at all (nothing of a user's text beyond the chat's own
+    # history is stored); `/replay` then has nothing to run.
+    store_prompts: bool = True
 
     # --- Observability ---
     langfuse_public_key: str | None = None

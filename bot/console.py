@@ -54,6 +54,9 @@ Commands (as in Telegram):
   /rollback <target>             undo the target's latest change
   /modelhistory [target]         who changed which model, and when
   /catalog [show|add|edit|remove ...]   the catalog of named models (/catalog help)
+  /trial [<agent> <model> ...]   the running trials, or start one (/trial stop|promote <agent>)
+  /replay <agent> <model> [n=20] [confirm]   the agent's last n inputs run again on the
+                                 model, side by side (without confirm: the estimate only)
   /help                          this list
   /quit                          leave
 Anything else is a message to the coach."""
@@ -154,11 +157,24 @@ class ConsoleSession:
                 await self._message(services, "train", f"/train {topic}", topic=topic)
         elif command == "/model":
             self.write(await self._model(services, rest.strip()) + "\n")
+        elif command == "/replay" and rest.split()[-1:] == ["confirm"]:
+            # The console's stand-in for Telegram's "Run the replay" button.
+            words = rest.split()[:-1]
+            commands = self._admin(services).replay_commands
+            try:
+                request = commands.parse(" ".join(words))
+            except ValueError as exc:
+                self.write(f"{exc}\n")
+            else:
+                for text in await commands.run(request, by=admin):
+                    self.write(text + "\n\n")
         elif command.lstrip("/") in ADMIN_COMMANDS:
             reply = await self._admin(services).handle(
                 command.lstrip("/"), rest, by=admin, user_id=self.user_id
             )
             self.write(reply.text + "\n")
+            if reply.confirm is not None:
+                self.write(f"Type {command} {rest.strip()} confirm to run it.\n")
         else:
             self.write(f"Unknown command {command}.\n{HELP}\n")
         return True

@@ -12,6 +12,10 @@ It needs no tracing: the turn and the step travel in contextvars (a background s
 copies them when the runner starts it). A call outside a turn (none is made today) is not
 recorded. Recording is an append to the writer's memory; pricing and the write happen later, in
 the writer's task, off the reply's path.
+
+With an input sink (`bot.replay.ReplayKeeper`, STORE_PROMPTS on), each call that answered also
+hands over what the agent sent (the messages, the schema, `max_tokens`, `temperature`) and what
+came back, for `/replay`. Calls of the `replay` pipeline itself are not kept.
 """
 
 from __future__ import annotations
@@ -33,9 +37,13 @@ from bot.llm.types import Attempt, ChatMessage, LLMResponse, StreamChunk, Usage
 from bot.pipeline.observer import CURRENT_STEP
 from bot.services.model_levels import AGENT_ROLES
 from bot.storage.ledger_models import LedgerCall
+from bot.storage.replay_models import ReplayInput
 
 # The outcome of a call whose reply did not validate, answered by a repair turn after it.
 INVALID_OUTPUT = "invalid_output"
+# The pipeline name of `/replay`'s own calls: in the ledger (real money), never a user's turn,
+# and never kept as an input to replay.
+REPLAY_PIPELINE = "replay"
 
 
 @dataclass(slots=True)
@@ -79,14 +87,19 @@ class TurnLedger(CallSink, Protocol):
         ...
 
 
+class InputSink(Protocol):
+    def keep(self, item: ReplayInput) -> None: ...
+
+
 class LedgerProvider:
     """Offers the wrapped leaf's surface; records each call it makes inside a turn."""
 
-    def __init__(self, inner: LLMProvider, sink: CallSink) -> None:
+    def __init__(self, inner: LLMProvider, sink: CallSink, inputs: InputSink | None = None) -> None:
         self.inner = inner
         self.provider = inner.provider
         self.model = inner.model
         self._sink = sink
+        self._inputs = inputs
 
     @property
     def spec(self) -> str:
@@ -152,6 +165,10 @@ class LedgerProvider:
                 usage=response.usage,
                 served=response.served_model,
             )
+        if self._inputs is not None and turn.pipeline != REPLAY_PIPELINE:
+            self._keep(
+                turn, wall, started, messages, schema, temperature, max_tokens, False, response
+            )
         return response
 
     async def stream(
@@ -183,6 +200,18 @@ class LedgerProvider:
                         served=response.served_model,
                         ttft=ttft,
                     )
+                    if self._inputs is not None and turn.pipeline != REPLAY_PIPELINE:
+                        self._keep(
+                            turn,
+                            wall,
+                            started,
+                            messages,
+                            None,
+                            temperature,
+                            max_tokens,
+                            True,
+                            response,
+                        )
                 yield chunk
         except LLMError as exc:
             if turn is not None:
@@ -203,6 +232,47 @@ class LedgerProvider:
         if all(a.provider == self.provider and a.model == self.model for a in calls):
             return calls
         return []
+
+    def _keep(
+        self,
+        turn: Turn,
+        wall: float,
+        started: float,
+        messages: Sequence[ChatMessage],
+        schema: type[BaseModel] | None,
+        temperature: float | None,
+        max_tokens: int | None,
+        streamed: bool,
+        response: LLMResponse,
+    ) -> None:
+        step = CURRENT_STEP.get()
+        if step is None or self._inputs is None:
+            return
+        usage = response.usage
+        self._inputs.keep(
+            ReplayInput(
+                at=datetime.fromtimestamp(wall, UTC),
+                agent=step.agent,
+                pipeline=turn.pipeline,
+                chat_id=turn.chat_id,
+                user_id=turn.user_id,
+                turn_id=turn.turn_id,
+                preference=step.preference,
+                spec=step.model,
+                provider=self.provider,
+                model=response.served_model or self.model,
+                messages=[{"role": m.role, "content": m.content} for m in messages],
+                schema=f"{schema.__module__}:{schema.__qualname__}" if schema else None,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                streamed=streamed,
+                output=response.text,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cost_usd=usage.cost,
+            )
+        )
 
     def _record(
         self,

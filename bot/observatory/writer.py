@@ -24,6 +24,7 @@ import itertools
 import logging
 import secrets
 from collections import deque
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from bot.observatory.pricing import Prices
@@ -36,6 +37,25 @@ log = logging.getLogger(__name__)
 MAX_PENDING = 50_000
 # Rows per write: a backlog after an outage goes in writes of bounded size.
 BATCH = 5_000
+
+
+async def stop_then_flush(
+    task: asyncio.Task[None] | None,
+    flush: Callable[[], Awaitable[object]],
+    timeout: float,
+    what: str,
+) -> None:
+    """A background writer's shutdown: its loop cancelled, then one last write within
+    `timeout` (logged when it did not finish)."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    try:
+        async with asyncio.timeout(timeout):
+            await flush()
+    except TimeoutError:
+        log.warning("%s: the last write did not finish in %.1fs", what, timeout)
 
 
 class LedgerWriter:
@@ -120,15 +140,7 @@ class LedgerWriter:
 
     async def close(self, timeout: float = 5.0) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        try:
-            async with asyncio.timeout(timeout):
-                await self.flush()
-        except TimeoutError:
-            log.warning("call ledger: the last write did not finish in %.1fs", timeout)
+        await stop_then_flush(task, self.flush, timeout, "call ledger")
         if self._pending:
             log.warning("call ledger: %d rows not written at shutdown", len(self._pending))
 

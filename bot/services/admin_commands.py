@@ -31,6 +31,8 @@ from bot.config import AGENT_NAMES, Settings
 from bot.llm.specs import ModelSpecError
 from bot.pipeline.pipelines import AGENT_HOME_PIPELINE, build_pipelines
 from bot.pipeline.steps import Pipeline
+from bot.replay.commands import ReplayCommands, ReplayRequest
+from bot.replay.run import Replayer
 from bot.services.catalog_commands import CATALOG_USAGE, CatalogCommands
 from bot.services.command_replies import (
     HISTORY_PROBLEM,
@@ -102,6 +104,7 @@ ADMIN_COMMANDS = (
     "modelhistory",
     "catalog",
     "trial",
+    "replay",
 )
 
 TARGETS = "Targets: " + target_names()
@@ -124,6 +127,9 @@ class AdminReply:
     text: str
     # Tables read best in monospace (Telegram: <pre>).
     monospace: bool = False
+    # A confirmation to offer before anything runs (`/replay`): Telegram shows a button carrying
+    # this data, the console tells the admin to repeat the command with `confirm`.
+    confirm: str | None = None
 
 
 def _default_pipelines() -> dict[str, Pipeline]:
@@ -143,6 +149,8 @@ class AdminCommands:
     # `/trial`: the running trials and the ledger their figures come from.
     trials: Trials | None = None
     ledger: LedgerRepo | None = None
+    # `/replay`: None when no inputs are kept (STORE_PROMPTS=false).
+    replayer: Replayer | None = None
 
     def __post_init__(self) -> None:
         if self.checker is None:
@@ -160,6 +168,7 @@ class AdminCommands:
             pipelines=services.pipelines,
             trials=services.trials,
             ledger=services.storage.ledger if services.ledger is not None else None,
+            replayer=services.replayer,
         )
 
     @property
@@ -167,11 +176,22 @@ class AdminCommands:
         assert self.checker is not None
         return CatalogCommands(self.settings, self.model_config, self.checker)
 
+    async def check_model(self, model: str) -> tuple[Picked, list[str]]:
+        """What model text names (as /setmodel reads it), and notes; raises `ModelProblem`."""
+        assert self.checker is not None
+        snapshot = await self.model_config.snapshot()
+        return await self.checker.check(normalize_model_id(model), snapshot.catalog)
+
+    @property
+    def replay_commands(self) -> ReplayCommands:
+        return ReplayCommands(self.replayer, self.check_model, self.settings.replay_keep)
+
+    async def replay(self, request: ReplayRequest, *, by: str) -> list[str]:
+        """Run a confirmed `/replay`; the report's messages."""
+        return await self.replay_commands.run(request, by=by)
+
     def trial_commands(self, trials: Trials) -> TrialCommands:
-        async def check(model: str) -> tuple[Picked, list[str]]:
-            assert self.checker is not None
-            snapshot = await self.model_config.snapshot()
-            return await self.checker.check(normalize_model_id(model), snapshot.catalog)
+        check = self.check_model
 
         async def set_model(agent: str, model: str, by: str) -> str:
             return await self.set_model(agent, model, by=by)
@@ -219,6 +239,9 @@ class AdminCommands:
                 return AdminReply("Trials are not available here.")
             text, monospace = await self.trial_commands(self.trials).handle(args, by=by)
             return AdminReply(text, monospace)
+        if name == "replay":
+            asked = await self.replay_commands.ask(args)
+            return AdminReply(asked.text, confirm=asked.confirm)
         if name == "catalog":
             text, monospace = await self.catalog_commands.handle(args or "", by=by)
             return AdminReply(text, monospace)

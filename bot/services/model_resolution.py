@@ -302,6 +302,15 @@ class ModelResolver:
         picked = Picked(str(spec), spec, catalog.for_spec(spec))
         return self._chain(picked, None, catalog, preference)
 
+    def candidate_chain(self, picked: Picked) -> LLMProvider:
+        """`picked` alone, on the shared keys, with the catalog's parameters for it: no
+        fallbacks (a replay must hear the candidate itself, or its error), not cached."""
+        catalog = self._current().catalog
+        options: dict[str, object] = {"fallbacks": []}
+        if picked.params or catalog.any_params:
+            options["parameters"] = _parameters_for(picked.spec, picked.params, catalog)
+        return self._providers.chain(picked.spec, **options)  # type: ignore[arg-type]
+
     # --- internals ---
 
     async def _snapshot(self) -> ConfigSnapshot:

@@ -80,6 +80,12 @@ class ChainSource(Protocol):
     ) -> LLMProvider: ...
 
 
+class PendingInputs(Protocol):
+    async def forget_chat(self, chat_id: int) -> None: ...
+
+    async def forget_user(self, user_id: int) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class KeyOutcome:
     status: KeyStatus
@@ -121,12 +127,15 @@ class UserSettingsService:
         resolver: ModelResolver,
         *,
         learn_secret: Callable[[str], None] | None = None,
+        replay_inputs: PendingInputs | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage
         self.providers = providers
         self.resolver = resolver
         self._learn_secret = learn_secret
+        # Replay inputs not written yet (`bot.replay.ReplayKeeper`): forgotten with the rest.
+        self.replay_inputs = replay_inputs
 
     @classmethod
     def from_services(cls, services: Services) -> UserSettingsService:
@@ -137,6 +146,7 @@ class UserSettingsService:
             services.providers,
             services.resolver,
             learn_secret=add_secret if callable(add_secret) else None,
+            replay_inputs=services.replay_keeper,
         )
 
     # --- model ---
@@ -324,6 +334,10 @@ class UserSettingsService:
         their id) the facts noted about them too, since those come from there."""
         removed = await self.storage.messages.clear(chat_id)
         await self.storage.summaries.clear(chat_id)
+        # What the agents sent their models from this chat, kept for /replay.
+        if self.replay_inputs is not None:
+            await self.replay_inputs.forget_chat(chat_id)
+        await self.storage.replay.clear_chat(chat_id)
         facts = 0
         if user_id is not None and user_id == chat_id:
             facts = await self.storage.facts.clear(user_id)
@@ -335,5 +349,7 @@ class UserSettingsService:
         archives = await self.storage.archives.list(user_id)
         for archive in archives:
             await self.storage.archives.delete(user_id, archive.id)
+        if self.replay_inputs is not None:
+            await self.replay_inputs.forget_user(user_id)
         counts = await self.storage.users.erase(user_id)
         return Erased(counts, len(archives))

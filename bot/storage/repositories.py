@@ -37,6 +37,7 @@ from bot.storage.models import (
     UserFact,
     UserSettings,
 )
+from bot.storage.replay_models import ReplayInput
 from bot.storage.trial_models import TrialRow, TrialStatus
 from bot.storage.turn_models import TurnContext, TurnWritten
 
@@ -98,7 +99,15 @@ class UserRepo(Protocol):
 
 
 # What `UserRepo.erase` counts, in this order.
-ERASED_KINDS = ("messages", "summaries", "facts", "exercises", "settings", "user")
+ERASED_KINDS = (
+    "messages",
+    "summaries",
+    "facts",
+    "exercises",
+    "settings",
+    "user",
+    "replay_inputs",
+)
 
 
 class UserSettingsRepo(Protocol):
@@ -426,6 +435,26 @@ class TrialRepo(Protocol):
         ...
 
 
+class ReplayRepo(Protocol):
+    """Replay inputs (`/replay`): each agent's newest real model inputs and their outputs."""
+
+    async def add_many(self, inputs: Sequence[ReplayInput]) -> None:
+        """Store the inputs in one write. Repeating it (the same `input_id`s) stores them once."""
+        ...
+
+    async def prune(self, keep: int) -> int:
+        """Keep each agent's newest `keep` rows; how many went."""
+        ...
+
+    async def recent(self, agent: str, limit: int) -> builtins.list[ReplayInput]:
+        """The agent's newest `limit` inputs, oldest first."""
+        ...
+
+    async def clear_chat(self, chat_id: int) -> int:
+        """Delete the chat's inputs (`/forget`); how many went."""
+        ...
+
+
 class BudgetRepo(Protocol):
     async def list(self) -> builtins.list[BudgetLimitRow]:
         """Every limit an admin set (`usd` None: turned off), by scope."""
@@ -475,6 +504,7 @@ class Storage(Protocol):
     trials: TrialRepo
     # A turn's reads and writes in one round trip each; None where that saves nothing (SQLite).
     turns: TurnRepo | None
+    replay: ReplayRepo
 
     @property
     def backend(self) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from bot.storage.models import ChatSummary, Exercise, StoredMessage, User, UserSettings
 from bot.storage.repositories import Storage
+from tests.storage.test_replay_contract import replay_input
 
 Ids = Callable[[], int]
 
@@ -34,6 +35,13 @@ async def _seed(storage: Storage, user: int, group: int) -> None:
             StoredMessage(chat_id=group, user_id=user, role=role, text=f"group {role}")
         )
     await storage.exercises.create(Exercise(chat_id=user, user_id=user, topic="t", question="q"))
+    # What the agents sent their models for this user, in private and in the group (/replay).
+    await storage.replay.add_many(
+        [
+            replay_input(1, chat=user, user=user, input_id=f"p-{user}"),
+            replay_input(2, chat=group, user=user, input_id=f"g-{user}"),
+        ]
+    )
 
 
 async def test_erasing_a_user_removes_everything_of_theirs_and_nothing_else(
@@ -51,6 +59,7 @@ async def test_erasing_a_user_removes_everything_of_theirs_and_nothing_else(
         "exercises": 1,
         "settings": 1,
         "user": 1,
+        "replay_inputs": 2,
     }
     assert await storage.users.get(user) is None
     assert await storage.settings.get(user) is None

@@ -35,6 +35,7 @@ EXPECTED_TABLES = {
     "ledger_reports",
     "budget_limits",
     "trials",
+    "replay_inputs",
 }
 
 

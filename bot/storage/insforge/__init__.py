@@ -6,6 +6,7 @@ from bot.storage.insforge.access import InsForgeAccessRepo
 from bot.storage.insforge.archives import InsForgeArchiveRepo
 from bot.storage.insforge.budgets import InsForgeBudgetRepo
 from bot.storage.insforge.ledger import InsForgeLedgerRepo
+from bot.storage.insforge.replay import InsForgeReplayRepo
 from bot.storage.insforge.repos import (
     InsForgeAgentModelConfigRepo,
     InsForgeExerciseRepo,
@@ -31,6 +32,7 @@ from bot.storage.repositories import (
     MessageRepo,
     ModelCatalogRepo,
     ModelConfigHistoryRepo,
+    ReplayRepo,
     SummaryRepo,
     TrialRepo,
     TurnRepo,
@@ -69,6 +71,7 @@ class InsForgeStorage:
         self.budgets: BudgetRepo = InsForgeBudgetRepo(client)
         self.trials: TrialRepo = InsForgeTrialRepo(client)
         self.turns: TurnRepo | None = InsForgeTurnRepo(client)
+        self.replay: ReplayRepo = InsForgeReplayRepo(client)
 
     @classmethod
     def from_url(

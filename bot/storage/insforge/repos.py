@@ -111,6 +111,8 @@ class InsForgeUserRepo:
         in_chat = await client.delete("exercises", {"chat_id": me}, select="id")
         settings = await client.delete("user_settings", {"user_id": me}, select="user_id")
         user = await client.delete("users", {"id": me}, select="id")
+        replay_by = await client.delete("replay_inputs", {"user_id": me}, select="id")
+        replay_in = await client.delete("replay_inputs", {"chat_id": me}, select="id")
         return {
             "messages": len(written) + len(private),
             "summaries": len(summaries),
@@ -118,6 +120,7 @@ class InsForgeUserRepo:
             "exercises": len(set_by) + len(in_chat),
             "settings": len(settings),
             "user": len(user),
+            "replay_inputs": len(replay_by) + len(replay_in),
         }
 
 

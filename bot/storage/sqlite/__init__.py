@@ -13,6 +13,7 @@ from bot.storage.repositories import (
     MessageRepo,
     ModelCatalogRepo,
     ModelConfigHistoryRepo,
+    ReplayRepo,
     SummaryRepo,
     TrialRepo,
     TurnRepo,
@@ -24,6 +25,7 @@ from bot.storage.sqlite.archives import SQLiteArchiveRepo
 from bot.storage.sqlite.budgets import SQLiteBudgetRepo
 from bot.storage.sqlite.database import SQLiteDatabase
 from bot.storage.sqlite.ledger import SQLiteLedgerRepo
+from bot.storage.sqlite.replay import SQLiteReplayRepo
 from bot.storage.sqlite.repos import (
     SQLiteAgentModelConfigRepo,
     SQLiteExerciseRepo,
@@ -71,6 +73,7 @@ class SQLiteStorage:
         self.trials: TrialRepo = SQLiteTrialRepo(self.db)
         # Each read and write completes on the loop's thread: one round trip saves nothing.
         self.turns: TurnRepo | None = None
+        self.replay: ReplayRepo = SQLiteReplayRepo(self.db)
 
     @property
     def path(self) -> str:

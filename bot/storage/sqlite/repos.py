@@ -86,6 +86,7 @@ _ERASE = (
     ("exercises", "DELETE FROM exercises WHERE user_id = ? OR chat_id = ?"),
     ("settings", "DELETE FROM user_settings WHERE user_id = ?"),
     ("user", "DELETE FROM users WHERE id = ?"),
+    ("replay_inputs", "DELETE FROM replay_inputs WHERE user_id = ? OR chat_id = ?"),
 )
 
 

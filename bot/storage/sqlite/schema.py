@@ -17,6 +17,7 @@ from bot.storage.sqlite.access_schema import ACCESS_SQL
 from bot.storage.sqlite.archives_schema import ARCHIVES_SQL
 from bot.storage.sqlite.budget_schema import BUDGET_SQL
 from bot.storage.sqlite.ledger_schema import LEDGER_SQL
+from bot.storage.sqlite.replay_schema import REPLAY_SQL
 from bot.storage.sqlite.trial_schema import TRIAL_ARM_SQL, TRIAL_SQL
 
 
@@ -196,9 +197,12 @@ STEPS: tuple[SchemaStep, ...] = (
     SchemaStep(11, "budget-limits", BUDGET_SQL),
     # insforge/migrations/017: the trial guardrails' index (a trial's arm in time order).
     SchemaStep(13, "trial-arm-index", TRIAL_ARM_SQL),
+    # insforge/migrations/018: replay inputs (/replay, REPLAY_KEEP, STORE_PROMPTS).
+    SchemaStep(14, "replay-inputs", REPLAY_SQL),
 )
 
-LATEST_VERSION = STEPS[-1].version
+# The highest step, wherever it sits in the tuple (steps of parallel work land out of order).
+LATEST_VERSION = max(step.version for step in STEPS)
 
 
 def current_version(conn: sqlite3.Connection) -> int:

@@ -15,9 +15,11 @@ import logging
 from aiogram import Router
 from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, CommandObject, Filter
-from aiogram.types import CallbackQuery, Message
+from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from bot.app import Services
+from bot.replay.commands import BUTTON_PREFIX as REPLAY_BUTTON
+from bot.replay.commands import parse_button
 from bot.services.admin_commands import ADMIN_COMMANDS as MODEL_COMMANDS
 from bot.services.admin_commands import AdminCommands
 from bot.storage.repositories import StorageError
@@ -46,15 +48,52 @@ def admin_tag(message: Message | CallbackQuery) -> str:
     return f"tg:{user.id}" + (f" (@{user.username})" if user.username else "")
 
 
+class ReplayButton(Filter):
+    """`/replay`'s confirmation button (its data is the request: `rp:<n>:<agent>:<model>`)."""
+
+    async def __call__(self, query: CallbackQuery) -> bool:
+        return (query.data or "").startswith(REPLAY_BUTTON)
+
+
 async def on_model_command(message: Message, command: CommandObject, admin: AdminCommands) -> None:
     user_id = message.from_user.id if message.from_user else None
     reply = await admin.handle(
         command.command, command.args, by=admin_tag(message), user_id=user_id
     )
-    if reply.monospace:
+    if reply.confirm is not None:
+        button = InlineKeyboardButton(text="Run the replay", callback_data=reply.confirm)
+        markup = InlineKeyboardMarkup(inline_keyboard=[[button]])
+        await message.answer(reply.text, reply_markup=markup)
+    elif reply.monospace:
         await send_pre(message, reply.text)
     else:
         await message.answer(reply.text)
+
+
+async def on_replay_button(query: CallbackQuery, admin: AdminCommands, services: Services) -> None:
+    """`/replay`'s "Run the replay": the button goes (one press runs it), the replay runs as a
+    task of its own (a chat's next messages do not wait for it) and its report follows."""
+    request = parse_button(query.data or "")
+    chat = query.message if isinstance(query.message, Message) else None
+    if request is None or chat is None or services.replayer is None:
+        await query.answer("That button is not valid any more.", show_alert=True)
+        return
+    await query.answer("Replaying…")
+    with contextlib.suppress(TelegramAPIError):
+        await chat.edit_reply_markup(reply_markup=None)
+    await chat.answer(f"Replaying up to {request.n} inputs of {request.agent} on {request.model}…")
+    by = admin_tag(query)
+
+    async def work() -> None:
+        try:
+            for text in await admin.replay(request, by=by):
+                await chat.answer(text)
+        except Exception:
+            log.exception("replay of %s on %s failed", request.agent, request.model)
+            with contextlib.suppress(TelegramAPIError):
+                await chat.answer("The replay failed; the log says why.")
+
+    services.replayer.spawn(work())
 
 
 async def on_trace(message: Message, services: Services) -> None:
@@ -122,8 +161,10 @@ def create_router() -> Router:
     admins.message.register(on_stats, Command("stats"))
     admins.callback_query.filter(IsAdmin())
     admins.callback_query.register(on_rollback_button, RollBack.filter())
+    admins.callback_query.register(on_replay_button, ReplayButton())
     others = Router(name=f"{__name__}.refusal")
     others.message.register(on_refused, Command(*ADMIN_COMMANDS))
     others.callback_query.register(on_refused_button, RollBack.filter())
+    others.callback_query.register(on_refused_button, ReplayButton())
     router.include_routers(admins, others)
     return router

@@ -42,6 +42,8 @@ alias, provider:model or an OpenRouter id):
 fallbacks, 👍 (an agent also gets a chart)
 /trial - the running trials, each arm side by side; /trial <agent> <model> [share=10] \
 [min=100] starts one (a worse candidate stops itself); /trial stop|promote <agent>
+/replay <agent> <model> [n=20] - the agent's last n real inputs run again on a model, side by \
+side with what it answered (shows the estimated cost and asks first)
 /trace - the link to this chat's latest trace
 /users - who may use the bot; /users allow <id>, /users block <id>
 /budget - the spending limits; /budget bot|user [<id>]|agent <name> <usd>/day|month or off
