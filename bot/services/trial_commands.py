@@ -123,11 +123,15 @@ class TrialCommands:
 
     async def show(self) -> str:
         running = await self.trials.running()
-        if not running:
-            return (
+        blocks = [await self._block(trial) for trial in running.values()]
+        if not blocks:
+            blocks.append(
                 "No trials are running. Start one with /trial <agent> <model> [share=10] [min=100]."
             )
-        blocks = [await self._block(trial) for trial in running.values()]
+        ended = await self.trials.ended()
+        if ended:
+            # A trial the guardrails stopped says why here too (its admins' message may be gone).
+            blocks.append("\n".join(["Ended lately:", *(_ended_line(trial) for trial in ended)]))
         return "\n\n".join(blocks)
 
     async def _block(self, trial: TrialRow) -> str:
@@ -153,6 +157,14 @@ def _heading(trial: TrialRow) -> str:
         f"{trial.agent}: trial {trial.id}, candidate {trial.candidate} on {trial.share:g}% of "
         f"users, since {trial.started_at:%Y-%m-%d %H:%M} UTC by {trial.started_by or 'an admin'}; "
         f"guardrails after {trial.min_calls} candidate calls"
+    )
+
+
+def _ended_line(trial: TrialRow) -> str:
+    when = f"{trial.ended_at:%Y-%m-%d %H:%M} UTC" if trial.ended_at else "?"
+    return (
+        f"  {trial.agent}: trial {trial.id} ({trial.candidate}) {trial.status} {when} by "
+        f"{trial.ended_by or '?'}: {trial.reason or '-'}"
     )
 
 

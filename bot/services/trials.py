@@ -79,6 +79,10 @@ class Trials:
             await self._refresh()
         return self._running
 
+    async def ended(self, limit: int = 3) -> list[TrialRow]:
+        """The last trials that ended, newest first (read from storage each time: `/trial`)."""
+        return await self._repo.ended(limit)
+
     def peek(self) -> Mapping[str, TrialRow]:
         return self._running
 

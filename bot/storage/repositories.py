@@ -424,6 +424,10 @@ class TrialRepo(Protocol):
 
     async def get(self, trial_id: int) -> TrialRow | None: ...
 
+    async def ended(self, limit: int) -> builtins.list[TrialRow]:
+        """The last `limit` trials that ended (stopped, promoted, guardrail), newest first."""
+        ...
+
     async def start(
         self, agent: str, candidate: str, share: float, min_calls: int, *, started_by: str
     ) -> TrialRow: ...

@@ -28,6 +28,10 @@ def _clock() -> datetime:
     return NOW
 
 
+async def _unused(*_: object) -> str:
+    raise AssertionError("the model commands are not used here")
+
+
 async def _calls(
     storage: SQLiteStorage,
     trial: TrialRow,
@@ -93,6 +97,12 @@ async def test_a_failing_candidate_is_stopped_once_with_its_figures(
     assert ended.reason.startswith("guardrail: error rate (p=")
     assert await trials.running() == {}
     assert await other.check() == []
+    # `/trial` says why it ended, after the admins' message.
+    commands = TrialCommands(trials, sqlite_storage.ledger, _unused, _unused)  # type: ignore[arg-type]
+    shown, _ = await commands.handle(None, by="tg:1")
+    assert "No trials are running" in shown
+    assert f"coach: trial {trial.id} (fast) guardrail " in shown
+    assert "by guardrails: guardrail: error rate (p=" in shown
 
 
 async def test_a_healthy_candidate_runs_on_and_each_look_is_made_once(
@@ -174,10 +184,7 @@ async def test_trial_shows_each_arm_with_n_and_an_interval_for_every_figure(
     await sqlite_storage.ledger.rate(100_010, 7, 7, True)
     await sqlite_storage.ledger.rate(10, 7, 7, False)
 
-    async def unused(*_: object) -> str:
-        raise AssertionError
-
-    commands = TrialCommands(trials, sqlite_storage.ledger, unused, unused)  # type: ignore[arg-type]
+    commands = TrialCommands(trials, sqlite_storage.ledger, _unused, _unused)  # type: ignore[arg-type]
     text, monospace = await commands.handle(None, by="tg:1")
     assert monospace
     lines = {line.split()[0]: line for line in text.splitlines()[1:] if line.strip()}

@@ -33,6 +33,8 @@ async def test_one_running_trial_per_agent_ended_once(storage: Storage) -> None:
     assert ended.status == "stopped"
     assert ended.reason == "done"
     assert [t.id for t in await storage.trials.running()] == [other.id]
+    [last] = await storage.trials.ended(5)
+    assert (last.id, last.status, last.ended_by) == (trial.id, "stopped", "tg:1")
     # The agent may start a new trial once the old one ended.
     again = await storage.trials.start("coach", "other", 20.0, 5, started_by="tg:1")
     assert again.id not in (trial.id, other.id)

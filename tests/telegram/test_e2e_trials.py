@@ -143,6 +143,8 @@ async def test_a_failing_candidate_stops_itself_after_min_calls_and_the_admins_a
         ended = await harness.services.storage.trials.get(1)
         assert ended is not None
         assert ended.status == "guardrail"
+        [shown] = await harness.say("/trial", user_id=ADMIN)
+        assert "guardrail: error rate (p=" in shown
         # Everyone is back on the incumbent: no call reaches the candidate any more.
         await _round(harness, users[:50], 99)
         assert len(llm.requests_for(CANDIDATE)) == failed_calls

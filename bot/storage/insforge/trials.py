@@ -22,6 +22,12 @@ class InsForgeTrialRepo:
         rows = await self._client.select("trials", {"id": f"eq.{trial_id}"})
         return TrialRow.model_validate(rows[0]) if rows else None
 
+    async def ended(self, limit: int) -> builtins.list[TrialRow]:
+        rows = await self._client.select(
+            "trials", {"status": "neq.running"}, order="ended_at.desc,id.desc", limit=limit
+        )
+        return [TrialRow.model_validate(row) for row in rows]
+
     async def start(
         self, agent: str, candidate: str, share: float, min_calls: int, *, started_by: str
     ) -> TrialRow:

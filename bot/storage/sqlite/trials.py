@@ -37,6 +37,15 @@ class SQLiteTrialRepo:
         )
         return _trial(rows[0]) if rows else None
 
+    async def ended(self, limit: int) -> builtins.list[TrialRow]:
+        rows = await self._db.read(
+            f"SELECT {_COLUMNS} FROM trials WHERE status <> 'running' "
+            "ORDER BY ended_at DESC, id DESC LIMIT ?",
+            (limit,),
+            action="read the ended trials",
+        )
+        return [_trial(row) for row in rows]
+
     async def start(
         self, agent: str, candidate: str, share: float, min_calls: int, *, started_by: str
     ) -> TrialRow:
