@@ -93,6 +93,9 @@ class Options:
     quiet: bool = False
     production: bool = False
     replicas: int = 1
+    # `--replicas` given (even 1): the replicas' set-up (front, InsForge, Redis), so one replica
+    # and two are measured the same way.
+    fronted: bool = False
     route: str = "round-robin"
     burst: tuple[float, float] | None = None  # (messages/s, seconds)
 
@@ -101,6 +104,8 @@ class Options:
         if self.production:
             self.webhook, self.storage, self.tracing, self.ledger = True, "insforge", True, True
         if self.replicas > 1:
+            self.fronted = True
+        if self.fronted:
             self.webhook, self.storage = True, "insforge"
         return self
 
@@ -123,7 +128,7 @@ def _extra_env(options: Options) -> dict[str, str]:
     extra = {"LEDGER_ENABLED": "true" if options.ledger else "false"}
     if options.production:
         extra.update(production_env(options.users()))
-    elif options.replicas > 1:
+    elif options.fronted:
         extra.update(replica_env())
     return extra
 
@@ -143,6 +148,7 @@ async def run(options: Options) -> dict[str, Any]:
         tracing=options.tracing,
         extra=_extra_env(options),
         replicas=options.replicas,
+        front=options.fronted,
         route=options.route,
     )
     calibration = calibration_ms()
@@ -156,7 +162,7 @@ async def run(options: Options) -> dict[str, Any]:
             token_delay=options.token_delay,
         ) as r:
             # Warm-up: connections opened, caches filled, first-call costs paid; not measured.
-            if options.replicas > 1 or options.production:
+            if options.fronted or options.production:
                 # Telegram's webhook delivers over up to 40 connections (`max_connections`).
                 r.tg.webhook_connections = WEBHOOK_CONNECTIONS
             if options.warmup:
@@ -380,8 +386,8 @@ def _stop_py_spy(process: subprocess.Popen[bytes] | None) -> None:
 
 def _print(options: Options, r: dict[str, Any]) -> None:
     mode = "webhook" if options.webhook else "polling"
-    if options.replicas > 1:
-        mode += f", {options.replicas} replicas ({options.route} front)"
+    if options.fronted:
+        mode += f", {options.replicas} replica(s) ({options.route} front)"
     if options.production:
         mode = "production: " + mode + ", Redis, ledger, budget, allowlist, archives"
     loop_kind = f"open loop {options.rate:g} msg/s" if options.rate > 0 else "closed loop"
@@ -501,7 +507,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="webhook, InsForge, Redis, tracing, ledger, budget, allowlist, archives",
     )
     parser.add_argument(
-        "--replicas", type=int, default=1, help="bot processes behind one webhook address"
+        "--replicas", type=int, help="bot processes behind one webhook address (InsForge, Redis)"
     )
     parser.add_argument(
         "--route", choices=("round-robin", "chat"), default="round-robin", help="the front's"
@@ -524,7 +530,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         warmup=args.warmup,
         py_spy=args.py_spy,
         production=args.production,
-        replicas=max(1, args.replicas),
+        replicas=max(1, args.replicas or 1),
+        fronted=args.replicas is not None,
         route=args.route,
         burst=args.burst,
     )

@@ -322,6 +322,7 @@ class BotConfig:
     # Bot processes behind one webhook address (`tests.fakes.webhook_front`), and how the front
     # picks one: `chat` (by the chat's hash) or `round-robin`. Webhook mode only.
     replicas: int = 1
+    front: bool = False
     route: str = "chat"
 
 
@@ -559,11 +560,11 @@ async def _replicas(
     config: BotConfig,
     otlp: Any,
 ) -> AsyncIterator[tuple[list[RunningBot], Any]]:
-    """`config.replicas` bot processes; with more than one (or a route asked for), behind one
+    """`config.replicas` bot processes; with more than one (or `config.front`), behind one
     webhook front that every replica registers as its address."""
     ports = [free_port() for _ in range(config.replicas)]
     front = None
-    if config.webhook and config.replicas > 1:
+    if config.webhook and (config.front or config.replicas > 1):
         from tests.fakes.webhook_front import WebhookFront
 
         front = WebhookFront(ports, route=config.route)
