@@ -114,5 +114,5 @@ async def plain_turn(
     return [request_kind(m, p) for m, p, _ in count.log[count.start :]]
 
 
-def format_kinds(by_kind: dict[str, float], limit: int = 8) -> str:
+def format_kinds(by_kind: dict[str, float], limit: int = 14) -> str:
     return ", ".join(f"{kind} {n:.2f}" for kind, n in list(by_kind.items())[:limit])
