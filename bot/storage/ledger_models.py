@@ -103,3 +103,5 @@ class TrialCall:
     outcome: str
     latency_ms: float
     cost_usd: float | None
+    # Whose call it was: the guardrails treat a user's calls as one cluster (arms are per user).
+    user_id: int | None = None

@@ -42,6 +42,18 @@ def normal_tail(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2))
 
 
+def normal_quantile(p: float) -> float:
+    """z with P(Z <= z) = p (bisection on erfc: exact enough for the levels used here)."""
+    low, high = -40.0, 40.0
+    for _ in range(200):
+        middle = (low + high) / 2
+        if 1 - normal_tail(middle) < p:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2
+
+
 def binomial_cdf(n: int, p: float) -> list[float]:
     """[P(B <= i) for i in 0..n], B ~ Binomial(n, p), 0 < p < 1 (pmf by recursion, in logs)."""
     log_p, log_q = math.log(p), math.log1p(-p)

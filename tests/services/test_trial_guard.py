@@ -14,6 +14,7 @@ import pytest
 
 from bot.services.trial_commands import TrialCommands
 from bot.services.trials import Trials
+from bot.storage.ledger_models import TrialCall
 from bot.storage.sqlite import SQLiteStorage
 from bot.storage.trial_models import TrialRow
 from bot.trials.guard import TrialGuard
@@ -55,6 +56,8 @@ async def _calls(
                     cost=None if failed else 0.0005 + ((n * 13) % 7) * 1e-5,
                     source="unpriced" if failed else "provider",
                     at=at + timedelta(milliseconds=n),
+                    # Ten users on each arm (the guardrails count users, not only calls).
+                    user=n % 10 + (0 if arm == "candidate" else 100),
                 ),
                 trial_id=trial.id,
                 trial_arm=arm,
@@ -165,13 +168,69 @@ def test_t_critical_is_close_to_the_table() -> None:
 
 
 @pytest.mark.parametrize("factor", [1.0, 3.0])
-def test_unpriced_turns_are_left_out_of_the_cost(factor: float) -> None:
-    base = ArmData(
-        calls=100, errors=0, latencies=(1.0,) * 100, turns=100, cost_sum=1.0, cost_squares=0.02
-    )
-    costly = replace(base, cost_sum=factor, cost_squares=0.02 * factor**2)
-    breached = [b.guardrail for b in decide(1, costly, base)]
+def test_a_costlier_candidate_fails_the_cost_guardrail_and_unpriced_turns_are_left_out(
+    factor: float,
+) -> None:
+    def arm(cost: float, unpriced: int = 0) -> ArmData:
+        return ArmData.of(
+            TrialCall(
+                NOW,
+                turn_id=n,
+                outcome="ok",
+                latency_ms=1000.0,
+                cost_usd=None if n < unpriced else cost * (1 + (n % 7) / 10),
+                user_id=n % 20,
+            )
+            for n in range(200)
+        )
+
+    incumbent = arm(0.001)
+    costly = arm(0.001 * factor, unpriced=50)
+    assert costly.turns == 150  # the unpriced turns are not counted as free
+    breached = [b.guardrail for b in decide(1, costly, incumbent)]
     assert ("cost per turn" in breached) == (factor > 1)
+
+
+def test_one_busy_user_is_not_a_candidate_failing() -> None:
+    # The candidate's arm has one user who fails a lot (long messages, say) among 20 users:
+    # over calls that is a 9 % error rate against 1 % (Fisher: p = 1e-4), over users it is one.
+    def arm(heavy_errors: int) -> ArmData:
+        calls = [
+            TrialCall(
+                NOW, turn_id=n, outcome="ok", latency_ms=1000.0, cost_usd=0.001, user_id=n % 20
+            )
+            for n in range(200)
+        ]
+        calls += [
+            TrialCall(
+                NOW,
+                turn_id=1000 + n,
+                outcome="ProviderError",
+                latency_ms=1.0,
+                cost_usd=None,
+                user_id=0,
+            )
+            for n in range(heavy_errors)
+        ]
+        return ArmData.of(calls)
+
+    candidate, incumbent = arm(20), arm(2)
+    assert candidate.errors / candidate.calls > 0.05
+    assert decide(1, candidate, incumbent) == []
+    # An excess spread over the candidate's users (each fails one call in ten) is a failing
+    # candidate.
+    spread = ArmData.of(
+        TrialCall(
+            NOW,
+            turn_id=n,
+            outcome="ProviderError" if n < 20 else "ok",
+            latency_ms=1.0,
+            cost_usd=0.001,
+            user_id=n % 20,
+        )
+        for n in range(200)
+    )
+    assert [b.guardrail for b in decide(1, spread, incumbent)] == ["error rate"]
 
 
 async def test_trial_shows_each_arm_with_n_and_an_interval_for_every_figure(

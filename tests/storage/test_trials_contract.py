@@ -139,6 +139,7 @@ async def test_the_guardrails_stop_a_failing_candidate_once_on_every_backend(
                     outcome="ProviderError" if failed else "ok",
                     cost=None if failed else 0.001,
                     source="unpriced" if failed else "provider",
+                    user=n % 10,  # five users on each arm
                 ),
                 trial_id=trial.id,
                 trial_arm=arm,

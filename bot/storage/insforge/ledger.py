@@ -124,7 +124,7 @@ class InsForgeLedgerRepo:
         rows = await self._client.select(
             "ledger_calls",
             filters,
-            select="at,turn_id,outcome,latency_ms,cost_usd",
+            select="at,turn_id,outcome,latency_ms,cost_usd,user_id",
             order="at.desc,id.desc",
             limit=limit,
         )
@@ -135,6 +135,7 @@ class InsForgeLedgerRepo:
                 outcome=str(row["outcome"]),
                 latency_ms=float(row["latency_ms"]),
                 cost_usd=float(row["cost_usd"]) if row.get("cost_usd") is not None else None,
+                user_id=int(row["user_id"]) if row.get("user_id") is not None else None,
             )
             for row in rows
         ]

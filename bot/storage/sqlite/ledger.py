@@ -258,7 +258,7 @@ class SQLiteLedgerRepo:
         until: datetime | None = None,
     ) -> builtins.list[TrialCall]:
         rows = await self._db.read_aside(
-            "SELECT at, turn_id, outcome, latency_ms, cost_usd FROM ledger_calls "
+            "SELECT at, turn_id, outcome, latency_ms, cost_usd, user_id FROM ledger_calls "
             "WHERE trial_id = :trial AND trial_arm = :arm "
             "AND (:since IS NULL OR at >= :since) AND (:until IS NULL OR at <= :until) "
             "ORDER BY at DESC, id DESC LIMIT :limit",
@@ -278,6 +278,7 @@ class SQLiteLedgerRepo:
                 outcome=str(row[2]),
                 latency_ms=float(row[3]),
                 cost_usd=float(row[4]) if row[4] is not None else None,
+                user_id=row[5],
             )
             for row in rows
         ]
