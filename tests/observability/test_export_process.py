@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
-from bot.observability.export_process import PIPE_BYTES
+from bot.observability.export_process import PIPE_BYTES, WRITE_INTERVAL
 from bot.observability.tracing import Tracing
 from bot.pipeline.context import PipelineContext
 from bot.pipeline.runner import PipelineRunner
@@ -114,6 +114,7 @@ async def test_a_dead_exporter_leaves_the_bot_answering(
     await asyncio.sleep(0.2)
     with caplog.at_level(logging.ERROR):
         await support_turns(tracing, 3)
+        await asyncio.sleep(WRITE_INTERVAL * 3)  # the records' write is due
     assert "the export process is gone" in caplog.text
     assert not await tracing.flush(timeout=2)
     assert not await tracing.aclose(timeout=2)
@@ -133,3 +134,23 @@ async def test_shutdown_reaps_the_exporter_within_its_deadline(
         await tracing.aclose(timeout=1.0)
         assert loop.time() - started < 2.0
         assert reaped(pid)  # killed past the deadline
+
+
+def test_records_are_written_without_a_flush_on_each_new_event_loop(receiver: OtlpReceiver) -> None:
+    """A write scheduled on a loop that closed must not hold later records back (the console
+    and tests run several loops in turn)."""
+    tracing = Tracing.from_settings(make_settings(receiver.base_url), flush_interval=0.05)
+    pipe = tracing._pipe
+    assert pipe is not None
+
+    async def turn_then_wait() -> None:
+        await support_turns(tracing, 1)
+        await asyncio.sleep(WRITE_INTERVAL * 4)
+        assert not pipe._pending  # written by the loop's own scheduled write
+
+    try:
+        for _ in range(3):
+            asyncio.run(turn_then_wait())
+        assert receiver.wait_until(lambda r: len(r.spans()) == 3 * SPANS_PER_RUN, timeout=20)
+    finally:
+        asyncio.run(tracing.aclose(timeout=5))
