@@ -4,7 +4,8 @@
     text = await stats.report("coach", "24h")    # per agent, then per agent x model
     text = await stats.usage(user_id)            # the user's cost today and this month
 
-Every figure is computed by the database (`LedgerRepo.stats`: one query); this module only
+Every figure is computed by the database (`LedgerRepo.stats`: the hourly and daily rollups and
+the raw rows at the window's edges, decision 0016; percentiles within 4.4 %); this module only
 words it. A 👍 share needs `MIN_RATINGS` ratings: below that the row says how many there are.
 The share's interval is Wilson's (95 %), which stays inside [0, 1] and honest for small n.
 """
@@ -136,8 +137,9 @@ def format_stats(rows: list[CallStats], heading: str) -> str:
     return "\n".join(lines)
 
 
-# Points per chart line: the window in this many buckets.
-CHART_BUCKETS = 24
+# Each window's chart step (seconds): 24 points, 30 for 30d (a day each, from the daily
+# rollups); whole hours and days come from the rollups, 1h's 150 s from the raw rows.
+CHART_STEPS: dict[str, int] = {"1h": 150, "24h": 3600, "7d": 7 * 3600, "30d": 86400}
 
 
 class LedgerStats:
@@ -159,7 +161,7 @@ class LedgerStats:
         assert query.agent is not None
         until = now or datetime.now(UTC)
         since = until - query.span
-        bucket = max(int(query.span.total_seconds()) // CHART_BUCKETS, 1)
+        bucket = CHART_STEPS[query.window]
         points = await self.repo.series(query.agent, since, until, bucket)
         changes: list[datetime] = []
         if self.history is not None:

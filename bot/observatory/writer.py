@@ -13,7 +13,8 @@ A database outage never delays or loses a reply: the batch goes back to memory a
 again at the next interval, up to `max_pending` rows (50,000); past the bound the oldest are
 dropped, counted in `dropped` and logged (once per outage, and the total when it ends).
 Retention: calls older than LEDGER_RETENTION_DAYS are pruned by the same task, at start and
-every `prune_every` seconds.
+every `prune_every` seconds; every `roll_up_every` seconds it brings the rollups (decision
+0016) up to the rows written.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class LedgerWriter:
         max_pending: int = MAX_PENDING,
         flush_interval: float = 0.5,
         prune_every: float = 3600.0,
+        roll_up_every: float = 5.0,
         prices: Prices | None = None,
     ) -> None:
         self._repo = repo
@@ -74,6 +76,7 @@ class LedgerWriter:
         self.max_pending = max_pending
         self.flush_interval = flush_interval
         self.prune_every = prune_every
+        self.roll_up_every = roll_up_every
         self.prices = prices or Prices()
         self._pending: deque[LedgerCall] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -147,10 +150,18 @@ class LedgerWriter:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_prune = loop.time()
+        next_roll_up = loop.time() + self.roll_up_every
         while True:
             await asyncio.sleep(self.flush_interval)
             if self._pending:
                 await self.flush()
+            if loop.time() >= next_roll_up:
+                # The rollups in the background, so a `/stats` read has little left to add.
+                next_roll_up = loop.time() + self.roll_up_every
+                try:
+                    await self._repo.roll_up()
+                except StorageError as exc:
+                    log.warning("call ledger: the roll-up failed (%s); tried again later", exc)
             if loop.time() >= next_prune:
                 next_prune = loop.time() + self.prune_every
                 try:

@@ -52,7 +52,8 @@ class LedgerCall:
 class CallStats:
     """The figures of one agent (model None: all its models) or one agent x model over a window.
 
-    Latency percentiles are over the calls that answered (nearest rank); `cost_usd` sums the
+    Latency percentiles are over the calls that answered (nearest rank; from the rollups'
+    log buckets within 4.4 %, decision 0016); `cost_usd` sums the
     priced calls only, `unpriced` says how many answered calls it lacks (a failed call
     reported no usage, so there is nothing to price). `ratings_up` of `ratings` are 👍: the
     ratings of the turns this agent (x model) answered in."""

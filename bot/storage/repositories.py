@@ -355,8 +355,15 @@ class LedgerRepo(Protocol):
         """Store the calls in one write. Repeating it (the same `call_id`s) stores them once."""
         ...
 
+    async def roll_up(self) -> int:
+        """Bring the rollups up to the calls written (off the writes, in bounded steps; every
+        few seconds from the writer, and before each read of the figures); how many calls were
+        added."""
+        ...
+
     async def prune(self, before: datetime) -> int:
-        """Delete calls and ratings older than `before`; how many calls went."""
+        """Delete calls and ratings older than the day `before` falls in (whole days, with
+        their rollups); how many calls went."""
         ...
 
     async def rate(self, turn_id: int, user_id: int, chat_id: int | None, up: bool) -> None:
@@ -370,9 +377,12 @@ class LedgerRepo(Protocol):
         *,
         agent: str | None = None,
         versions: tuple[int | None, int | None] = (None, None),
+        exact: bool = False,
     ) -> builtins.list[CallStats]:
         """Per agent (model None) and per agent x model, over calls at `since` <= at < `until`
-        (and `versions[0]` <= config_version < `versions[1]` where given). One query."""
+        (and `versions[0]` <= config_version < `versions[1]` where given). A window holding
+        whole hours is read from the rollups (percentiles within 4.4 %, the rest exact:
+        `bot/storage/ledger_rollups.py`), unless `exact` or `versions` ask for the raw rows."""
         ...
 
     async def trial_stats(self, trial_id: int) -> builtins.list[CallStats]:
@@ -403,7 +413,8 @@ class LedgerRepo(Protocol):
     async def series(
         self, agent: str, since: datetime, until: datetime, bucket_seconds: int
     ) -> builtins.list[SeriesPoint]:
-        """The agent's p95 latency and cost per turn per model in buckets, oldest first."""
+        """The agent's p95 latency and cost per turn per model in buckets, oldest first. Buckets
+        of whole hours come from the hourly rollups and start at the hour `since` falls in."""
         ...
 
     async def user_cost(self, user_id: int, since: datetime) -> UserCost: ...

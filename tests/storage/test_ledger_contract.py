@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from bot.observatory.writer import LedgerWriter
 from bot.storage.ledger_models import LedgerCall
+from bot.storage.ledger_rollups import bucket, representative
 from bot.storage.repositories import Storage
 from tests.storage.conftest import Backend
 
@@ -135,12 +136,19 @@ async def test_series_usage_pruning_and_report_claims(storage: Storage) -> None:
             call(4, at=NOW - timedelta(days=100), turn=4),
         ]
     )
+    # Hour buckets come from the hourly rollups: p95 is its histogram bucket's middle.
     points = await ledger.series("coach", NOW - timedelta(hours=2), NOW, 3600)
     assert [(p.bucket, p.model, p.p95_ms, p.turns) for p in points] == [
-        (NOW - timedelta(hours=2), "m-a", 300.0, 2),
-        (NOW - timedelta(hours=1), "m-a", 50.0, 1),
+        (NOW - timedelta(hours=2), "m-a", representative(bucket(300.0)), 2),
+        (NOW - timedelta(hours=1), "m-a", representative(bucket(50.0)), 1),
     ]
     assert round(points[0].cost_usd, 9) == 0.004
+    # Shorter buckets (`/stats <agent> 1h`) read the raw rows: nearest rank, exact.
+    points = await ledger.series("coach", NOW - timedelta(hours=2), NOW, 1800)
+    assert [(p.bucket, p.model, p.p95_ms, p.turns) for p in points] == [
+        (NOW - timedelta(minutes=90), "m-a", 300.0, 2),
+        (NOW - timedelta(minutes=30), "m-a", 50.0, 1),
+    ]
 
     mine = await ledger.user_cost(7, NOW - timedelta(days=1))
     assert (mine.calls, round(mine.cost_usd, 9), mine.unpriced) == (2, 0.004, 0)

@@ -21,7 +21,12 @@ from tests.fakes.telegram_server import FakeTelegramServer
 from tests.telegram.conftest import eventually
 from tests.telegram.e2e_kit import USER, Harness, make_settings, running_bot
 
-SHARED_BATCHES = ("/rpc/ledger_prune", "/records/replay_inputs", "/rpc/replay_prune")
+SHARED_BATCHES = (
+    "/rpc/ledger_prune",
+    "/rpc/ledger_roll_up",
+    "/records/replay_inputs",
+    "/rpc/replay_prune",
+)
 
 
 @pytest.fixture
@@ -60,9 +65,10 @@ async def quiet_turn(harness: Harness, fake: FakeInsForge, text: str) -> list[st
     assert ledger is not None
     await eventually(lambda: ledger.pending == 0, timeout=5)
     await ledger.flush()
-    # Not the turn's own: the ledger's retention prune (at start, then hourly) and the replay
-    # keeper's batch (`bot.replay.keeper`: once a second for every turn of that second, newest
-    # inputs per agent, then its prune) fall in whichever turn is running.
+    # Not the turn's own: the ledger's retention prune (at start, then hourly), its roll-up
+    # (every 5 s, decision 0016) and the replay keeper's batch (`bot.replay.keeper`: once a
+    # second for every turn of that second, newest inputs per agent, then its prune) fall in
+    # whichever turn is running.
     return [
         f"{method} {path}"
         for method, path, _ in fake.requests[mark:]

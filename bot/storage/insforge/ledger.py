@@ -1,5 +1,6 @@
 """The call ledger over InsForge: a batch is one `ignore-duplicates` upsert on `call_id` (safe to
-repeat after a lost answer), the aggregates are the PostgreSQL functions of migration 011."""
+repeat after a lost answer), the aggregates are the PostgreSQL functions of migrations 011 (raw
+rows) and 016 (rollups, brought up to the rows by `ledger_roll_up`)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from typing import Any
 
 from bot.storage.insforge_client import InsForgeClient, Row
 from bot.storage.ledger_models import CallStats, LedgerCall, SeriesPoint, TrialCall, UserCost
+from bot.storage.ledger_rollups import HOUR, Periods, combine, periods, series_period
 from bot.storage.models import utcnow
-from bot.storage.sqlite.ledger import stats_row
+from bot.storage.sqlite.ledger import rolled_series, stats_row
 from bot.storage.timeutil import as_utc, iso_utc
 
 # Rows per request: a backlog written after an outage goes in bodies of bounded size.
 CHUNK = 1000
+# ledger_roll_up's step (migration 016).
+ROLL_UP_LIMIT = 20_000
 
 
 def ledger_row(call: LedgerCall) -> Row:
@@ -68,21 +72,23 @@ class InsForgeLedgerRepo:
                 ignore_duplicates=True,
             )
 
+    async def roll_up(self) -> int:
+        # Idempotent (each call is listed once), so safe to send again like a read.
+        total = 0
+        while True:
+            done = int(await self._client.rpc("ledger_roll_up", {}, read_only=True) or 0)
+            total += done
+            if done < ROLL_UP_LIMIT:
+                return total
+
     async def prune(self, before: datetime) -> int:
         gone = await self._client.rpc("ledger_prune", {"p_before": iso_utc(before)})
         return int(gone or 0)
 
     async def rate(self, turn_id: int, user_id: int, chat_id: int | None, up: bool) -> None:
-        await self._client.upsert(
-            "ledger_ratings",
-            {
-                "turn_id": turn_id,
-                "user_id": user_id,
-                "chat_id": chat_id,
-                "up": up,
-                "at": iso_utc(utcnow()),
-            },
-            on_conflict="turn_id,user_id",
+        await self._client.rpc(
+            "ledger_rate",
+            {"p_turn_id": turn_id, "p_user_id": user_id, "p_chat_id": chat_id, "p_up": up},
         )
 
     async def stats(
@@ -92,7 +98,11 @@ class InsForgeLedgerRepo:
         *,
         agent: str | None = None,
         versions: tuple[int | None, int | None] = (None, None),
+        exact: bool = False,
     ) -> builtins.list[CallStats]:
+        cuts = periods(since, until)
+        if cuts is not None and not exact and versions == (None, None):
+            return await self._rolled_stats(cuts, agent)
         args: dict[str, Any] = {"p_since": iso_utc(since), "p_until": iso_utc(until)}
         if agent is not None:
             args["p_agent"] = agent
@@ -102,6 +112,43 @@ class InsForgeLedgerRepo:
             args["p_max_version"] = versions[1]
         answer = await self._client.rpc("ledger_stats", args, read_only=True)
         return [stats_row(row) for row in _rows(answer)]
+
+    async def _rolled_stats(self, cuts: Periods, agent: str | None) -> builtins.list[CallStats]:
+        await self.roll_up()
+        args: dict[str, Any] = {
+            "p_since": iso_utc(cuts.since),
+            "p_until": iso_utc(cuts.until),
+            "p_h1": cuts.h1,
+            "p_d1": cuts.d1,
+            "p_d2": cuts.d2,
+            "p_h2": cuts.h2,
+        }
+        if agent is not None:
+            args["p_agent"] = agent
+        answer = await self._client.rpc("ledger_stats_rolled", args, read_only=True)
+        sums: list[dict[str, Any]] = []
+        histogram: list[dict[str, Any]] = []
+        values: list[dict[str, Any]] = []
+        for row in _rows(answer):
+            if row["part"] == "sums":
+                sums.append(row)
+            elif row["part"] == "hist":
+                histogram.extend(
+                    {
+                        "agent": row["agent"],
+                        "model": row["grp"],
+                        "kind": row["kind"],
+                        "bucket": index,
+                        "n": n,
+                    }
+                    for index, n in zip(row["buckets"], row["counts"], strict=True)
+                )
+            else:
+                values.extend(
+                    {"agent": row["agent"], "model": row["grp"], "latency_ms": lat, "ttft_ms": ttft}
+                    for lat, ttft in zip(row["latencies"], row["ttfts"], strict=True)
+                )
+        return combine(sums, histogram, values)
 
     async def trial_stats(self, trial_id: int) -> builtins.list[CallStats]:
         answer = await self._client.rpc("ledger_trial_stats", {"p_trial": trial_id}, read_only=True)
@@ -159,6 +206,30 @@ class InsForgeLedgerRepo:
     async def series(
         self, agent: str, since: datetime, until: datetime, bucket_seconds: int
     ) -> builtins.list[SeriesPoint]:
+        if bucket_seconds % HOUR == 0:
+            await self.roll_up()
+            g = series_period(bucket_seconds)
+            base = int(since.timestamp()) // g * g
+            rolled = await self._client.rpc(
+                "ledger_series_rolled",
+                {
+                    "p_g": g,
+                    "p_agent": agent,
+                    "p_base": base,
+                    "p_end": until.timestamp(),
+                    "p_bucket": bucket_seconds,
+                },
+                read_only=True,
+            )
+            sums = _rows(rolled)
+            counts = [
+                {"b": row["b"], "model": row["model"], "bucket": index, "n": n}
+                for row in sums
+                for index, n in zip(row["buckets"] or [], row["counts"] or [], strict=True)
+            ]
+            for row in sums:
+                row["cost"] = row["cost_usd"]
+            return rolled_series(sums, counts, base, bucket_seconds)
         answer = await self._client.rpc(
             "ledger_series",
             {

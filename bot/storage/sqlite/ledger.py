@@ -1,16 +1,31 @@
-"""The call ledger over SQLite: batched inserts, aggregates in SQL (window functions for the
-percentiles, nearest rank), long reads and the pruning off the event loop's thread."""
+"""The call ledger over SQLite: batched inserts, the rollups brought up to them off the write
+(`roll_up`, decision 0016), `/stats` from the rollups and the raw edges of its window, the raw
+aggregates in SQL (window functions for the percentiles, nearest rank) for the rest; long reads,
+the roll-up and the pruning off the event loop's thread."""
 
 from __future__ import annotations
 
 import builtins
 import sqlite3
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from bot.storage.ledger_models import CallStats, LedgerCall, SeriesPoint, TrialCall, UserCost
+from bot.storage.ledger_rollups import (
+    HOUR,
+    ROLLUP_FIGURES,
+    StoredCall,
+    combine,
+    histogram_percentile,
+    periods,
+    prune_cutoff,
+    rollup_changes,
+    series_period,
+)
 from bot.storage.models import utcnow
 from bot.storage.sqlite.database import SQLiteDatabase
+from bot.storage.sqlite.rollup_schema import ADD_SQL
 from bot.storage.timeutil import as_utc, iso_utc
 
 COLUMNS = (
@@ -157,6 +172,122 @@ ORDER BY a.b, a.model
 """
 
 
+# The rolled periods of a window (bot/storage/ledger_rollups.py): `w` counts the row's figures,
+# `c` subtracts the turns (and their ratings) it shares with the period before, except at the
+# first period of the span; the daily span's first day takes its overlap from the hourly row.
+ROLLED_SQL = """
+SELECT agent, grp, SUM(w * calls) AS calls, SUM(w * errors) AS errors,
+    SUM(w * fallbacks) AS fallbacks, SUM(w * prompt_tokens) AS prompt_tokens,
+    SUM(w * completion_tokens) AS completion_tokens, TOTAL(w * cost_usd) AS cost_usd,
+    SUM(w * unpriced) AS unpriced, SUM(w * turns - c * turns_cont) AS turns,
+    SUM(w * rated_up - c * rated_up_cont) AS up, SUM(w * rated - c * rated_cont) AS rated
+FROM (
+    SELECT *, 1 AS w, p > :h1 AS c FROM ledger_rollups
+        WHERE g = 3600 AND p >= :h1 AND p < :d1 {agent}
+    UNION ALL SELECT *, 1, p > :d1 FROM ledger_rollups
+        WHERE g = 86400 AND p >= :d1 AND p < :d2 {agent}
+    UNION ALL SELECT *, 1, 1 FROM ledger_rollups
+        WHERE g = 3600 AND p >= :d2 AND p < :h2 {agent}
+    UNION ALL SELECT *, 0, 1 FROM ledger_rollups
+        WHERE g = 3600 AND p = :d1 AND :d1 > :h1 AND :d1 < :d2 {agent}
+)
+GROUP BY agent, grp
+"""
+HISTOGRAM_SQL = """
+SELECT agent, model, kind, bucket, SUM(n) AS n FROM (
+    SELECT agent, model, kind, bucket, n FROM ledger_histograms
+        WHERE g = 3600 AND p >= :h1 AND p < :d1 {agent}
+    UNION ALL SELECT agent, model, kind, bucket, n FROM ledger_histograms
+        WHERE g = 86400 AND p >= :d1 AND p < :d2 {agent}
+    UNION ALL SELECT agent, model, kind, bucket, n FROM ledger_histograms
+        WHERE g = 3600 AND p >= :d2 AND p < :h2 {agent}
+)
+GROUP BY agent, model, kind, bucket
+"""
+_EDGE = "((at >= :since AND at < :h1_at) OR (at >= :h2_at AND at < :until)) {agent}"
+# The raw edges: a turn (and its ratings) counts here only when the rolled span lacks it.
+EDGE_SQL = f"""
+WITH edge AS (
+    SELECT agent, model, turn_id, outcome, attempt, prompt_tokens, completion_tokens,
+        cost_usd, cost_source
+    FROM ledger_calls WHERE {_EDGE}
+),
+k AS MATERIALIZED (
+    SELECT e.*,
+        e.turn_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ledger_calls c
+            WHERE c.turn_id = e.turn_id AND c.agent = e.agent
+                AND (e.grp = '' OR c.model = e.grp) AND c.at >= :h1_at AND c.at < :h2_at)
+            AS fresh,
+        e.outcome = 'ok' AND e.turn_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ledger_calls c
+            WHERE c.turn_id = e.turn_id AND c.agent = e.agent AND c.outcome = 'ok'
+                AND (e.grp = '' OR c.model = e.grp) AND c.at >= :h1_at AND c.at < :h2_at)
+            AS served
+    FROM (SELECT *, model AS grp FROM edge UNION ALL SELECT *, '' FROM edge) e
+),
+agg AS (
+    SELECT agent, grp, COUNT(*) AS calls, SUM(outcome <> 'ok') AS errors,
+        SUM(attempt > 0) AS fallbacks, SUM(prompt_tokens) AS prompt_tokens,
+        SUM(completion_tokens) AS completion_tokens, TOTAL(cost_usd) AS cost_usd,
+        SUM(cost_source = 'unpriced' AND outcome = 'ok') AS unpriced,
+        COUNT(DISTINCT CASE WHEN fresh THEN turn_id END) AS turns
+    FROM k GROUP BY agent, grp
+),
+rated AS (
+    SELECT s.agent, s.grp, SUM(r.up) AS up, COUNT(*) AS rated
+    FROM (SELECT DISTINCT agent, grp, turn_id FROM k WHERE served) s
+    JOIN ledger_ratings r ON r.turn_id = s.turn_id
+    GROUP BY s.agent, s.grp
+)
+SELECT a.*, COALESCE(r.up, 0) AS up, COALESCE(r.rated, 0) AS rated
+FROM agg a LEFT JOIN rated r ON r.agent = a.agent AND r.grp = a.grp
+"""
+EDGE_VALUES_SQL = f"""
+SELECT agent, model, latency_ms, ttft_ms FROM ledger_calls WHERE outcome = 'ok' AND {_EDGE}
+"""
+# The chart from the rollups: buckets of whole days (daily rows) or whole hours (hourly rows)
+# from `base`, the period `since` falls in.
+SERIES_ROLLED_SQL = """
+SELECT (p - :base) / :bucket AS b, grp AS model, TOTAL(cost_usd) AS cost,
+    SUM(turns - CASE WHEN (p - :base) % :bucket = 0 THEN 0 ELSE turns_cont END) AS turns
+FROM ledger_rollups
+WHERE g = :g AND p >= :base AND p < :end AND agent = :agent AND grp <> ''
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""
+SERIES_HISTOGRAM_SQL = """
+SELECT (p - :base) / :bucket AS b, model, bucket, SUM(n) AS n
+FROM ledger_histograms
+WHERE g = :g AND p >= :base AND p < :end AND agent = :agent AND kind = 0
+GROUP BY 1, 2, 3
+"""
+
+
+def with_agent(sql: str, agent: str | None) -> str:
+    return sql.replace("{agent}", "" if agent is None else "AND agent = :agent")
+
+
+def rolled_series(
+    sums: list[dict[str, Any]], counts: list[dict[str, Any]], base: int, bucket_seconds: int
+) -> list[SeriesPoint]:
+    """The chart's points from the hourly rollups' rows (both backends)."""
+    histograms: dict[tuple[int, str], dict[int, int]] = {}
+    for row in counts:
+        key = (int(row["b"]), str(row["model"]))
+        histograms.setdefault(key, {})[int(row["bucket"])] = int(row["n"])
+    return [
+        SeriesPoint(
+            bucket=datetime.fromtimestamp(base + int(row["b"]) * bucket_seconds, UTC),
+            model=str(row["model"]),
+            p95_ms=histogram_percentile(
+                histograms.get((int(row["b"]), str(row["model"])), {}), 0.95
+            ),
+            cost_usd=float(row["cost"] or 0.0),
+            turns=int(row["turns"] or 0),
+        )
+        for row in sorted(sums, key=lambda r: (int(r["b"]), str(r["model"])))
+    ]
+
+
 def stats_row(row: sqlite3.Row | dict[str, object]) -> CallStats:
     def number(key: str) -> float | None:
         value = row[key]
@@ -186,6 +317,83 @@ def stats_row(row: sqlite3.Row | dict[str, object]) -> CallStats:
     )
 
 
+_ROLLUP_UPSERT = (
+    "INSERT INTO ledger_rollups (g, p, agent, grp, "
+    + ", ".join(ROLLUP_FIGURES)
+    + ") VALUES ("
+    + ", ".join("?" * (4 + len(ROLLUP_FIGURES)))
+    + f") ON CONFLICT (g, p, agent, grp) DO UPDATE SET {ADD_SQL}"
+)
+_HISTOGRAM_UPSERT = (
+    "INSERT INTO ledger_histograms (g, p, agent, model, kind, bucket, n) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (g, p, agent, model, kind, bucket) DO UPDATE SET n = n + excluded.n"
+)
+
+
+# Calls per roll-up transaction: a backlog goes in bounded steps.
+ROLL_UP_LIMIT = 20_000
+_CALL_FIGURES = (
+    "turn_id, agent, model, unixepoch(at), outcome = 'ok', attempt, prompt_tokens, "
+    "completion_tokens, cost_usd, cost_source = 'unpriced', latency_ms, ttft_ms"
+)
+
+
+def _stored(row: sqlite3.Row | tuple[Any, ...]) -> StoredCall:
+    return StoredCall(
+        turn_id=row[0],
+        agent=row[1],
+        model=row[2],
+        t=int(row[3]),
+        ok=bool(row[4]),
+        attempt=int(row[5]),
+        prompt_tokens=int(row[6]),
+        completion_tokens=int(row[7]),
+        cost_usd=row[8],
+        unpriced=bool(row[9]),
+        latency_ms=float(row[10]),
+        ttft_ms=row[11],
+    )
+
+
+def _roll_up(conn: sqlite3.Connection) -> int:
+    """Add the next calls past the mark to the rollups, and move the mark (one transaction);
+    how many calls."""
+    conn.execute("INSERT OR IGNORE INTO ledger_rollup_state (id, rolled_id) VALUES (1, 0)")
+    (last,) = conn.execute("SELECT rolled_id FROM ledger_rollup_state").fetchone()
+    rows = conn.execute(
+        f"SELECT {_CALL_FIGURES}, id FROM ledger_calls WHERE id > ? ORDER BY id LIMIT ?",
+        (last, ROLL_UP_LIMIT),
+    ).fetchall()
+    if not rows:
+        return 0
+    new = [_stored(row) for row in rows]
+    turns = sorted({call.turn_id for call in new if call.turn_id is not None})
+    before: list[StoredCall] = []
+    ratings: dict[int, tuple[int, int]] = {}
+    for start in range(0, len(turns), CHUNK):
+        some = turns[start : start + CHUNK]
+        marks = ", ".join("?" * len(some))
+        before.extend(
+            _stored(row)
+            for row in conn.execute(
+                f"SELECT {_CALL_FIGURES} FROM ledger_calls WHERE turn_id IN ({marks}) AND id <= ?",
+                [*some, last],
+            )
+        )
+        for turn, n, up in conn.execute(
+            "SELECT turn_id, COUNT(*), SUM(up) FROM ledger_ratings "
+            f"WHERE turn_id IN ({marks}) GROUP BY turn_id",
+            some,
+        ):
+            ratings[int(turn)] = (int(n), int(up or 0))
+    changes, counts = rollup_changes(new, before, ratings)
+    conn.executemany(_ROLLUP_UPSERT, [(*key, *figures) for key, figures in changes.items()])
+    conn.executemany(_HISTOGRAM_UPSERT, [(*key, n) for key, n in counts.items()])
+    conn.execute("UPDATE ledger_rollup_state SET rolled_id = ?", (int(rows[-1][-1]),))
+    return len(rows)
+
+
 class SQLiteLedgerRepo:
     def __init__(self, db: SQLiteDatabase) -> None:
         self._db = db
@@ -203,12 +411,29 @@ class SQLiteLedgerRepo:
                 action="write the call ledger",
             )
 
+    async def roll_up(self) -> int:
+        total = 0
+        while True:
+            done = await self._db.transaction(_roll_up, action="roll up the call ledger")
+            total += done
+            if done < ROLL_UP_LIMIT:
+                return total
+
     async def prune(self, before: datetime) -> int:
-        cutoff = iso_utc(before)
+        # Whole days go, so that no rollup is left counting rows that are gone.
+        day = prune_cutoff(before)
+        cutoff = iso_utc(datetime.fromtimestamp(day, UTC))
 
         def delete(conn: sqlite3.Connection) -> int:
             gone = conn.execute("DELETE FROM ledger_calls WHERE at < ?", (cutoff,)).rowcount
             conn.execute("DELETE FROM ledger_ratings WHERE at < ?", (cutoff,))
+            conn.execute("DELETE FROM ledger_rollups WHERE p < ?", (day,))
+            conn.execute("DELETE FROM ledger_histograms WHERE p < ?", (day,))
+            # Ids come back after the newest rows are deleted: the mark must not be above them.
+            conn.execute(
+                "UPDATE ledger_rollup_state SET rolled_id = "
+                "MIN(rolled_id, (SELECT COALESCE(MAX(id), 0) FROM ledger_calls))"
+            )
             return int(gone)
 
         return await self._db.transaction(delete, action="prune the call ledger")
@@ -228,7 +453,21 @@ class SQLiteLedgerRepo:
         *,
         agent: str | None = None,
         versions: tuple[int | None, int | None] = (None, None),
+        exact: bool = False,
     ) -> builtins.list[CallStats]:
+        cuts = periods(since, until)
+        if cuts is not None and not exact and versions == (None, None):
+            await self.roll_up()
+            params = cuts.params() | {"agent": agent}
+            parts = []
+            for sql in (ROLLED_SQL, EDGE_SQL, HISTOGRAM_SQL, EDGE_VALUES_SQL):
+                parts.append(
+                    await self._db.read_aside(
+                        with_agent(sql, agent), params, action="read the call ledger's figures"
+                    )
+                )
+            rolled, edge, histogram, values = ([dict(row) for row in rows] for rows in parts)
+            return combine(rolled + edge, histogram, values)
         rows = await self._db.read_aside(
             STATS_SQL,
             {
@@ -303,6 +542,8 @@ class SQLiteLedgerRepo:
     async def series(
         self, agent: str, since: datetime, until: datetime, bucket_seconds: int
     ) -> builtins.list[SeriesPoint]:
+        if bucket_seconds % HOUR == 0:
+            return await self._rolled_series(agent, since, until, bucket_seconds)
         rows = await self._db.read_aside(
             SERIES_SQL,
             {
@@ -323,6 +564,29 @@ class SQLiteLedgerRepo:
             )
             for row in rows
         ]
+
+    async def _rolled_series(
+        self, agent: str, since: datetime, until: datetime, bucket_seconds: int
+    ) -> builtins.list[SeriesPoint]:
+        await self.roll_up()
+        g = series_period(bucket_seconds)
+        base = int(since.timestamp()) // g * g
+        params = {
+            "g": g,
+            "agent": agent,
+            "base": base,
+            "end": until.timestamp(),
+            "bucket": bucket_seconds,
+        }
+        sums = await self._db.read_aside(
+            SERIES_ROLLED_SQL, params, action="read the call ledger's series"
+        )
+        counts = await self._db.read_aside(
+            SERIES_HISTOGRAM_SQL, params, action="read the call ledger's series"
+        )
+        return rolled_series(
+            [dict(row) for row in sums], [dict(row) for row in counts], base, bucket_seconds
+        )
 
     async def user_cost(self, user_id: int, since: datetime) -> UserCost:
         rows = await self._db.read(

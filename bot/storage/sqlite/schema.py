@@ -18,6 +18,7 @@ from bot.storage.sqlite.archives_schema import ARCHIVES_SQL
 from bot.storage.sqlite.budget_schema import BUDGET_SQL
 from bot.storage.sqlite.ledger_schema import LEDGER_SQL
 from bot.storage.sqlite.replay_schema import REPLAY_SQL
+from bot.storage.sqlite.rollup_schema import ROLLUP_SQL
 from bot.storage.sqlite.trial_schema import TRIAL_ARM_SQL, TRIAL_SQL
 
 
@@ -195,6 +196,8 @@ STEPS: tuple[SchemaStep, ...] = (
     SchemaStep(10, "trials", TRIAL_SQL),
     # insforge/migrations/015: budget limits set at runtime (/budget).
     SchemaStep(11, "budget-limits", BUDGET_SQL),
+    # insforge/migrations/016: the ledger's hourly and daily rollups, filled from its rows.
+    SchemaStep(12, "ledger-rollups", ROLLUP_SQL),
     # insforge/migrations/017: the trial guardrails' index (a trial's arm in time order).
     SchemaStep(13, "trial-arm-index", TRIAL_ARM_SQL),
     # insforge/migrations/018: replay inputs (/replay, REPLAY_KEEP, STORE_PROMPTS).
