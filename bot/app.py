@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -53,6 +53,7 @@ from bot.services.openrouter_models import OpenRouterModels
 from bot.services.rate_limit import RateLimiter, create_rate_limiter
 from bot.services.trials import TRIAL_TARGET, Trials
 from bot.storage.repositories import Storage
+from bot.tasks.service import TASK_TARGET, Tasks
 from bot.trials.guard import TrialGuard
 
 if TYPE_CHECKING:
@@ -102,6 +103,8 @@ class Services:
     # `/replay`: each agent's newest real inputs (STORE_PROMPTS, REPLAY_KEEP) and their runner.
     replay_keeper: ReplayKeeper | None = None
     replayer: Replayer | None = None
+    # `/task`: post-completion tasks, a background step after the turns they apply to.
+    tasks: Tasks | None = None
 
 
 def _key_decrypter(settings: Settings, scrub: list[object]) -> KeyDecrypter | None:
@@ -216,6 +219,11 @@ async def build_services(
         if ledger is not None:
             budgets.seeder = LedgerSeeder(storage.ledger)
         trials = Trials(storage.trials, ttl=settings.model_config_ttl)
+        tasks = Tasks(storage.tasks, ttl=settings.model_config_ttl)
+        # Read once now: the task names are model targets (`/setmodel <task>`) from the start.
+        await tasks.current()
+        if tracing is not None and tracing.enabled:
+            tasks.scorer = tracing.score
         if settings.redis_url:
             from bot.services.override_events import OverrideEvents
 
@@ -227,6 +235,8 @@ async def build_services(
                     budgets.invalidate()
                 elif target is not None and target.startswith(TRIAL_TARGET):
                     trials.invalidate()
+                elif target is not None and target.startswith(TASK_TARGET):
+                    tasks.invalidate()
                 else:
                     model_config.invalidate()
 
@@ -237,6 +247,7 @@ async def build_services(
             access.add_change_listener(lambda subject: events.publish(f"{ACCESS_TARGET}{subject}"))
             budgets.add_change_listener(lambda scope: events.publish(f"{BUDGET_TARGET}{scope}"))
             trials.add_change_listener(events.publish)
+            tasks.add_change_listener(events.publish)
 
         resolver = ModelResolver(settings, providers, model_config, trials=trials)
         budgets.downgrade = ResolverDowngrade(resolver)
@@ -249,6 +260,8 @@ async def build_services(
                 budgets.rates,
                 observer,
                 timeout=settings.step_timeout,
+                tasks=tasks.current,
+                task_chain=_task_chain(resolver),
             )
             stack.push_async_callback(replayer.close)
         runner = PipelineRunner(observer, step_timeout=settings.step_timeout)
@@ -275,6 +288,7 @@ async def build_services(
         # Before the storage closes: messages queued while the database was down get a last try.
         stack.push_async_callback(_close_continuity, conversation, shutdown)
         conversation.budgets = budgets
+        conversation.tasks = tasks
         openrouter_models = OpenRouterModels(settings.openrouter_base_url)
         stack.push_async_callback(openrouter_models.close)
         budgets.add_price_source("openrouter", openrouter_models.rates)
@@ -316,6 +330,7 @@ async def build_services(
             trial_guard=TrialGuard(trials, storage.ledger) if ledger is not None else None,
             replay_keeper=keeper,
             replayer=replayer,
+            tasks=tasks,
         )
 
 
@@ -353,6 +368,15 @@ async def _replay_keeper(settings: Settings, storage: Storage, ledger: bool) -> 
     keeper = ReplayKeeper(storage.replay, keep=settings.replay_keep)
     await keeper.start()
     return keeper
+
+
+def _task_chain(resolver: ModelResolver) -> Callable[[str], Awaitable[LLMProvider]]:
+    """A task's provider, resolved by its name like a turn's (its override, on shared keys)."""
+
+    async def chain(name: str) -> LLMProvider:
+        return (await resolver.resolve(name)).provider
+
+    return chain
 
 
 async def _close_keeper(keeper: ReplayKeeper, shutdown: ShutdownDeadline) -> None:

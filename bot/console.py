@@ -57,6 +57,8 @@ Commands (as in Telegram):
   /trial [<agent> <model> ...]   the running trials, or start one (/trial stop|promote <agent>)
   /replay <agent> <model> [n=20] [confirm]   the agent's last n inputs run again on the
                                  model, side by side (without confirm: the estimate only)
+  /task add <name> <model> [on=<pipeline>] [sample=<percent>] [kind=note|score] <text>
+                                 a background step after replies; /task list|show|remove
   /help                          this list
   /quit                          leave
 Anything else is a message to the coach."""

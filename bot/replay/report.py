@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from statistics import median
 
 from bot.observatory.stats import usd
-from bot.replay.run import ReplayPlan, ReplayRow
+from bot.replay.run import ReplayPlan, ReplayRow, last_user_text, winner
 
 TRIM = 400
 INPUT_GLIMPSE = 100
@@ -63,12 +63,51 @@ def estimate_text(plan: ReplayPlan) -> str:
     )
     if estimate.usd is None:
         cost += " The candidate's price is not known here."
-    return "\n".join([head, cost, *skipped_lines(plan)])
+    judges = sorted({task.name for task in plan.judges.values()})
+    judged = (
+        [
+            f"The score task {', '.join(judges)} judges both answers of each input (two more "
+            "calls an input, not in the estimate)."
+        ]
+        if judges
+        else []
+    )
+    return "\n".join([head, cost, *judged, *skipped_lines(plan)])
+
+
+def judge_summary(rows: Sequence[ReplayRow]) -> str | None:
+    """The judge's verdict over the inputs it judged, or None without a judge."""
+    judged = [row.judged for row in rows if row.judged is not None]
+    failed = sum(row.judge_error is not None for row in rows)
+    if not judged and not failed:
+        return None
+    if not judged:
+        return f"the judge failed on all {failed} input(s)"
+    verdicts = [winner(j) for j in judged]
+    original = sum(j[1] for j in judged) / len(judged)
+    candidate = sum(j[2] for j in judged) / len(judged)
+    better, worse, ties = (
+        verdicts.count("candidate better"),
+        verdicts.count("original better"),
+        verdicts.count("tie"),
+    )
+    overall = (
+        "the candidate is better"
+        if better > worse
+        else "the original is better"
+        if worse > better
+        else "no difference"
+    )
+    return (
+        f"{overall}: candidate better on {better}, original on {worse}, ties {ties} of "
+        f"{len(judged)} judged; mean score original {original:.2f}, candidate {candidate:.2f}"
+        + (f" ({failed} not judged: the judge failed)" if failed else "")
+    )
 
 
 def _block(number: int, row: ReplayRow, label: str) -> str:
     item = row.item
-    asked = next((m["content"] for m in reversed(item.messages) if m["role"] == "user"), "")
+    asked = last_user_text(item)
     lines = [
         f"#{number} · {item.at:%Y-%m-%d %H:%M} UTC · {item.pipeline} · "
         f"input: {trim(asked, INPUT_GLIMPSE)!s}",
@@ -112,9 +151,8 @@ def totals_text(plan: ReplayPlan, rows: Sequence[ReplayRow], overall: str | None
     return "\n".join(lines)
 
 
-def report_messages(
-    plan: ReplayPlan, rows: Sequence[ReplayRow], overall: str | None = None
-) -> list[str]:
+def report_messages(plan: ReplayPlan, rows: Sequence[ReplayRow]) -> list[str]:
+    overall = judge_summary(rows)
     label = plan.picked.alias or str(plan.picked.spec)
     head = f"Replay of {plan.agent} on {plan.picked.label}: {len(rows)} input(s), side by side."
     blocks = [head, *(_block(n, row, label) for n, row in enumerate(rows, 1))]

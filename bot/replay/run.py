@@ -23,7 +23,7 @@ import contextlib
 import importlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ from pydantic import BaseModel
 from bot.llm.bounds import estimate_tokens
 from bot.llm.errors import LLMError
 from bot.llm.protocol import LLMProvider
+from bot.llm.specs import ModelSpecError
 from bot.llm.types import ChatMessage, LLMResponse, Usage
 from bot.observatory.capture import REPLAY_PIPELINE, Turn, turn_scope
 from bot.pipeline.observer import CURRENT_STEP, PipelineObserver, RunInfo, StepInfo
@@ -39,6 +40,8 @@ from bot.services.model_catalog import Picked
 from bot.services.model_levels import allows
 from bot.storage.replay_models import ReplayInput
 from bot.storage.repositories import ReplayRepo, UserSettingsRepo
+from bot.storage.task_models import TaskRow
+from bot.tasks.agent import ask_score, task_messages
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,11 @@ class ReplayPlan:
     skipped_local: int
     skipped_schema: int
     estimate: Estimate
+    # Score tasks by pipeline they judge (None: every pipeline): they judge both answers.
+    judges: dict[str | None, TaskRow] = field(default_factory=dict)
+
+    def judge_of(self, item: ReplayInput) -> TaskRow | None:
+        return self.judges.get(item.pipeline) or self.judges.get(None)
 
 
 @dataclass(slots=True)
@@ -79,8 +87,29 @@ class ReplayRow:
     completion_tokens: int
     cost_usd: float | None
     original_cost_usd: float | None
-    # The judge's pairwise verdict, when a judge is configured.
-    verdict: str | None = None
+    # The judge's verdict, when a score task applies: (task, original's score, candidate's),
+    # or the judge's error.
+    judged: tuple[str, float, float] | None = None
+    judge_error: str | None = None
+
+    @property
+    def verdict(self) -> str | None:
+        if self.judge_error is not None:
+            return f"the judge failed: {self.judge_error}"
+        if self.judged is None:
+            return None
+        name, original, candidate = self.judged
+        return f"{name}: original {original:.2f}, candidate {candidate:.2f}: {winner(self.judged)}"
+
+
+TIE = 0.05
+
+
+def winner(judged: tuple[str, float, float]) -> str:
+    _name, original, candidate = judged
+    if abs(candidate - original) < TIE:
+        return "tie"
+    return "candidate better" if candidate > original else "original better"
 
 
 def cost_of(rates: Rates, provider: str, model: str, usage: Usage) -> float | None:
@@ -109,6 +138,11 @@ def schema_class(ref: str | None) -> type[BaseModel] | None:
     return found if isinstance(found, type) and issubclass(found, BaseModel) else None
 
 
+def last_user_text(item: ReplayInput) -> str:
+    """The input's newest user turn (what the user said, as the agent passed it on)."""
+    return next((m["content"] for m in reversed(item.messages) if m["role"] == "user"), "")
+
+
 def chat_messages(item: ReplayInput) -> list[ChatMessage]:
     out = []
     for message in item.messages:
@@ -126,6 +160,9 @@ class Replayer:
     observer: PipelineObserver
     concurrency: int = 4
     timeout: float = 60.0
+    # The score tasks (`bot.tasks.Tasks.current`) and a task's provider (resolved by name).
+    tasks: Callable[[], Awaitable[Mapping[str, TaskRow]]] | None = None
+    task_chain: Callable[[str], Awaitable[LLMProvider]] | None = None
     # Replays started from a button run as tasks of their own (closed at shutdown).
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -151,7 +188,17 @@ class Replayer:
             skipped_local=skipped_local,
             skipped_schema=skipped_schema,
             estimate=self.estimate(picked, inputs),
+            judges=await self._judges(),
         )
+
+    async def _judges(self) -> dict[str | None, TaskRow]:
+        if self.tasks is None or self.task_chain is None:
+            return {}
+        found: dict[str | None, TaskRow] = {}
+        for task in sorted((await self.tasks()).values(), key=lambda t: t.name):
+            if task.kind == "score":
+                found.setdefault(task.pipeline, task)
+        return found
 
     def estimate(self, picked: Picked, inputs: Sequence[ReplayInput]) -> Estimate:
         prompt = sum(
@@ -185,12 +232,43 @@ class Replayer:
 
         async def one(item: ReplayInput) -> ReplayRow:
             async with gate:
-                return await self._one(chain, item, step)
+                row = await self._one(chain, item, step)
+            judge = plan.judge_of(item)
+            if judge is not None and row.output is not None:
+                async with gate:
+                    await self._judge(judge, row, by)
+            return row
 
         with turn_scope(Turn(REPLAY_PIPELINE, None, None)), self.observer.run(info) as run:
             rows = list(await asyncio.gather(*(one(item) for item in plan.inputs)))
             run.set_output({"rows": len(rows), "errors": sum(r.error is not None for r in rows)})
         return rows
+
+    async def _judge(self, task: TaskRow, row: ReplayRow, by: str) -> None:
+        """The task's score of the original answer and of the candidate's, for the same input."""
+        assert self.task_chain is not None
+        assert row.output is not None
+        asked = last_user_text(row.item)
+        step = StepInfo(task.name, "judge", task.model, "replay", set_by=by)
+        token = CURRENT_STEP.set(step)
+        try:
+            with self.observer.step(step) as handle:
+                try:
+                    llm = await self.task_chain(task.name)
+                    async with asyncio.timeout(self.timeout):
+                        (original, _), (candidate, _) = await asyncio.gather(
+                            ask_score(llm, task_messages(task, asked, row.item.output, [])),
+                            ask_score(llm, task_messages(task, asked, row.output, [])),
+                        )
+                except TimeoutError:
+                    row.judge_error = f"no answer in {self.timeout:g} s"
+                except (LLMError, ModelSpecError) as exc:
+                    row.judge_error = f"{type(exc).__name__}: {exc}"[:200]
+                else:
+                    row.judged = (task.name, original, candidate)
+                handle.set_result(success=row.judged is not None, output=row.verdict)
+        finally:
+            CURRENT_STEP.reset(token)
 
     async def _one(self, chain: LLMProvider, item: ReplayInput, step: StepInfo) -> ReplayRow:
         messages = chat_messages(item)

@@ -64,6 +64,8 @@ from bot.services.trial_commands import TrialCommands
 from bot.services.trials import Trials
 from bot.storage.models import ModelConfigChange
 from bot.storage.repositories import LedgerRepo, ModelConfigHistoryRepo, StorageError
+from bot.tasks.commands import TaskCommands
+from bot.tasks.service import Tasks
 
 if TYPE_CHECKING:
     from bot.app import Services
@@ -105,6 +107,7 @@ ADMIN_COMMANDS = (
     "catalog",
     "trial",
     "replay",
+    "task",
 )
 
 TARGETS = "Targets: " + target_names()
@@ -151,6 +154,8 @@ class AdminCommands:
     ledger: LedgerRepo | None = None
     # `/replay`: None when no inputs are kept (STORE_PROMPTS=false).
     replayer: Replayer | None = None
+    # `/task`: the post-completion tasks.
+    tasks: Tasks | None = None
 
     def __post_init__(self) -> None:
         if self.checker is None:
@@ -169,6 +174,7 @@ class AdminCommands:
             trials=services.trials,
             ledger=services.storage.ledger if services.ledger is not None else None,
             replayer=services.replayer,
+            tasks=services.tasks,
         )
 
     @property
@@ -189,6 +195,14 @@ class AdminCommands:
     async def replay(self, request: ReplayRequest, *, by: str) -> list[str]:
         """Run a confirmed `/replay`; the report's messages."""
         return await self.replay_commands.run(request, by=by)
+
+    def task_commands(self, tasks: Tasks) -> TaskCommands:
+        async def assign(name: str, model: str | None, by: str) -> str:
+            if model is None:
+                return await self.reset_model(name, by=by)
+            return await self.set_model(name, model, by=by)
+
+        return TaskCommands(tasks, self.check_model, assign)
 
     def trial_commands(self, trials: Trials) -> TrialCommands:
         check = self.check_model
@@ -242,6 +256,11 @@ class AdminCommands:
         if name == "replay":
             asked = await self.replay_commands.ask(args)
             return AdminReply(asked.text, confirm=asked.confirm)
+        if name == "task":
+            if self.tasks is None:
+                return AdminReply("Tasks are not available here.")
+            text, monospace = await self.task_commands(self.tasks).handle(args, by=by)
+            return AdminReply(text, monospace)
         if name == "catalog":
             text, monospace = await self.catalog_commands.handle(args or "", by=by)
             return AdminReply(text, monospace)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import SecretStr
 
@@ -97,9 +97,16 @@ def user_model_choice(
     )
 
 
+class TaskSource(Protocol):
+    async def extend(self, pipeline: Pipeline, turn: Turn) -> Pipeline: ...
+
+
 class ConversationService:
     # Budgets (BUDGET_*), set by `build_services`; every turn's agents go behind them.
     budgets: BudgetGuard | None = None
+    # Post-completion tasks (`/task`, `bot.tasks.Tasks`), set by `build_services`: they add
+    # background steps to the turns they are drawn for.
+    tasks: TaskSource | None = None
 
     def __init__(
         self,
@@ -152,6 +159,7 @@ class ConversationService:
             archives_known=self._archives_known,
         )
         service.budgets = self.budgets
+        service.tasks = self.tasks
         return service
 
     async def load_user_model(self, user_id: int | None) -> UserModelChoice | None:
@@ -403,9 +411,10 @@ class ConversationService:
                 return
             await memory.add_message(reply)
 
-        run = self.runner.run(
-            self.pipelines[pipeline], ctx, on_start=store_input, on_reply=store_reply
-        )
+        shape = self.pipelines[pipeline]
+        if self.tasks is not None:
+            shape = await self.tasks.extend(shape, turn)
+        run = self.runner.run(shape, ctx, on_start=store_input, on_reply=store_reply)
         try:
             if self._ledger:
                 with turn_scope(turn):

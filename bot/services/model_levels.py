@@ -22,7 +22,7 @@ beside it.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -108,6 +108,20 @@ def _unknown(kind: str, value: str, known: tuple[str, ...] | list[str]) -> Unkno
     return UnknownTargetError(f"unknown {kind} {quoted(value)}{hint} ({kind}s: {', '.join(known)})")
 
 
+# Post-completion tasks (`/task`, bot.tasks) run like agents: their names are targets too (an
+# override per task, `/setmodel <task> <model>`). Set by the task service whenever it reads them.
+_task_names: frozenset[str] = frozenset()
+
+
+def set_task_names(names: Iterable[str]) -> None:
+    global _task_names
+    _task_names = frozenset(names)
+
+
+def task_names() -> frozenset[str]:
+    return _task_names
+
+
 def parse_target(text: str) -> Target:
     """`strategist`, `pipeline:learn`, `role:chat` or `default`; raises `UnknownTargetError`."""
     raw = text.strip().lower()
@@ -123,9 +137,9 @@ def parse_target(text: str) -> Target:
             if value not in ROLES:
                 raise _unknown("role", value, list(ROLES))
             return Target("role", value)
-    elif raw in AGENT_NAMES:
+    elif raw in AGENT_NAMES or raw in _task_names:
         return Target("agent", raw)
-    known = [*AGENT_NAMES, "default"]
+    known = [*AGENT_NAMES, *sorted(_task_names), "default"]
     close = difflib.get_close_matches(raw, known, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise UnknownTargetError(

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from bot.config import AGENT_NAMES
 from bot.services.command_replies import STORAGE_PROBLEM
 from bot.services.model_catalog import Picked
+from bot.services.model_levels import task_names
 from bot.services.trials import DEFAULT_SHARE, TrialError, Trials
 from bot.storage.ledger_models import CallStats
 from bot.storage.repositories import LedgerRepo, StorageError
@@ -170,6 +171,6 @@ def _ended_line(trial: TrialRow) -> str:
 
 def _agent(text: str) -> str:
     agent = text.lower()
-    if agent not in AGENT_NAMES:
+    if agent not in AGENT_NAMES and agent not in task_names():  # a /task is trialled by name
         raise TrialError(f"{text[:40]!r} is not an agent ({', '.join(AGENT_NAMES)}).")
     return agent

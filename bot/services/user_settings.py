@@ -338,6 +338,7 @@ class UserSettingsService:
         if self.replay_inputs is not None:
             await self.replay_inputs.forget_chat(chat_id)
         await self.storage.replay.clear_chat(chat_id)
+        await self.storage.tasks.clear_chat(chat_id)
         facts = 0
         if user_id is not None and user_id == chat_id:
             facts = await self.storage.facts.clear(user_id)

@@ -38,6 +38,7 @@ from bot.storage.models import (
     UserSettings,
 )
 from bot.storage.replay_models import ReplayInput
+from bot.storage.task_models import TaskResult, TaskRow
 from bot.storage.trial_models import TrialRow, TrialStatus
 from bot.storage.turn_models import TurnContext, TurnWritten
 
@@ -107,6 +108,7 @@ ERASED_KINDS = (
     "settings",
     "user",
     "replay_inputs",
+    "task_results",
 )
 
 
@@ -470,6 +472,28 @@ class ReplayRepo(Protocol):
         ...
 
 
+class TaskRepo(Protocol):
+    """Post-completion tasks (`/task`) and their results."""
+
+    async def list(self) -> builtins.list[TaskRow]: ...
+
+    async def add(self, task: TaskRow) -> TaskRow:
+        """Insert the task; `StorageConflict` when one of that name exists."""
+        ...
+
+    async def remove(self, name: str) -> bool: ...
+
+    async def add_result(self, result: TaskResult) -> TaskResult: ...
+
+    async def results(self, task: str, limit: int) -> builtins.list[TaskResult]:
+        """The task's newest `limit` results, newest first."""
+        ...
+
+    async def clear_chat(self, chat_id: int) -> int:
+        """Delete the chat's results (`/forget`); how many went."""
+        ...
+
+
 class BudgetRepo(Protocol):
     async def list(self) -> builtins.list[BudgetLimitRow]:
         """Every limit an admin set (`usd` None: turned off), by scope."""
@@ -520,6 +544,7 @@ class Storage(Protocol):
     # A turn's reads and writes in one round trip each; None where that saves nothing (SQLite).
     turns: TurnRepo | None
     replay: ReplayRepo
+    tasks: TaskRepo
 
     @property
     def backend(self) -> str:

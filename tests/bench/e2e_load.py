@@ -6,6 +6,7 @@
     python -m tests.bench.e2e_load --ledger off          # without the call ledger (A/B: on)
     python -m tests.bench.e2e_load --production --rate 30 --burst 100:20
     python -m tests.bench.e2e_load --rate 0 --webhook --replicas 2
+    python -m tests.bench.e2e_load --store-prompts off   # keeping no replay inputs (A/B: on)
 
 `--production` is what operators run (tests/bench/production.py): webhook, InsForge (the fake over
 the real PostgreSQL), Redis, tracing on, the call ledger, a user budget with a limit, the
@@ -88,6 +89,8 @@ class Options:
     tracing: bool = False
     # The call ledger (LEDGER_ENABLED); its cost per message is on minus off, same hour.
     ledger: bool = True
+    # STORE_PROMPTS: each agent's newest inputs kept for /replay (tests/bench/replay_inputs.py).
+    store_prompts: bool = True
     warmup: int = 20
     py_spy: str | None = None
     quiet: bool = False
@@ -125,7 +128,10 @@ class Options:
 
 
 def _extra_env(options: Options) -> dict[str, str]:
-    extra = {"LEDGER_ENABLED": "true" if options.ledger else "false"}
+    extra = {
+        "LEDGER_ENABLED": "true" if options.ledger else "false",
+        "STORE_PROMPTS": "true" if options.store_prompts else "false",
+    }
     if options.production:
         extra.update(production_env(options.users()))
     elif options.fronted:
@@ -396,7 +402,8 @@ def _print(options: Options, r: dict[str, Any]) -> None:
     print_table(
         f"e2e load: {options.chats} chats x {options.messages} messages, {loop_kind}, {mode}, "
         f"{options.storage}, tracing {'on' if options.tracing else 'off'}, ledger "
-        f"{'on' if options.ledger else 'off'}, model latency "
+        f"{'on' if options.ledger else 'off'}, store prompts "
+        f"{'on' if options.store_prompts else 'off'}, model latency "
         f"{options.latency * 1000:.0f} ms + stream ({options.token_delay * 1000:g} ms/token)",
         [
             ("messages sent", f"{r['sent']}"),
@@ -492,6 +499,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     store.add_argument("--insforge", dest="storage", action="store_const", const="insforge")
     parser.add_argument("--tracing", choices=("on", "off"), default="off")
     parser.add_argument("--ledger", choices=("on", "off"), default="on", help="LEDGER_ENABLED")
+    parser.add_argument(
+        "--store-prompts", choices=("on", "off"), default="on", help="STORE_PROMPTS"
+    )
     parser.add_argument("--chats", type=int, default=500)
     parser.add_argument("--messages", type=int, default=4, help="per chat")
     parser.add_argument(
@@ -527,6 +537,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         storage=args.storage,
         tracing=args.tracing == "on",
         ledger=args.ledger == "on",
+        store_prompts=args.store_prompts == "on",
         warmup=args.warmup,
         py_spy=args.py_spy,
         production=args.production,

@@ -60,6 +60,7 @@ async def test_erasing_a_user_removes_everything_of_theirs_and_nothing_else(
         "settings": 1,
         "user": 1,
         "replay_inputs": 2,
+        "task_results": 0,
     }
     assert await storage.users.get(user) is None
     assert await storage.settings.get(user) is None

@@ -40,6 +40,8 @@ EXPECTED_TABLES = {
     "budget_limits",
     "trials",
     "replay_inputs",
+    "tasks",
+    "task_results",
 }
 
 

@@ -6,6 +6,7 @@ candidate; `/forget` erases what was kept."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -177,3 +178,33 @@ async def test_forget_erases_the_kept_inputs(harness: Harness) -> None:
     await harness.say("/forget", user_id=USER)
     kept = await harness.services.storage.replay.recent("coach", 10)
     assert [k.user_id for k in kept] == [OTHER]
+
+
+def judge_reply(request: RecordedRequest) -> str:
+    # The judge prefers the candidate's answers (their text names the model that wrote them).
+    turn = request.messages[-1]["content"]
+    score = 0.9 if "(m-candidate)" in turn else 0.4
+    return json.dumps({"score": score, "reason": "fine"})
+
+
+async def test_a_score_task_judges_both_answers_of_each_input(harness: Harness) -> None:
+    harness.llm.script("m-judge", judge_reply)
+    added = await _ask(
+        harness, "/task add judge openai:m-judge kind=score on=support Was it helpful?"
+    )
+    assert added[0].startswith("Task judge added (score)")
+    await _turns(harness, [(USER, "I sleep badly"), (OTHER, "how do I focus?")])
+    judged_turns = len(harness.llm.requests_for("m-judge"))
+    assert judged_turns == 2  # the task itself, after each turn
+
+    text, data = await _ask(harness, "/replay coach anthropic:m-candidate n=2")
+    assert "The score task judge judges both answers of each input" in text
+    assert data is not None
+    (body,) = await _press_and_report(harness, data, 1)
+    judged = harness.llm.requests_for("m-judge")[judged_turns:]
+    assert len(judged) == 4  # the original's and the candidate's answer of each input
+    assert body.count("judge: judge: original 0.40, candidate 0.90: candidate better") == 2
+    assert (
+        "judge: the candidate is better: candidate better on 2, original on 0, ties 0 of 2 "
+        "judged; mean score original 0.40, candidate 0.90"
+    ) in body

@@ -18,6 +18,7 @@ from bot.storage.insforge.repos import (
     InsForgeUserRepo,
     InsForgeUserSettingsRepo,
 )
+from bot.storage.insforge.tasks import InsForgeTaskRepo
 from bot.storage.insforge.trials import InsForgeTrialRepo
 from bot.storage.insforge.turns import InsForgeTurnRepo
 from bot.storage.insforge_client import InsForgeClient
@@ -34,6 +35,7 @@ from bot.storage.repositories import (
     ModelConfigHistoryRepo,
     ReplayRepo,
     SummaryRepo,
+    TaskRepo,
     TrialRepo,
     TurnRepo,
     UserRepo,
@@ -72,6 +74,7 @@ class InsForgeStorage:
         self.trials: TrialRepo = InsForgeTrialRepo(client)
         self.turns: TurnRepo | None = InsForgeTurnRepo(client)
         self.replay: ReplayRepo = InsForgeReplayRepo(client)
+        self.tasks: TaskRepo = InsForgeTaskRepo(client)
 
     @classmethod
     def from_url(

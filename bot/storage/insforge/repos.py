@@ -113,6 +113,8 @@ class InsForgeUserRepo:
         user = await client.delete("users", {"id": me}, select="id")
         replay_by = await client.delete("replay_inputs", {"user_id": me}, select="id")
         replay_in = await client.delete("replay_inputs", {"chat_id": me}, select="id")
+        tasks_by = await client.delete("task_results", {"user_id": me}, select="id")
+        tasks_in = await client.delete("task_results", {"chat_id": me}, select="id")
         return {
             "messages": len(written) + len(private),
             "summaries": len(summaries),
@@ -121,6 +123,7 @@ class InsForgeUserRepo:
             "settings": len(settings),
             "user": len(user),
             "replay_inputs": len(replay_by) + len(replay_in),
+            "task_results": len(tasks_by) + len(tasks_in),
         }
 
 

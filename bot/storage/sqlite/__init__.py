@@ -15,6 +15,7 @@ from bot.storage.repositories import (
     ModelConfigHistoryRepo,
     ReplayRepo,
     SummaryRepo,
+    TaskRepo,
     TrialRepo,
     TurnRepo,
     UserRepo,
@@ -38,6 +39,7 @@ from bot.storage.sqlite.repos import (
     SQLiteUserSettingsRepo,
 )
 from bot.storage.sqlite.schema import LATEST_VERSION, STEPS, SchemaStep
+from bot.storage.sqlite.tasks import SQLiteTaskRepo
 from bot.storage.sqlite.trials import SQLiteTrialRepo
 
 __all__ = ["LATEST_VERSION", "STEPS", "SQLiteDatabase", "SQLiteStorage", "SchemaStep"]
@@ -74,6 +76,7 @@ class SQLiteStorage:
         # Each read and write completes on the loop's thread: one round trip saves nothing.
         self.turns: TurnRepo | None = None
         self.replay: ReplayRepo = SQLiteReplayRepo(self.db)
+        self.tasks: TaskRepo = SQLiteTaskRepo(self.db)
 
     @property
     def path(self) -> str:

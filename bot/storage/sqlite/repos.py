@@ -87,6 +87,7 @@ _ERASE = (
     ("settings", "DELETE FROM user_settings WHERE user_id = ?"),
     ("user", "DELETE FROM users WHERE id = ?"),
     ("replay_inputs", "DELETE FROM replay_inputs WHERE user_id = ? OR chat_id = ?"),
+    ("task_results", "DELETE FROM task_results WHERE user_id = ? OR chat_id = ?"),
 )
 
 

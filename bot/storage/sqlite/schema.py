@@ -19,6 +19,7 @@ from bot.storage.sqlite.budget_schema import BUDGET_SQL
 from bot.storage.sqlite.ledger_schema import LEDGER_SQL
 from bot.storage.sqlite.replay_schema import REPLAY_SQL
 from bot.storage.sqlite.rollup_schema import ROLLUP_SQL
+from bot.storage.sqlite.task_schema import TASK_SQL
 from bot.storage.sqlite.trial_schema import TRIAL_ARM_SQL, TRIAL_SQL
 
 
@@ -202,6 +203,8 @@ STEPS: tuple[SchemaStep, ...] = (
     SchemaStep(13, "trial-arm-index", TRIAL_ARM_SQL),
     # insforge/migrations/018: replay inputs (/replay, REPLAY_KEEP, STORE_PROMPTS).
     SchemaStep(14, "replay-inputs", REPLAY_SQL),
+    # insforge/migrations/019: post-completion tasks (/task) and their results.
+    SchemaStep(15, "tasks", TASK_SQL),
 )
 
 # The highest step, wherever it sits in the tuple (steps of parallel work land out of order).

@@ -44,6 +44,8 @@ fallbacks, 👍 (an agent also gets a chart)
 [min=100] starts one (a worse candidate stops itself); /trial stop|promote <agent>
 /replay <agent> <model> [n=20] - the agent's last n real inputs run again on a model, side by \
 side with what it answered (shows the estimated cost and asks first)
+/task add <name> <model> [on=<pipeline>] [sample=<percent>] [kind=note|score] <task text> - a \
+background step after replies (kind=score: a 0-1 judge score); /task list|show <name>|remove <name>
 /trace - the link to this chat's latest trace
 /users - who may use the bot; /users allow <id>, /users block <id>
 /budget - the spending limits; /budget bot|user [<id>]|agent <name> <usd>/day|month or off

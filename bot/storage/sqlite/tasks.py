@@ -1,0 +1,88 @@
+"""`TaskRepo` over SQLite: `tasks` and `task_results` (schema step 15)."""
+
+from __future__ import annotations
+
+import builtins
+import sqlite3
+
+from bot.storage.sqlite.database import SQLiteDatabase
+from bot.storage.task_models import TaskResult, TaskRow
+from bot.storage.timeutil import iso_utc
+
+_RESULT_COLUMNS = (
+    "task, kind, at, turn_id, chat_id, user_id, pipeline, model, score, text, trace_id"
+)
+
+
+def _dict(row: sqlite3.Row) -> dict[str, object]:
+    return dict(zip(row.keys(), row, strict=True))
+
+
+class SQLiteTaskRepo:
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self._db = db
+
+    async def list(self) -> builtins.list[TaskRow]:
+        rows = await self._db.read("SELECT * FROM tasks ORDER BY name", action="read the tasks")
+        return [TaskRow.model_validate(_dict(row)) for row in rows]
+
+    async def add(self, task: TaskRow) -> TaskRow:
+        rows = await self._db.write(
+            "INSERT INTO tasks (name, model, pipeline, sample, kind, instruction, created_by, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+            (
+                task.name,
+                task.model,
+                task.pipeline,
+                task.sample,
+                task.kind,
+                task.instruction,
+                task.created_by,
+                iso_utc(task.created_at),
+            ),
+            action="add a task",
+        )
+        return TaskRow.model_validate(_dict(rows[0]))
+
+    async def remove(self, name: str) -> bool:
+        rows = await self._db.write(
+            "DELETE FROM tasks WHERE name = ? RETURNING name", (name,), action="remove a task"
+        )
+        return bool(rows)
+
+    async def add_result(self, result: TaskResult) -> TaskResult:
+        rows = await self._db.write(
+            f"INSERT INTO task_results ({_RESULT_COLUMNS}) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+            (
+                result.task,
+                result.kind,
+                iso_utc(result.at),
+                result.turn_id,
+                result.chat_id,
+                result.user_id,
+                result.pipeline,
+                result.model,
+                result.score,
+                result.text,
+                result.trace_id,
+            ),
+            action="store a task's result",
+        )
+        return TaskResult.model_validate(_dict(rows[0]))
+
+    async def results(self, task: str, limit: int) -> builtins.list[TaskResult]:
+        rows = await self._db.read(
+            "SELECT * FROM task_results WHERE task = ? ORDER BY id DESC LIMIT ?",
+            (task, limit),
+            action="read a task's results",
+        )
+        return [TaskResult.model_validate(_dict(row)) for row in rows]
+
+    async def clear_chat(self, chat_id: int) -> int:
+        rows = await self._db.write(
+            "DELETE FROM task_results WHERE chat_id = ? RETURNING id",
+            (chat_id,),
+            action="forget task results",
+        )
+        return len(rows)
