@@ -299,6 +299,23 @@ async def build_services(
             if env_limits(settings):
                 prefetch = asyncio.create_task(openrouter_models.prefetch())
                 stack.push_async_callback(_cancel, prefetch)
+        stats = LedgerStats(storage.ledger, storage.model_history, pipeline_agents(pipelines))
+        reports = (
+            ChangeReports(
+                storage.ledger,
+                storage.model_history,
+                after_calls=settings.change_report_after_calls,
+                after_hours=settings.change_report_after_hours,
+                pipelines=pipeline_agents(pipelines),
+            )
+            if ledger is not None
+            else None
+        )
+        if ledger is not None:
+            # Score tasks' results next to the 👍 (they are credited through the ledger).
+            stats.scores = storage.tasks
+            if reports is not None:
+                reports.scores = storage.tasks
         yield Services(
             settings=settings,
             storage=storage,
@@ -315,16 +332,8 @@ async def build_services(
             access=access,
             rate_limiter=rate_limiter,
             ledger=ledger,
-            stats=LedgerStats(storage.ledger, storage.model_history, pipeline_agents(pipelines)),
-            reports=ChangeReports(
-                storage.ledger,
-                storage.model_history,
-                after_calls=settings.change_report_after_calls,
-                after_hours=settings.change_report_after_hours,
-                pipelines=pipeline_agents(pipelines),
-            )
-            if ledger is not None
-            else None,
+            stats=stats,
+            reports=reports,
             budgets=budgets,
             trials=trials,
             trial_guard=TrialGuard(trials, storage.ledger) if ledger is not None else None,

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bot.config import AGENT_NAMES
-from bot.observatory.stats import ms, percent, short_rating, usd
+from bot.observatory.stats import ScoreSource, ms, percent, short_rating, usd
 from bot.pipeline.steps import Background, Parallel, Pipeline
 from bot.services.model_levels import AGENT_ROLES
 from bot.storage.ledger_models import CallStats
 from bot.storage.models import ModelConfigChange
 from bot.storage.repositories import LedgerRepo, ModelConfigHistoryRepo
+from bot.storage.task_models import ScoreStats
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ class ChangeReports:
         self.after_calls = after_calls
         self.after = timedelta(hours=after_hours)
         self.pipelines = pipelines or {}
+        # The score tasks' results (`/task ... kind=score`): a row next to the 👍.
+        self.scores: ScoreSource | None = None
         # (change, agent) pairs settled on this replica: reported, or found to change nothing.
         self._settled: set[tuple[int, str]] = set()
 
@@ -154,7 +157,20 @@ class ChangeReports:
             self._settled.add((change.id, agent))  # another replica sends it
             return None
         self._settled.add((change.id, agent))
-        return ChangeReport(change, agent, format_report(change, agent, before, after))
+        judged: list[tuple[str, str, str]] = []
+        if self.scores is not None:
+            judged = judge_rows(
+                await self.scores.score_stats(
+                    change.changed_at - self.after,
+                    change.changed_at,
+                    agent=agent,
+                    versions=(None, change.id),
+                ),
+                await self.scores.score_stats(
+                    change.changed_at, end, agent=agent, versions=(change.id, until_version)
+                ),
+            )
+        return ChangeReport(change, agent, format_report(change, agent, before, after, judged))
 
 
 def _total(rows: Sequence[CallStats]) -> CallStats | None:
@@ -165,11 +181,38 @@ def _models(rows: Sequence[CallStats]) -> set[str]:
     return {row.model for row in rows if row.model is not None}
 
 
+def judge_rows(
+    before: Sequence[ScoreStats], after: Sequence[ScoreStats]
+) -> list[tuple[str, str, str]]:
+    """A row per score task: its mean over each side's turns (every model of the agent)."""
+    rows = []
+    for task in sorted({s.task for s in [*before, *after]}):
+        sides = []
+        for scores in (before, after):
+            mine = [s for s in scores if s.task == task]
+            n = sum(s.n for s in mine)
+            if not n:
+                sides.append("-")
+                continue
+            merged = ScoreStats(
+                task,
+                "",
+                "",
+                n,
+                sum(s.mean * s.n for s in mine) / n,
+                sum(s.mean_square * s.n for s in mine) / n,
+            )
+            sides.append(merged.text())
+        rows.append((f"judge {task}", sides[0], sides[1]))
+    return rows
+
+
 def format_report(
     change: ModelConfigChange,
     agent: str,
     before: Sequence[CallStats],
     after: Sequence[CallStats],
+    judged: Sequence[tuple[str, str, str]] = (),
 ) -> str:
     old = change.old_model_id or "(configured)"
     new = change.new_model_id or "(configured)"
@@ -198,6 +241,7 @@ def format_report(
         rows.append(
             (name, figure(b) if b is not None else "-", figure(a) if a is not None else "-")
         )
+    rows.extend(judged)
     return "\n".join(lines + _side_by_side(rows))
 
 

@@ -16,10 +16,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from bot.config import AGENT_NAMES
 from bot.storage.ledger_models import CallStats
 from bot.storage.repositories import LedgerRepo, ModelConfigHistoryRepo
+from bot.storage.task_models import ScoreStats
 
 WINDOWS: dict[str, timedelta] = {
     "1h": timedelta(hours=1),
@@ -137,6 +139,29 @@ def format_stats(rows: list[CallStats], heading: str) -> str:
     return "\n".join(lines)
 
 
+class ScoreSource(Protocol):
+    """The score tasks' results as figures (`TaskRepo.score_stats`)."""
+
+    async def score_stats(
+        self,
+        since: datetime,
+        until: datetime,
+        *,
+        agent: str | None = None,
+        versions: tuple[int | None, int | None] = (None, None),
+        trial_id: int | None = None,
+    ) -> list[ScoreStats]: ...
+
+
+def score_section(scores: Sequence[ScoreStats]) -> str:
+    """The judge scores of the turns each agent x model answered (mean, 95 % interval, n)."""
+    if not scores:
+        return ""
+    lines = ["", "Judge scores (score tasks, 0-1: mean, 95% CI, turns scored):"]
+    lines += [f"  {s.agent} x {s.group}: {s.task} {s.text()}" for s in scores]
+    return "\n".join(lines)
+
+
 # Each window's chart step (seconds): 24 points, 30 for 30d (a day each, from the daily
 # rollups); whole hours and days come from the rollups, 1h's 150 s from the raw rows.
 CHART_STEPS: dict[str, int] = {"1h": 150, "24h": 3600, "7d": 7 * 3600, "30d": 86400}
@@ -152,6 +177,8 @@ class LedgerStats:
         self.repo = repo
         self.history = history
         self.pipelines = pipelines or {}
+        # The score tasks' results (`/task ... kind=score`), shown per agent x model.
+        self.scores: ScoreSource | None = None
 
     async def chart(self, query: StatsQuery, *, now: datetime | None = None) -> bytes:
         """`/stats <agent>`'s PNG: p95 latency and cost per turn per model, changes marked."""
@@ -184,7 +211,14 @@ class LedgerStats:
     async def report(self, query: StatsQuery, *, now: datetime | None = None) -> str:
         rows = await self.figures(query, now=now)
         who = query.agent or "every agent"
-        return format_stats(rows, f"Model calls of {who}, last {query.window}:")
+        text = format_stats(rows, f"Model calls of {who}, last {query.window}:")
+        if self.scores is None or not rows:
+            return text
+        until = now or datetime.now(UTC)
+        scores = await self.scores.score_stats(
+            until - query.span, until + timedelta(seconds=1), agent=query.agent
+        )
+        return text + score_section(scores)
 
     async def usage(self, user_id: int, *, now: datetime | None = None) -> str:
         moment = now or datetime.now(UTC)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from bot.config import AGENT_NAMES, Settings
 from bot.llm.specs import ModelSpecError
+from bot.observatory.stats import ScoreSource
 from bot.pipeline.pipelines import AGENT_HOME_PIPELINE, build_pipelines
 from bot.pipeline.steps import Pipeline
 from bot.replay.commands import ReplayCommands, ReplayRequest
@@ -154,8 +155,9 @@ class AdminCommands:
     ledger: LedgerRepo | None = None
     # `/replay`: None when no inputs are kept (STORE_PROMPTS=false).
     replayer: Replayer | None = None
-    # `/task`: the post-completion tasks.
+    # `/task`: the post-completion tasks; their scores' figures (`/trial`'s judge rows).
     tasks: Tasks | None = None
+    scores: ScoreSource | None = None
 
     def __post_init__(self) -> None:
         if self.checker is None:
@@ -175,6 +177,7 @@ class AdminCommands:
             ledger=services.storage.ledger if services.ledger is not None else None,
             replayer=services.replayer,
             tasks=services.tasks,
+            scores=services.storage.tasks if services.ledger is not None else None,
         )
 
     @property
@@ -216,6 +219,7 @@ class AdminCommands:
             check,
             set_model,
             default_min_calls=self.settings.trial_min_calls,
+            scores=self.scores,
         )
 
     # --- one entry point for both front ends ---

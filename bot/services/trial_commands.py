@@ -16,16 +16,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from bot.config import AGENT_NAMES
+from bot.observatory.stats import ScoreSource
 from bot.services.command_replies import STORAGE_PROBLEM
 from bot.services.model_catalog import Picked
 from bot.services.model_levels import task_names
 from bot.services.trials import DEFAULT_SHARE, TrialError, Trials
 from bot.storage.ledger_models import CallStats
+from bot.storage.models import utcnow
 from bot.storage.repositories import LedgerRepo, StorageError
 from bot.storage.trial_models import TrialRow
-from bot.trials.figures import figure_rows, side_by_side
+from bot.trials.figures import Row, figure_rows, side_by_side
 from bot.trials.guardrails import ArmData
 from bot.trials.window import CANDIDATE_WINDOW, read_window
 
@@ -48,6 +51,8 @@ class TrialCommands:
     check: Check
     set_model: SetModel
     default_min_calls: int = 100
+    # The score tasks' results (`/task ... kind=score`): a judge row per task.
+    scores: ScoreSource | None = None
 
     async def handle(self, args: str | None, *, by: str) -> tuple[str, bool]:
         """The reply and whether it reads best in monospace."""
@@ -144,13 +149,32 @@ class TrialCommands:
         }
         window = await read_window(self.ledger, trial.id)
         rows = figure_rows(ArmData.of(window.candidate), ArmData.of(window.incumbent), whole)
-        lines += side_by_side(rows)
+        lines += side_by_side(rows + await self._judge_rows(trial))
         if window.full:
             lines.append(
                 f"  latency and cost: the candidate's last {CANDIDATE_WINDOW} calls and the "
                 "incumbent's over the same time"
             )
         return "\n".join(lines)
+
+    async def _judge_rows(self, trial: TrialRow) -> list[Row]:
+        """Per score task, each arm's judge score (mean, 95 % interval, turns scored)."""
+        if self.scores is None:
+            return []
+        found = await self.scores.score_stats(
+            trial.started_at, utcnow() + timedelta(seconds=1), trial_id=trial.id
+        )
+        rows: list[Row] = []
+        for task in sorted({s.task for s in found if s.agent == trial.agent}):
+            arms = {s.group: s.text() for s in found if s.agent == trial.agent and s.task == task}
+            rows.append(
+                (
+                    f"judge {task}",
+                    arms.get("incumbent", "- (n=0)"),
+                    arms.get("candidate", "- (n=0)"),
+                )
+            )
+        return rows
 
 
 def _heading(trial: TrialRow) -> str:

@@ -38,7 +38,7 @@ from bot.storage.models import (
     UserSettings,
 )
 from bot.storage.replay_models import ReplayInput
-from bot.storage.task_models import TaskResult, TaskRow
+from bot.storage.task_models import ScoreStats, TaskResult, TaskRow
 from bot.storage.trial_models import TrialRow, TrialStatus
 from bot.storage.turn_models import TurnContext, TurnWritten
 
@@ -491,6 +491,20 @@ class TaskRepo(Protocol):
 
     async def clear_chat(self, chat_id: int) -> int:
         """Delete the chat's results (`/forget`); how many went."""
+        ...
+
+    async def score_stats(
+        self,
+        since: datetime,
+        until: datetime,
+        *,
+        agent: str | None = None,
+        versions: tuple[int | None, int | None] = (None, None),
+        trial_id: int | None = None,
+    ) -> builtins.list[ScoreStats]:
+        """The score tasks' scores credited to every agent x model (x trial arm with
+        `trial_id`) that answered in the scored turn (calls at `since` <= at < `until`, and
+        `versions[0]` <= config_version < `versions[1]` where given), like the 👍. One query."""
         ...
 
 

@@ -9,6 +9,8 @@ the chat and the user, so `/forget` and `/deleteme` erase them.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -49,3 +51,31 @@ class TaskResult(Row):
     # The reason (score) or the note itself.
     text: str
     trace_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreStats:
+    """A score task's scores of the turns an agent (x model, or x trial arm) served."""
+
+    task: str
+    agent: str
+    # The model, or the trial arm (`incumbent`, `candidate`) for a trial's figures.
+    group: str
+    n: int
+    mean: float
+    # The mean of the squared scores (for the spread).
+    mean_square: float
+
+    def interval(self) -> tuple[float, float] | None:
+        """The mean's 95 % interval (normal approximation, within 0..1); None below 2 scores."""
+        if self.n < 2:
+            return None
+        variance = max(self.mean_square - self.mean**2, 0.0) * self.n / (self.n - 1)
+        half = 1.96 * math.sqrt(variance / self.n)
+        return max(self.mean - half, 0.0), min(self.mean + half, 1.0)
+
+    def text(self) -> str:
+        """`0.62 (0.55-0.69, n=40)`."""
+        found = self.interval()
+        spread = f"{found[0]:.2f}-{found[1]:.2f}, " if found is not None else ""
+        return f"{self.mean:.2f} ({spread}n={self.n})"

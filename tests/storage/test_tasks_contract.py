@@ -4,11 +4,14 @@ per name, results newest first, a chat's results forgotten (`/forget`), a user's
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
 from bot.storage.repositories import Storage, StorageConflict
 from bot.storage.task_models import TaskResult, TaskRow
+from tests.storage.test_ledger_contract import NOW, call
 
 Ids = Callable[[], int]
 
@@ -63,3 +66,37 @@ async def test_forgetting_a_chat_and_erasing_a_user(storage: Storage, uid: Ids) 
     assert await storage.tasks.clear_chat(group) == 2
     assert (await storage.users.erase(user))["task_results"] == 1
     assert [r.turn_id for r in await storage.tasks.results("judge", 10)] == [4]
+
+
+async def test_scores_are_credited_to_every_agent_x_model_of_the_turn(storage: Storage) -> None:
+    await storage.tasks.add(TaskRow(name="judge", model="fast", kind="score", instruction="x"))
+    calls = [
+        # turn 1: coach on m-a, strategist on m-s; turn 2: coach on m-b; turn 3: coach on m-a
+        call(1, turn=1, model="m-a"),
+        call(2, turn=1, agent="strategist", model="m-s"),
+        call(3, turn=2, model="m-b", version=2),
+        call(4, turn=3, model="m-a"),
+        call(5, turn=3, model="m-a", outcome="ProviderTimeout"),
+        # the judge's own call: never credited
+        call(6, turn=1, agent="judge", model="m-j"),
+        replace(call(7, turn=4, model="m-a"), trial_id=9, trial_arm="candidate"),
+    ]
+    await storage.ledger.add_many(calls)
+    for turn, score in ((1, 0.2), (2, 1.0), (3, 0.6), (4, 0.9)):
+        await storage.tasks.add_result(result("judge", turn, chat=7, user=7, score=score))
+    await storage.tasks.add_result(result("judge", 1, chat=7, user=7, score=None))  # a note
+    since, until = NOW - timedelta(hours=1), NOW + timedelta(hours=1)
+    found = {(s.agent, s.group): s for s in await storage.tasks.score_stats(since, until)}
+    assert sorted(found) == [("coach", "m-a"), ("coach", "m-b"), ("strategist", "m-s")]
+    coach_a = found[("coach", "m-a")]
+    assert (coach_a.task, coach_a.n) == ("judge", 3)
+    assert abs(coach_a.mean - (0.2 + 0.6 + 0.9) / 3) < 1e-9
+    assert found[("strategist", "m-s")].n == 1
+    assert found[("strategist", "m-s")].interval() is None
+    low, high = coach_a.interval() or (0.0, 0.0)
+    assert 0.0 <= low < coach_a.mean < high <= 1.0
+    versioned = await storage.tasks.score_stats(since, until, agent="coach", versions=(2, None))
+    assert [(s.group, s.n, s.mean) for s in versioned] == [("m-b", 1, 1.0)]
+    arms = await storage.tasks.score_stats(since, until, trial_id=9)
+    assert [(s.agent, s.group, s.n, s.mean) for s in arms] == [("coach", "candidate", 1, 0.9)]
+    assert await storage.tasks.score_stats(NOW + timedelta(hours=2), NOW + timedelta(hours=3)) == []

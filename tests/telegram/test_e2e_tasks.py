@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.storage.task_models import TaskResult
+from bot.services.trials import arm_of
+from bot.storage.task_models import ScoreStats, TaskResult
 from tests.fakes.llm_server import FakeLLMServer, RecordedRequest
 from tests.fakes.otlp_receiver import OtlpReceiver
 from tests.fakes.telegram_server import FakeTelegramServer
@@ -95,6 +96,21 @@ async def test_a_score_task_scores_every_turn_once_stored_and_on_the_trace(
         assert sorted((s["traceId"], s["value"]) for s in scores) == sorted(
             (r.trace_id, r.score) for r in results
         )
+        # /stats credits the scores to each agent x model that answered in the scored turns.
+        await bot.services.ledger.flush()  # type: ignore[union-attr]
+        stats = await _say_admin(bot, "/stats coach")
+        expected = ScoreStats(
+            JUDGE,
+            "coach",
+            "m-coach",
+            3,
+            sum(r.score or 0 for r in results) / 3,
+            sum((r.score or 0) ** 2 for r in results) / 3,
+        )
+        assert "Judge scores (score tasks, 0-1: mean, 95% CI, turns scored):" in stats
+        assert f"  coach x m-coach: {JUDGE} {expected.text()}" in stats
+        assert expected.text().startswith("0.42 (0.09-0.74, n=3)")
+
         # The task ran as a step of each turn's trace.
         for trace_id in turns.values():
             assert await receiver.wait_until_async(
@@ -102,7 +118,6 @@ async def test_a_score_task_scores_every_turn_once_stored_and_on_the_trace(
             )
 
         # In the ledger, as the task's own agent row, on its override.
-        await bot.services.ledger.flush()  # type: ignore[union-attr]
         db = bot.services.storage.db  # type: ignore[attr-defined]
         rows = await db.read(
             "SELECT agent, level, pipeline FROM ledger_calls WHERE model = 'm-judge'",
@@ -117,11 +132,25 @@ async def test_a_score_task_scores_every_turn_once_stored_and_on_the_trace(
         await bot.say("I sleep badly", user_id=USER)
         await bot.services.runner.wait_background()
         assert len(bot.llm.requests_for("m-judge2")) == 1
+        # A /trial of the task, by its name: the candidate arm's users get the candidate judge.
+        started = await _say_admin(bot, f"/trial {JUDGE} openai:m-judge3 share=50")
+        assert started.startswith("Trial ")
+        llm.script("m-judge3", judge_reply)
+        trial = (await bot.services.trials.running())[JUDGE]  # type: ignore[union-attr]
+        users = [900_100 + n for n in range(12)]
+        on_candidate = [u for u in users if arm_of(trial, u) == "candidate"]
+        assert 0 < len(on_candidate) < len(users)
+        for user in users:
+            await bot.say("I sleep badly", user_id=user)
+        await bot.services.runner.wait_background()
+        assert len(bot.llm.requests_for("m-judge3")) == len(on_candidate)
+        assert (await _say_admin(bot, f"/trial stop {JUDGE}")).startswith("Trial ")
         removed = await _say_admin(bot, f"/task remove {JUDGE}")
         assert removed.startswith(f"Task {JUDGE} removed")
+        judge2 = len(bot.llm.requests_for("m-judge2"))
         await bot.say("thanks", user_id=USER)
         await bot.services.runner.wait_background()
-        assert len(bot.llm.requests_for("m-judge2")) == 1
+        assert len(bot.llm.requests_for("m-judge2")) == judge2
 
 
 async def test_task_commands_answer_bad_input_kindly(

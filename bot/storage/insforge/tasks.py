@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import builtins
+from datetime import datetime
 
 from bot.storage.insforge_client import InsForgeClient, eq
-from bot.storage.task_models import TaskResult, TaskRow
+from bot.storage.sqlite.tasks import score_stats_row
+from bot.storage.task_models import ScoreStats, TaskResult, TaskRow
+from bot.storage.timeutil import iso_utc
 
 
 class InsForgeTaskRepo:
@@ -37,3 +40,26 @@ class InsForgeTaskRepo:
 
     async def clear_chat(self, chat_id: int) -> int:
         return len(await self._client.delete("task_results", {"chat_id": eq(chat_id)}, select="id"))
+
+    async def score_stats(
+        self,
+        since: datetime,
+        until: datetime,
+        *,
+        agent: str | None = None,
+        versions: tuple[int | None, int | None] = (None, None),
+        trial_id: int | None = None,
+    ) -> builtins.list[ScoreStats]:
+        rows = await self._client.rpc(
+            "task_score_stats",
+            {
+                "p_since": iso_utc(since),
+                "p_until": iso_utc(until),
+                "p_agent": agent,
+                "p_v0": versions[0],
+                "p_v1": versions[1],
+                "p_trial": trial_id,
+            },
+            read_only=True,
+        )
+        return [score_stats_row(dict(row)) for row in rows or []]

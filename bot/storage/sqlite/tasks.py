@@ -4,14 +4,49 @@ from __future__ import annotations
 
 import builtins
 import sqlite3
+from datetime import datetime
 
 from bot.storage.sqlite.database import SQLiteDatabase
-from bot.storage.task_models import TaskResult, TaskRow
+from bot.storage.task_models import ScoreStats, TaskResult, TaskRow
 from bot.storage.timeutil import iso_utc
 
 _RESULT_COLUMNS = (
     "task, kind, at, turn_id, chat_id, user_id, pipeline, model, score, text, trace_id"
 )
+
+
+# The turns each agent x model (or trial arm) answered in, then the scores of those turns. A
+# task's own calls (and any task's) are not credited with scores.
+SCORE_STATS = """
+WITH served AS (
+    SELECT DISTINCT turn_id, agent,
+        CASE WHEN :trial IS NULL THEN model ELSE trial_arm END AS grp
+    FROM ledger_calls
+    WHERE outcome = 'ok' AND turn_id IS NOT NULL AND at >= :since AND at < :until
+        AND (:agent IS NULL OR agent = :agent)
+        AND (:v0 IS NULL OR config_version >= :v0)
+        AND (:v1 IS NULL OR config_version < :v1)
+        AND (:trial IS NULL OR trial_id = :trial)
+        AND agent NOT IN (SELECT name FROM tasks)
+)
+SELECT r.task, s.agent, s.grp, COUNT(*) AS n, AVG(r.score) AS mean,
+    AVG(r.score * r.score) AS mean_square
+FROM task_results r JOIN served s ON s.turn_id = r.turn_id
+WHERE r.score IS NOT NULL AND s.grp IS NOT NULL
+GROUP BY r.task, s.agent, s.grp
+ORDER BY s.agent, s.grp, r.task
+"""
+
+
+def score_stats_row(row: dict[str, object]) -> ScoreStats:
+    return ScoreStats(
+        str(row["task"]),
+        str(row["agent"]),
+        str(row["grp"]),
+        int(row["n"]),  # type: ignore[call-overload]
+        float(row["mean"]),  # type: ignore[arg-type]
+        float(row["mean_square"]),  # type: ignore[arg-type]
+    )
 
 
 def _dict(row: sqlite3.Row) -> dict[str, object]:
@@ -86,3 +121,26 @@ class SQLiteTaskRepo:
             action="forget task results",
         )
         return len(rows)
+
+    async def score_stats(
+        self,
+        since: datetime,
+        until: datetime,
+        *,
+        agent: str | None = None,
+        versions: tuple[int | None, int | None] = (None, None),
+        trial_id: int | None = None,
+    ) -> builtins.list[ScoreStats]:
+        rows = await self._db.read_aside(
+            SCORE_STATS,
+            {
+                "since": iso_utc(since),
+                "until": iso_utc(until),
+                "agent": agent,
+                "v0": versions[0],
+                "v1": versions[1],
+                "trial": trial_id,
+            },
+            action="read the judge scores",
+        )
+        return [score_stats_row(_dict(row)) for row in rows]
