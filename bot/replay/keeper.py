@@ -9,7 +9,8 @@
 Memory holds at most `keep` rows per agent (a deque each): under load most inputs are superseded
 before they are written, so a busy bot writes at most `keep` rows per agent per interval and the
 database never holds much more than REPLAY_KEEP per agent (pruned after every write, so every
-replica's rows count towards one bound).
+replica's rows count towards one bound). It writes every `FLUSH_INTERVAL` (10 s) at most: two
+requests (the rows, the prune) per interval and replica, not per turn.
 """
 
 from __future__ import annotations
@@ -27,9 +28,15 @@ from bot.storage.repositories import ReplayRepo, StorageError
 
 log = logging.getLogger(__name__)
 
+# Seconds between writes: a write and a prune (two InsForge requests) at most this often per
+# replica, however busy the bot; what a crash loses is at most this long of samples.
+FLUSH_INTERVAL = 10.0
+
 
 class ReplayKeeper:
-    def __init__(self, repo: ReplayRepo, *, keep: int = 50, flush_interval: float = 1.0) -> None:
+    def __init__(
+        self, repo: ReplayRepo, *, keep: int = 50, flush_interval: float = FLUSH_INTERVAL
+    ) -> None:
         self._repo = repo
         self.keep_per_agent = keep
         self.flush_interval = flush_interval

@@ -40,7 +40,7 @@ def sent_as(request: RecordedRequest) -> dict[str, Any]:
 
 async def _turns(harness: Harness, texts: list[tuple[int, str]]) -> None:
     for user, text in texts:
-        await harness.say(text, user_id=user)
+        await harness.say(text, user_id=user, timeout=40)
     await harness.services.runner.wait_background()
     assert harness.services.replay_keeper is not None
     await harness.services.replay_keeper.flush()
@@ -62,7 +62,7 @@ async def _press_and_report(harness: Harness, data: str, messages: int) -> list[
     harness.tg.callback_query(data, user_id=ADMIN)
     # "Replaying ...", then the report.
     calls = await harness.tg.wait_for_call(
-        "sendMessage", chat_id=ADMIN, since=mark, count=1 + messages, timeout=20
+        "sendMessage", chat_id=ADMIN, since=mark, count=1 + messages, timeout=60
     )
     return [c.params["text"] for c in calls[1:]]
 

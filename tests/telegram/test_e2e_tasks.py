@@ -36,7 +36,7 @@ def judge_reply(request: RecordedRequest) -> str:
 
 
 async def _say_admin(harness: Harness, text: str) -> str:
-    (reply,) = await harness.say(text, user_id=ADMIN)
+    (reply,) = await harness.say(text, user_id=ADMIN, timeout=40)
     return reply
 
 
@@ -64,7 +64,7 @@ async def test_a_score_task_scores_every_turn_once_stored_and_on_the_trace(
 
         texts = ["I sleep badly", "how do I focus?", "thanks"]
         for text in texts:
-            await bot.say(text, user_id=USER)
+            await bot.say(text, user_id=USER, timeout=40)
         await bot.services.runner.wait_background()
 
         judged = bot.llm.requests_for("m-judge")
@@ -129,7 +129,7 @@ async def test_a_score_task_scores_every_turn_once_stored_and_on_the_trace(
         moved = await _say_admin(bot, f"/setmodel {JUDGE} openai:m-judge2")
         assert moved.startswith(f"{JUDGE} now runs on openai:m-judge2")
         llm.script("m-judge2", judge_reply)
-        await bot.say("I sleep badly", user_id=USER)
+        await bot.say("I sleep badly", user_id=USER, timeout=40)
         await bot.services.runner.wait_background()
         assert len(bot.llm.requests_for("m-judge2")) == 1
         # A /trial of the task, by its name: the candidate arm's users get the candidate judge.
@@ -141,14 +141,14 @@ async def test_a_score_task_scores_every_turn_once_stored_and_on_the_trace(
         on_candidate = [u for u in users if arm_of(trial, u) == "candidate"]
         assert 0 < len(on_candidate) < len(users)
         for user in users:
-            await bot.say("I sleep badly", user_id=user)
+            await bot.say("I sleep badly", user_id=user, timeout=40)
         await bot.services.runner.wait_background()
         assert len(bot.llm.requests_for("m-judge3")) == len(on_candidate)
         assert (await _say_admin(bot, f"/trial stop {JUDGE}")).startswith("Trial ")
         removed = await _say_admin(bot, f"/task remove {JUDGE}")
         assert removed.startswith(f"Task {JUDGE} removed")
         judge2 = len(bot.llm.requests_for("m-judge2"))
-        await bot.say("thanks", user_id=USER)
+        await bot.say("thanks", user_id=USER, timeout=40)
         await bot.services.runner.wait_background()
         assert len(bot.llm.requests_for("m-judge2")) == judge2
 

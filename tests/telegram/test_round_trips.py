@@ -66,8 +66,8 @@ async def quiet_turn(harness: Harness, fake: FakeInsForge, text: str) -> list[st
     await eventually(lambda: ledger.pending == 0, timeout=5)
     await ledger.flush()
     # Not the turn's own: the ledger's retention prune (at start, then hourly), its roll-up
-    # (every 5 s, decision 0016) and the replay keeper's batch (`bot.replay.keeper`: once a
-    # second for every turn of that second, newest inputs per agent, then its prune) fall in
+    # (every 5 s, decision 0016) and the replay keeper's batch (`bot.replay.keeper`: every
+    # 10 s at most for the turns of those seconds, newest inputs per agent, then its prune) fall in
     # whichever turn is running.
     return [
         f"{method} {path}"
