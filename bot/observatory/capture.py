@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from pydantic import BaseModel
 
@@ -34,7 +34,7 @@ from bot.llm.errors import LLMError
 from bot.llm.fallback import CURRENT_ATTEMPT
 from bot.llm.protocol import LLMProvider
 from bot.llm.types import Attempt, ChatMessage, LLMResponse, StreamChunk, Usage
-from bot.pipeline.observer import CURRENT_STEP
+from bot.pipeline.observer import CURRENT_STEP, StepInfo
 from bot.services.model_levels import AGENT_ROLES
 from bot.storage.ledger_models import LedgerCall
 from bot.storage.replay_models import ReplayInput
@@ -87,8 +87,57 @@ class TurnLedger(CallSink, Protocol):
         ...
 
 
+class CapturedInput(NamedTuple):
+    """One answered call as the capture saw it, by reference: the keeper holds the newest few
+    per agent and builds the stored row (`to_input`) only for those it writes (building it for
+    every call cost ~12 us: tests/bench/replay_capture.py)."""
+
+    wall: float
+    latency_ms: float
+    turn: Turn
+    step: StepInfo
+    provider: str
+    model: str
+    messages: Sequence[ChatMessage]
+    schema: type[BaseModel] | None
+    temperature: float | None
+    max_tokens: int | None
+    streamed: bool
+    response: LLMResponse
+
+    @property
+    def agent(self) -> str:
+        return self.step.agent
+
+    def to_input(self) -> ReplayInput:
+        turn, step, response, schema = self.turn, self.step, self.response, self.schema
+        usage = response.usage
+        return ReplayInput(
+            at=datetime.fromtimestamp(self.wall, UTC),
+            agent=step.agent,
+            pipeline=turn.pipeline,
+            chat_id=turn.chat_id,
+            user_id=turn.user_id,
+            turn_id=turn.turn_id,
+            preference=step.preference,
+            spec=step.model,
+            provider=self.provider,
+            model=response.served_model or self.model,
+            messages=[{"role": m.role, "content": m.content} for m in self.messages],
+            schema=f"{schema.__module__}:{schema.__qualname__}" if schema else None,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            streamed=self.streamed,
+            output=response.text,
+            latency_ms=self.latency_ms,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_usd=usage.cost,
+        )
+
+
 class InputSink(Protocol):
-    def keep(self, item: ReplayInput) -> None: ...
+    def keep_captured(self, call: CapturedInput) -> None: ...
 
 
 class LedgerProvider:
@@ -248,29 +297,21 @@ class LedgerProvider:
         step = CURRENT_STEP.get()
         if step is None or self._inputs is None:
             return
-        usage = response.usage
-        self._inputs.keep(
-            ReplayInput(
-                at=datetime.fromtimestamp(wall, UTC),
-                agent=step.agent,
-                pipeline=turn.pipeline,
-                chat_id=turn.chat_id,
-                user_id=turn.user_id,
-                turn_id=turn.turn_id,
-                preference=step.preference,
-                spec=step.model,
-                provider=self.provider,
-                model=response.served_model or self.model,
-                messages=[{"role": m.role, "content": m.content} for m in messages],
-                schema=f"{schema.__module__}:{schema.__qualname__}" if schema else None,
-                temperature=temperature,
-                max_tokens=max_tokens,
-                streamed=streamed,
-                output=response.text,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                cost_usd=usage.cost,
+        # References only: the row is built when (and if) the keeper writes it.
+        self._inputs.keep_captured(
+            CapturedInput(
+                wall,
+                (time.perf_counter() - started) * 1000,
+                turn,
+                step,
+                self.provider,
+                self.model,
+                messages,
+                schema,
+                temperature,
+                max_tokens,
+                streamed,
+                response,
             )
         )
 

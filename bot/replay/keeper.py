@@ -2,7 +2,7 @@
 
     keeper = ReplayKeeper(storage.replay, keep=settings.replay_keep)
     await keeper.start()
-    keeper.keep(item)            # from the capture wrapper: an append, no I/O, no await
+    keeper.keep_captured(call)   # from the capture wrapper: an append, no I/O, no await
     keeper.forget_chat(chat_id)  # /forget: what has not been written yet goes too
     await keeper.close(timeout)  # the last rows, at shutdown
 
@@ -22,6 +22,7 @@ import secrets
 from collections import deque
 from collections.abc import Callable
 
+from bot.observatory.capture import CapturedInput
 from bot.observatory.writer import stop_then_flush
 from bot.storage.replay_models import ReplayInput
 from bot.storage.repositories import ReplayRepo, StorageError
@@ -33,6 +34,17 @@ log = logging.getLogger(__name__)
 FLUSH_INTERVAL = 10.0
 
 
+# What memory holds: a call as captured (built into a row when written), or a ready row.
+Pending = CapturedInput | ReplayInput
+
+
+def _who(item: Pending) -> tuple[int | None, int | None]:
+    """(chat, user) of a pending row."""
+    if isinstance(item, CapturedInput):
+        return item.turn.chat_id, item.turn.user_id
+    return item.chat_id, item.user_id
+
+
 class ReplayKeeper:
     def __init__(
         self, repo: ReplayRepo, *, keep: int = 50, flush_interval: float = FLUSH_INTERVAL
@@ -40,7 +52,7 @@ class ReplayKeeper:
         self._repo = repo
         self.keep_per_agent = keep
         self.flush_interval = flush_interval
-        self._pending: dict[str, deque[ReplayInput]] = {}
+        self._pending: dict[str, deque[Pending]] = {}
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(6)
         self._task: asyncio.Task[None] | None = None
@@ -51,23 +63,35 @@ class ReplayKeeper:
     def pending(self) -> int:
         return sum(len(rows) for rows in self._pending.values())
 
+    def keep_captured(self, call: CapturedInput) -> None:
+        """A call the capture saw (by reference; its row is built only if it is written)."""
+        rows = self._pending.get(call.agent)
+        if rows is None:
+            rows = self._pending[call.agent] = deque(maxlen=self.keep_per_agent)
+        rows.append(call)
+
     def keep(self, item: ReplayInput) -> None:
+        """A row made elsewhere (an import, a test)."""
         rows = self._pending.get(item.agent)
         if rows is None:
             rows = self._pending[item.agent] = deque(maxlen=self.keep_per_agent)
-        if not item.input_id:
-            item.input_id = f"{self._prefix}-{next(self._ids)}"
         rows.append(item)
+
+    def _row(self, item: Pending) -> ReplayInput:
+        row = item.to_input() if isinstance(item, CapturedInput) else item
+        if not row.input_id:
+            row.input_id = f"{self._prefix}-{next(self._ids)}"
+        return row
 
     async def forget_chat(self, chat_id: int) -> None:
         """Drop the chat's pending rows and wait out a write in flight, so that the database
         delete that follows (`ReplayRepo.clear_chat`) is the last word."""
-        await self._drop(lambda item: item.chat_id == chat_id)
+        await self._drop(lambda item: _who(item)[0] == chat_id)
 
     async def forget_user(self, user_id: int) -> None:
-        await self._drop(lambda item: item.user_id == user_id or item.chat_id == user_id)
+        await self._drop(lambda item: user_id in _who(item))
 
-    async def _drop(self, match: Callable[[ReplayInput], bool]) -> None:
+    async def _drop(self, match: Callable[[Pending], bool]) -> None:
         for agent, rows in self._pending.items():
             kept = [item for item in rows if not match(item)]
             if len(kept) != len(rows):
@@ -83,10 +107,11 @@ class ReplayKeeper:
         """Write what is pending, then prune to `keep` per agent; rows written (0 when the
         database failed: they stay pending, still bounded per agent)."""
         async with self._flushing:
-            batch = [item for rows in self._pending.values() for item in rows]
-            if not batch:
+            pending = [item for rows in self._pending.values() for item in rows]
+            if not pending:
                 return 0
             self._pending = {}
+            batch = [self._row(item) for item in pending]
             try:
                 await self._repo.add_many(batch)
                 await self._repo.prune(self.keep_per_agent)
