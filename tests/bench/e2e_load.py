@@ -65,6 +65,7 @@ from tests.bench.harness import (
 from tests.bench.production import (
     ARCHIVE_EVERY,
     InsForgeCount,
+    empty_redis,
     format_kinds,
     plain_turn,
     production_env,
@@ -158,6 +159,8 @@ async def run(options: Options) -> dict[str, Any]:
         route=options.route,
     )
     calibration = calibration_ms()
+    if options.production or options.fronted:
+        await empty_redis()
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         workdir = Path(tmp)
         async with rig(

@@ -20,7 +20,9 @@ from typing import Any
 
 from tests.bench.harness import Load, TrackingTelegramServer
 
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Its own database (the tests use 0), emptied before each run: rate-limit windows, budget counters
+# and intake streams of the same user ids would otherwise carry over from a run a minute before.
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 # One chat in this many of the load keeps an archive of notes (searched on every message).
 ARCHIVE_EVERY = 10
 # A user budget that applies (so every model call is reserved and settled) and is never reached.
@@ -45,6 +47,17 @@ def production_env(users: Iterable[int]) -> dict[str, str]:
 def replica_env() -> dict[str, str]:
     """What several replicas need besides shared storage (InsForge): Redis."""
     return {"REDIS_URL": REDIS_URL}
+
+
+async def empty_redis() -> None:
+    """Forget what earlier runs left in the bench's Redis database."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(REDIS_URL)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
 
 
 async def seed_archives(tg: TrackingTelegramServer, users: list[int], timeout: float = 120) -> int:
