@@ -19,13 +19,13 @@ their own `/model` choice; a budget's downgrade comes later still, around the pr
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping
 
+from bot.services.stored_copy import StoredCopy
 from bot.storage.repositories import StorageConflict, TrialRepo
 from bot.storage.trial_models import TrialArm, TrialRow, TrialStatus
 
@@ -52,8 +52,6 @@ def arm_of(trial: TrialRow, user_id: int) -> TrialArm:
 
 
 class Trials:
-    RETRY_BACKOFF = 5.0
-
     def __init__(
         self,
         repo: TrialRepo,
@@ -62,11 +60,9 @@ class Trials:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._repo = repo
-        self.ttl = ttl
-        self._clock = clock
-        self._running: dict[str, TrialRow] = {}
-        self._expires_at: float | None = None
-        self._lock = asyncio.Lock()
+        self._running = StoredCopy[dict[str, TrialRow]](
+            self._read_running, {}, what="the running trials", ttl=ttl, clock=clock
+        )
         self._listeners: list[Callable[[str], object]] = []
 
     # --- reads ---
@@ -74,40 +70,21 @@ class Trials:
     async def running(self) -> Mapping[str, TrialRow]:
         """The running trials by agent, fresh within the TTL (the stale copy while storage
         fails)."""
-        expires = self._expires_at
-        if expires is None or self._clock() >= expires:
-            await self._refresh()
-        return self._running
+        return await self._running.get()
 
     async def ended(self, limit: int = 3) -> list[TrialRow]:
         """The last trials that ended, newest first (read from storage each time: `/trial`)."""
         return await self._repo.ended(limit)
 
-    def peek(self) -> Mapping[str, TrialRow]:
-        return self._running
-
     def invalidate(self) -> None:
-        self._expires_at = None
+        self._running.invalidate()
 
     def add_change_listener(self, listener: Callable[[str], object]) -> None:
         """Called with the agent after every local start or end (to publish it on Redis)."""
         self._listeners.append(listener)
 
-    async def _refresh(self) -> None:
-        async with self._lock:
-            expires = self._expires_at
-            if expires is not None and self._clock() < expires:
-                return  # another caller refreshed while this one waited
-            try:
-                rows = await self._repo.running()
-            except Exception as exc:
-                self._expires_at = self._clock() + self.RETRY_BACKOFF
-                log.warning(
-                    "could not read the running trials, keeping %d: %s", len(self._running), exc
-                )
-                return
-            self._running = {row.agent: row for row in rows}
-            self._expires_at = self._clock() + self.ttl
+    async def _read_running(self) -> dict[str, TrialRow]:
+        return {row.agent: row for row in await self._repo.running()}
 
     # --- changes ---
 

@@ -17,7 +17,6 @@ turn's trace (`scorer`, the tracing's `score`; idempotent per task and turn).
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import random
@@ -27,6 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from bot.observatory.capture import Turn
 from bot.pipeline.steps import Background, Pipeline, Step
 from bot.services.model_levels import set_task_names
+from bot.services.stored_copy import StoredCopy
 from bot.storage.repositories import TaskRepo
 from bot.storage.task_models import TaskResult, TaskRow
 from bot.tasks.agent import TaskAgent
@@ -39,8 +39,6 @@ Scorer = Callable[..., Awaitable[bool]]
 
 
 class Tasks:
-    RETRY_BACKOFF = 5.0
-
     def __init__(
         self,
         repo: TaskRepo,
@@ -50,41 +48,26 @@ class Tasks:
         draw: Callable[[], float] = random.random,
     ) -> None:
         self.repo = repo
-        self.ttl = ttl
-        self._clock = clock
         self._draw = draw
-        self._tasks: dict[str, TaskRow] = {}
-        self._expires_at: float | None = None
-        self._lock = asyncio.Lock()
+        self._tasks = StoredCopy[dict[str, TaskRow]](
+            self._read, {}, what="the tasks", ttl=ttl, clock=clock
+        )
         self._listeners: list[Callable[[str], object]] = []
         self.scorer: Scorer | None = None
 
     async def current(self) -> Mapping[str, TaskRow]:
-        expires = self._expires_at
-        if expires is None or self._clock() >= expires:
-            await self._refresh()
-        return self._tasks
+        return await self._tasks.get()
 
     def invalidate(self) -> None:
-        self._expires_at = None
+        self._tasks.invalidate()
 
     def add_change_listener(self, listener: Callable[[str], object]) -> None:
         self._listeners.append(listener)
 
-    async def _refresh(self) -> None:
-        async with self._lock:
-            expires = self._expires_at
-            if expires is not None and self._clock() < expires:
-                return
-            try:
-                rows = await self.repo.list()
-            except Exception as exc:
-                self._expires_at = self._clock() + self.RETRY_BACKOFF
-                log.warning("could not read the tasks, keeping %d: %s", len(self._tasks), exc)
-                return
-            self._tasks = {row.name: row for row in rows}
-            set_task_names(self._tasks)
-            self._expires_at = self._clock() + self.ttl
+    async def _read(self) -> dict[str, TaskRow]:
+        tasks = {row.name: row for row in await self.repo.list()}
+        set_task_names(tasks)
+        return tasks
 
     # --- a turn ---
 
@@ -125,7 +108,7 @@ class Tasks:
 
     async def add(self, task: TaskRow) -> TaskRow:
         added = await self.repo.add(task)
-        set_task_names([*self._tasks, task.name])
+        set_task_names([*self._tasks.peek(), task.name])
         await self._changed(task.name)
         return added
 

@@ -53,15 +53,13 @@ from bot.archives.extract import open_document
 from bot.archives.passages import split_blocks
 from bot.archives.query import query_terms
 from bot.storage.insforge import InsForgeStorage
-from bot.storage.insforge_client import InsForgeClient
-from bot.storage.migrate import apply_insforge_migrations
 from bot.storage.migration_files import load_migration_files
 from bot.storage.repositories import Storage
 from bot.storage.sqlite import SQLiteStorage
 from bot.storage.sqlite.archives import match_expression
 from bot.storage.sqlite.archives_schema import ARCHIVES_SQL
 from tests.archives.documents import pdf_bytes
-from tests.fakes.insforge_server import FakeInsForge, dsn_for
+from tests.fakes.insforge_server import FakeInsForge, dsn_for, migrate_through_fake
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_DATABASE = "bench_archives"
@@ -245,12 +243,7 @@ async def build_postgres(total: int, language: Language, rebuild: bool) -> str:
     finally:
         await admin.close()
     started = time.perf_counter()
-    async with FakeInsForge(dsn) as fake:
-        client = InsForgeClient(fake.url, fake.api_key)
-        try:
-            await apply_insforge_migrations(client)
-        finally:
-            await client.aclose()
+    await migrate_through_fake(dsn)
     rows = background_rows(language, total)
     conn = await asyncpg.connect(dsn)
     try:

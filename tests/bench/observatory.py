@@ -47,9 +47,7 @@ import asyncpg
 
 from bot.observatory.stats import CHART_STEPS, LedgerStats, StatsQuery
 from bot.storage.insforge import InsForgeStorage
-from bot.storage.insforge_client import InsForgeClient
 from bot.storage.ledger_models import LedgerCall
-from bot.storage.migrate import apply_insforge_migrations
 from bot.storage.repositories import Storage
 from bot.storage.sqlite import SQLiteStorage
 from bot.storage.sqlite.ledger import COLUMNS as LEDGER_COLUMNS
@@ -57,7 +55,7 @@ from bot.storage.sqlite.ledger import _values
 from bot.storage.sqlite.rollup_schema import REBUILD_SQL, TRIGGERS_SQL
 from bot.storage.sqlite.schema import migrate
 from bot.storage.timeutil import iso_utc
-from tests.fakes.insforge_server import FakeInsForge, dsn_for
+from tests.fakes.insforge_server import FakeInsForge, dsn_for, migrate_through_fake
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_DATABASE = "bench_observatory"
@@ -194,12 +192,7 @@ async def build_postgres(total: int, days: int, rebuild: bool) -> str:
         await admin.execute(f'CREATE DATABASE "{PG_DATABASE}"')
     finally:
         await admin.close()
-    async with FakeInsForge(dsn) as fake:
-        client = InsForgeClient(fake.url, fake.api_key)
-        try:
-            await apply_insforge_migrations(client)
-        finally:
-            await client.aclose()
+    await migrate_through_fake(dsn)
     started = time.perf_counter()
     conn = await asyncpg.connect(dsn)
     try:

@@ -38,8 +38,6 @@ import asyncpg
 from bot.services.trial_commands import TrialCommands
 from bot.services.trials import Trials
 from bot.storage.insforge import InsForgeStorage
-from bot.storage.insforge_client import InsForgeClient
-from bot.storage.migrate import apply_insforge_migrations
 from bot.storage.repositories import Storage
 from bot.storage.sqlite import SQLiteStorage
 from bot.storage.sqlite.schema import migrate
@@ -47,7 +45,7 @@ from bot.storage.sqlite.trial_schema import TRIAL_ARM_SQL
 from bot.storage.timeutil import iso_utc
 from bot.trials.guard import TrialGuard
 from tests.bench.observatory import ADMIN_DSN, _serve, percentile
-from tests.fakes.insforge_server import FakeInsForge, dsn_for
+from tests.fakes.insforge_server import dsn_for, migrate_through_fake
 
 PG_DATABASE = "bench_trial_guard"
 SQLITE_PATH = Path("/tmp/bench-trial-guard/ledger.db")
@@ -130,12 +128,7 @@ async def build_postgres(other: int, trial_calls: int) -> str:
         await admin.execute(f'CREATE DATABASE "{PG_DATABASE}"')
     finally:
         await admin.close()
-    async with FakeInsForge(dsn) as fake:
-        client = InsForgeClient(fake.url, fake.api_key)
-        try:
-            await apply_insforge_migrations(client)
-        finally:
-            await client.aclose()
+    await migrate_through_fake(dsn)
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(

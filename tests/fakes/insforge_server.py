@@ -838,20 +838,26 @@ def dsn_for(admin_dsn: str, database: str) -> str:
     return urlunsplit(parts._replace(path="/" + database))
 
 
-async def create_migrated_database(admin_dsn: str) -> str:
-    """A new database with the real migrations applied through the fake's migrations endpoint
-    (as an operator applies them to InsForge); dropped again when that fails."""
+async def migrate_through_fake(dsn: str) -> None:
+    """The real migrations applied to the database at `dsn` through the fake's migrations
+    endpoint, as an operator applies them to InsForge."""
     from bot.storage.insforge_client import InsForgeClient
     from bot.storage.migrate import apply_insforge_migrations
 
+    async with FakeInsForge(dsn) as fake:
+        client = InsForgeClient(fake.url, fake.api_key)
+        try:
+            await apply_insforge_migrations(client)
+        finally:
+            await client.aclose()
+
+
+async def create_migrated_database(admin_dsn: str) -> str:
+    """A new database with the real migrations applied through the fake (`migrate_through_fake`);
+    dropped again when that fails."""
     name = await create_database(admin_dsn)
     try:
-        async with FakeInsForge(dsn_for(admin_dsn, name)) as fake:
-            client = InsForgeClient(fake.url, fake.api_key)
-            try:
-                await apply_insforge_migrations(client)
-            finally:
-                await client.aclose()
+        await migrate_through_fake(dsn_for(admin_dsn, name))
     except BaseException:
         await drop_database(admin_dsn, name)
         raise
