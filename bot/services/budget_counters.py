@@ -2,7 +2,7 @@
 
     counters = create_counters(settings)
     ok = await counters.reserve([("user:42:day:2026-12-02", 0.50), ("bot:day:...", None)], 0.003)
-    await counters.settle(keys, -0.0021)     # the real cost was 0.0009: give the rest back
+    totals = await counters.settle(keys, -0.0021)   # the real cost was 0.0009: give the rest back
 
 A key is one scope in one period (`user:42:day:2026-12-02`); its value is what was spent there
 plus what calls in flight have reserved. `reserve` is the only check: it adds `amount` to every
@@ -11,9 +11,10 @@ limit is overshot by at most the reservations of the calls let through while it 
 is one call's for one turn, and one per turn in flight when turns run side by side.
 
 On Redis the check and the additions are one script, atomic across replicas; a key lives until
-a little after its period ends. In process a restart would forget the spend, so the bot seeds
-the counters of the current periods from the ledger at start-up (`seed`, which on Redis only
-fills keys no replica has yet).
+a little after its period ends. A call costs two round trips: its reservation, and its settlement,
+which also counts an unpriced call and answers the keys' totals (the 80 % alert reads them). In
+process a restart would forget the spend, so the bot seeds the counters of the current periods
+from the ledger at start-up (`seed`, which on Redis only fills keys no replica has yet).
 """
 
 from __future__ import annotations
@@ -45,11 +46,12 @@ class SpendCounters(Protocol):
         limit; None when added, else the first key that was over."""
         ...
 
-    async def settle(self, keys: Sequence[str], delta: float) -> None:
-        """Correct a reservation by `delta` (real cost minus reserved), on every key."""
+    async def settle(
+        self, keys: Sequence[str], delta: float, *, unpriced: bool = False
+    ) -> dict[str, float]:
+        """Correct a reservation by `delta` (real cost minus reserved) on every key, count the
+        call as unpriced there with `unpriced`; each key's total afterwards."""
         ...
-
-    async def count_unpriced(self, keys: Sequence[str]) -> None: ...
 
     async def totals(self, keys: Sequence[str]) -> dict[str, float]: ...
 
@@ -83,13 +85,14 @@ class LocalCounters:
             self._spent[key] = self._spent.get(key, 0.0) + amount
         return None
 
-    async def settle(self, keys: Sequence[str], delta: float) -> None:
+    async def settle(
+        self, keys: Sequence[str], delta: float, *, unpriced: bool = False
+    ) -> dict[str, float]:
         for key in keys:
             self._spent[key] = max(0.0, self._spent.get(key, 0.0) + delta)
-
-    async def count_unpriced(self, keys: Sequence[str]) -> None:
-        for key in keys:
-            self._unpriced[key] = self._unpriced.get(key, 0) + 1
+            if unpriced:
+                self._unpriced[key] = self._unpriced.get(key, 0) + 1
+        return {key: self._spent[key] for key in keys}
 
     async def totals(self, keys: Sequence[str]) -> dict[str, float]:
         return {key: self._spent.get(key, 0.0) for key in keys}
@@ -132,14 +135,35 @@ end
 return 0
 """
 
-# Settle never takes a key below 0 (a reservation settled after its key expired).
+# KEYS: the scope keys, then (with ARGV[3] == '1') their unpriced counters, in the same order.
+# ARGV[1]: the delta; ARGV[2]: seconds to keep. Returns each scope key's total afterwards, as
+# text (a Lua number would reach the client truncated to an integer). Settle never takes a key
+# below 0 (a reservation settled after its key expired).
 _SETTLE = """
-for _, key in ipairs(KEYS) do
-  local value = tonumber(redis.call('INCRBYFLOAT', key, ARGV[1]))
-  if value < 0 then redis.call('SET', key, '0') end
-  redis.call('EXPIRE', key, tonumber(ARGV[2]))
+local n = #KEYS
+if ARGV[3] == '1' then n = n / 2 end
+local keep = tonumber(ARGV[2])
+local out = {}
+for i = 1, n do
+  local key = KEYS[i]
+  local value
+  if tonumber(ARGV[1]) ~= 0 then
+    value = redis.call('INCRBYFLOAT', key, ARGV[1])
+    if tonumber(value) < 0 then
+      redis.call('SET', key, '0')
+      value = '0'
+    end
+    redis.call('EXPIRE', key, keep)
+  else
+    value = redis.call('GET', key) or '0'
+  end
+  if ARGV[3] == '1' then
+    redis.call('INCR', KEYS[n + i])
+    redis.call('EXPIRE', KEYS[n + i], keep)
+  end
+  out[i] = value
 end
-return 0
+return out
 """
 
 
@@ -163,18 +187,18 @@ class RedisCounters:
         index = int(await self._reserve(keys=[self._k(key) for key, _ in keys], args=args))
         return None if index == 0 else keys[index - 1][0]
 
-    async def settle(self, keys: Sequence[str], delta: float) -> None:
-        if delta != 0.0 and keys:
-            await self._settle(
-                keys=[self._k(key) for key in keys], args=[repr(float(delta)), KEEP_SECONDS]
-            )
-
-    async def count_unpriced(self, keys: Sequence[str]) -> None:
-        async with self._client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.incr(self._k(f"{key}:unpriced"))
-                pipe.expire(self._k(f"{key}:unpriced"), KEEP_SECONDS)
-            await pipe.execute()
+    async def settle(
+        self, keys: Sequence[str], delta: float, *, unpriced: bool = False
+    ) -> dict[str, float]:
+        if not keys:
+            return {}
+        names = [self._k(key) for key in keys]
+        if unpriced:
+            names += [self._k(f"{key}:unpriced") for key in keys]
+        values = await self._settle(
+            keys=names, args=[repr(float(delta)), KEEP_SECONDS, "1" if unpriced else "0"]
+        )
+        return {key: float(value) for key, value in zip(keys, values, strict=True)}
 
     async def totals(self, keys: Sequence[str]) -> dict[str, float]:
         if not keys:

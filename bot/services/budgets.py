@@ -414,33 +414,30 @@ class Budgets:
     async def settle(
         self, agent: str, user_id: int | None, reservation: Reservation, cost: float | None
     ) -> None:
+        """One round trip: the correction, the unpriced count and the totals the alert needs."""
         keys = list(reservation.keys)
         if not keys:
             return
         delta = (cost or 0.0) - reservation.amount
+        if delta == 0.0 and cost is not None and self.notify is None:
+            return  # nothing to correct, count or check
         try:
-            await self.counters.settle(keys, delta)
-            if cost is None:
-                await self.counters.count_unpriced(keys)
+            totals = await self.counters.settle(keys, delta, unpriced=cost is None)
         except Exception as exc:
             log.warning("budget counters did not answer (%s); counting in process", exc)
-            await self._fallback_counters.settle(keys, delta)
-        await self._alert(agent, user_id)
+            await self._fallback_counters.settle(keys, delta, unpriced=cost is None)
+            return  # without the shared totals there is nothing to alert on
+        await self._alert(agent, user_id, totals)
 
-    async def _alert(self, agent: str, user_id: int | None) -> None:
+    async def _alert(self, agent: str, user_id: int | None, totals: dict[str, float]) -> None:
+        """`totals`: what the settlement answered for the reserved keys."""
         if self.notify is None:
             return
-        keys = [k for k in await self.scope_keys(agent, user_id) if k.limit]
+        keys = [k for k in await self.scope_keys(agent, user_id) if k.limit and k.key in totals]
         if self.exempt(user_id):  # an admin's own limits do not hold them: no alert either
             keys = [k for k in keys if not k.scope.startswith("user:")]
-        if not keys:
-            return
-        try:
-            totals = await self.counters.totals([k.key for k in keys])
-        except Exception:
-            return
         for k in keys:
-            spent = totals.get(k.key, 0.0)
+            spent = totals[k.key]
             assert k.limit is not None
             if spent >= ALERT_SHARE * k.limit and await self.counters.claim_alert(k.key):
                 who = k.what.replace("your", f"user {user_id}'s")

@@ -24,6 +24,7 @@ from bot.services.budgets import BudgetExceeded, Budgets, BudgetSkipped
 from bot.storage.ledger_models import LedgerCall
 from bot.storage.sqlite import SQLiteStorage
 from tests.fakes.llm_server import FakeLLMServer
+from tests.fakes.redis_monitor import RedisCommands
 from tests.llm.conftest import settings_for
 
 COST = 0.01
@@ -271,3 +272,63 @@ async def test_a_downgraded_call_is_not_counted_in_the_trial_arm(
         (MODEL, 3, "candidate"),
         ("test/m-cheap", None, None),
     ]
+
+
+@pytest.mark.parametrize("priced", [True, False])
+async def test_a_call_under_a_budget_is_two_redis_round_trips_and_alerts_from_the_settlement(
+    priced: bool,
+    storage: SQLiteStorage,
+    registry: ProviderRegistry,
+    llm_server: FakeLLMServer,
+    redis_url: str,
+) -> None:
+    # The reservation, then one settlement that corrects it, counts an unpriced call and
+    # answers the totals the 80 % alert is checked against (no read of its own).
+    counters = RedisCounters(redis_url, prefix=f"test-trips-{secrets.token_hex(4)}")
+    budgets = Budgets(storage.budgets, counters, env={"user:day": 0.012}, policies={})
+    if priced:
+        budgets.add_price_source("openrouter", lambda model: RATES)
+    else:
+        llm_server.default.cost = None  # no figure from the provider, none in a table
+    alerts: list[str] = []
+
+    async def notify(text: str) -> None:
+        alerts.append(text)
+
+    budgets.notify = notify
+    try:
+        async with RedisCommands(redis_url) as seen:
+            assert await ask(budgets, registry, 8, agent="extraction")  # loads the scripts
+            mark = await seen.mark()
+            assert await ask(budgets, registry, 9)
+            names = await seen.since(mark)
+        key = f"user:9:day:{budgets.period_id('day')}"
+        totals, unpriced = await budgets.spent([key])
+        if priced:
+            # 0.01 of 0.012 spent: one alert, its claim the call's third command.
+            assert names == ["EVALSHA", "EVALSHA", "SET"]
+            assert totals[key] == pytest.approx(COST)
+            assert unpriced[key] == 0
+            assert len(alerts) == 2
+            assert "user 9's daily budget is 83% spent" in alerts[1]
+        else:
+            assert names == ["EVALSHA", "EVALSHA"]
+            assert totals[key] == 0.0
+            assert unpriced[key] == 1
+            assert alerts == []
+    finally:
+        await counters.close()
+
+
+async def test_the_settlement_answers_the_totals_and_never_goes_below_zero(redis_url: str) -> None:
+    counters = RedisCounters(redis_url, prefix=f"test-settle-{secrets.token_hex(4)}")
+    try:
+        assert await counters.reserve([("a", 1.0), ("b", None)], 0.25) is None
+        assert await counters.settle(["a", "b"], -0.125) == {"a": 0.125, "b": 0.125}
+        # Settled after its key expired (or was never reserved): 0, not below.
+        assert await counters.settle(["c"], -0.5, unpriced=True) == {"c": 0.0}
+        assert await counters.settle(["a"], 0.0) == {"a": 0.125}
+        assert await counters.totals(["a", "b", "c"]) == {"a": 0.125, "b": 0.125, "c": 0.0}
+        assert await counters.unpriced(["a", "c"]) == {"a": 0, "c": 1}
+    finally:
+        await counters.close()
