@@ -21,6 +21,14 @@ What is stored is opaque to this package: JSON text, its update id and chat id. 
 Telegram types (`bot.telegram.intake_feed` decodes and feeds them).
 """
 
-from bot.intake.store import REPLY, UPDATE, Intake, IntakeError, Stored, open_intake
+from bot.intake.store import (
+    REPLY,
+    UPDATE,
+    Intake,
+    IntakeError,
+    QueueEntry,
+    Stored,
+    open_intake,
+)
 
-__all__ = ["REPLY", "UPDATE", "Intake", "IntakeError", "Stored", "open_intake"]
+__all__ = ["REPLY", "UPDATE", "Intake", "IntakeError", "QueueEntry", "Stored", "open_intake"]

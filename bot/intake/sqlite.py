@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from bot.intake.store import REPLY, UPDATE, IntakeError, NewUpdate, Stored
+from bot.intake.store import REPLY, UPDATE, IntakeError, NewUpdate, QueueEntry, Stored
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +114,19 @@ class SqliteIntake:
                 )
         return keys
 
-    async def done(self, key: str) -> None:
+    async def put_queued(
+        self, update: NewUpdate, queue: QueueEntry
+    ) -> tuple[str | None, bool | None]:
+        # The file is this process's alone: its entries join no queue shared with replicas.
+        (key,) = await self.put([update], offset=None)
+        return key, None
+
+    async def done(self, key: str, *, leave: QueueEntry | None = None) -> bool:
         try:
             self._db().execute("UPDATE intake SET done = 1 WHERE id = ?", (int(key),))
         except sqlite3.Error as exc:
             raise IntakeError(f"cannot mark an update answered in {self.path}: {exc}") from exc
+        return False
 
     async def defer_reply(
         self, update_key: str | None, update_id: int, chat_id: int, body: str

@@ -39,6 +39,21 @@ class Stored:
         return (self.update_id, 0 if self.kind == REPLY else 1)
 
 
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """An update's place in its chat's queue across replicas (`bot.telegram.chat_queue`): a
+    Redis sorted set scored by update id. The Redis intake joins it in the write that stores the
+    update and leaves it in the one that marks the update done: one round trip each, not two."""
+
+    key: str
+    update_id: int
+    ttl: int  # seconds the set outlives its last join
+
+    @property
+    def member(self) -> str:
+        return str(self.update_id)
+
+
 class Intake(Protocol):
     async def start(self) -> None: ...
 
@@ -51,8 +66,17 @@ class Intake(Protocol):
         update stored before (a webhook re-delivery): it must not be answered twice."""
         ...
 
-    async def done(self, key: str) -> None:
-        """The entry is answered (or delivered): never taken up again. Idempotent."""
+    async def put_queued(
+        self, update: NewUpdate, queue: QueueEntry
+    ) -> tuple[str | None, bool | None]:
+        """`put` one update (no offset: the webhook's) and join its chat's queue in the same
+        write. Its key as `put` gives it, and None when it did not join the queue (the file
+        stores it), else whether it was the queue's head (its oldest) as it joined."""
+        ...
+
+    async def done(self, key: str, *, leave: QueueEntry | None = None) -> bool:
+        """The entry is answered (or delivered): never taken up again. Idempotent. `leave`: the
+        chat queue entry to leave in the same write; True when it was left."""
         ...
 
     async def defer_reply(

@@ -8,6 +8,12 @@ the handler then waits until its update is the smallest one queued for the chat,
 removes itself. Telegram sends a chat's next update only after the previous one was acknowledged,
 so registration happens in update order.
 
+On a turn's way the queue costs no round trip of its own: the Redis intake registers the update
+in the script that stores it, answering whether it joined at the head (`put_queued`; then the
+handler need not ask again), and removes it in the transaction that marks it done (`Place`,
+`Intake.done(leave=...)`). Registering and leaving here (`register`, `leave`) are for the other
+ways in: updates taken up after a restart, the file intake.
+
 Failure handling: an entry whose replica died would block the chat, so a waiter that has seen the
 same head for `stale_after` seconds removes it (logged); an update cancelled while it waits for its
 turn (a shutdown deadline) removes its own entry. When Redis cannot be reached, updates go
@@ -26,6 +32,8 @@ from typing import Any
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
+
+from bot.intake import QueueEntry
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,23 @@ def update_chat_id(update: dict[str, Any]) -> int | None:
             if isinstance(chat, dict) and isinstance(chat.get("id"), int):
                 return int(chat["id"])
     return None
+
+
+class Place:
+    """An update's turn in its chat: `hand_over()` takes the queue entry out of the turn's hands
+    (it then does not leave the queue on exit), so the caller leaves it with the intake's done."""
+
+    def __init__(self, entry: QueueEntry | None) -> None:
+        self._entry = entry
+
+    def hand_over(self) -> QueueEntry | None:
+        """The entry to leave (None: the update was not queued); the caller's from now on."""
+        entry, self._entry = self._entry, None
+        return entry
+
+    @property
+    def entry(self) -> QueueEntry | None:
+        return self._entry
 
 
 class RedisChatQueue:
@@ -81,13 +106,16 @@ class RedisChatQueue:
             )
             self._warned = True
 
+    def entry(self, chat_id: int, update_id: int) -> QueueEntry:
+        return QueueEntry(self._key(chat_id), update_id, int(self._stale_after * 4) + 1)
+
     async def register(self, chat_id: int, update_id: int) -> bool:
         """Queue the update for its chat; False when Redis could not be reached."""
-        key = self._key(chat_id)
+        entry = self.entry(chat_id, update_id)
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.zadd(key, {str(update_id): update_id}, nx=True)
-                pipe.expire(key, int(self._stale_after * 4) + 1)
+                pipe.zadd(entry.key, {entry.member: update_id}, nx=True)
+                pipe.expire(entry.key, entry.ttl)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             self._redis_failed(exc)
@@ -96,26 +124,32 @@ class RedisChatQueue:
         return True
 
     @asynccontextmanager
-    async def turn(self, chat_id: int, update_id: int) -> AsyncIterator[None]:
-        """Wait until the update is the chat's oldest queued one; leave the queue afterwards."""
-        key = self._key(chat_id)
-        member = str(update_id)
+    async def turn(
+        self, chat_id: int, update_id: int, *, at_head: bool = False
+    ) -> AsyncIterator[Place]:
+        """Wait until the update is the chat's oldest queued one; leave the queue afterwards
+        unless the entry was handed over (`Place.hand_over`). `at_head`: it joined at the head
+        (the intake's `put_queued` said so), so it need not ask: it stays the head until it
+        leaves, as after a head check here."""
+        entry = self.entry(chat_id, update_id)
         try:
-            queued = await self._wait_for_head(key, member)
+            queued = at_head or await self._wait_for_head(entry.key, entry.member)
         except BaseException:
             # Cancelled before its turn (a shutdown deadline): leave the queue, or the chat's
             # next updates on every replica would wait `stale_after` behind this one.
-            await self._leave(key, member)
+            await self.leave(entry)
             raise
+        place = Place(entry if queued else None)
         try:
-            yield
+            yield place
         finally:
-            if queued:
-                await self._leave(key, member)
+            left_here = place.hand_over()
+            if left_here is not None:
+                await self.leave(left_here)
 
-    async def _leave(self, key: str, member: str) -> None:
+    async def leave(self, entry: QueueEntry) -> None:
         try:
-            await self._redis.zrem(key, member)
+            await self._redis.zrem(entry.key, entry.member)
         except (RedisError, OSError) as exc:
             self._redis_failed(exc)
 

@@ -33,7 +33,7 @@ from aiogram.methods import TelegramMethod
 from aiogram.types import ReplyParameters, TelegramObject, Update
 from pydantic import ValidationError
 
-from bot.intake import REPLY, Intake, IntakeError, Stored
+from bot.intake import REPLY, Intake, IntakeError, QueueEntry, Stored
 from bot.telegram.chat_queue import RedisChatQueue
 from bot.telegram.delivery import IntakeTicket, PendingReply, current_ticket, patiently
 from bot.telegram.flood import patient
@@ -140,14 +140,15 @@ class UpdateFeeder:
         *,
         received_at: float | None = None,
         queued: tuple[int, int] | None = None,
+        at_head: bool = False,
         give_up: bool = False,
     ) -> asyncio.Task[None]:
         """Handle one update in a task of its own. `queued`: (chat, update id) registered in
-        the Redis chat queue, whose turn it waits for."""
+        the Redis chat queue, whose turn it waits for; `at_head`: it joined at the head."""
         update_id = raw.get("update_id")
         ticket = IntakeTicket(self.intake, key, update_id if isinstance(update_id, int) else 0)
         task = asyncio.create_task(
-            self._run(raw, ticket, received_at or time.time(), queued, give_up),
+            self._run(raw, ticket, received_at or time.time(), queued, at_head, give_up),
             name=f"update-{update_id}",
         )
         self.tasks.add(task)
@@ -160,22 +161,31 @@ class UpdateFeeder:
         ticket: IntakeTicket,
         received_at: float,
         queued: tuple[int, int] | None,
+        at_head: bool,
         give_up: bool,
     ) -> None:
         current_ticket.set(ticket)  # this task's own context: the delivery finds its entry
+        leave: QueueEntry | None = None  # the chat queue entry to leave with the done
         try:
             update = self.decode(raw)
             if update is not None:
                 if queued is not None and self.chat_queue is not None:
-                    async with self.chat_queue.turn(*queued):
+                    async with self.chat_queue.turn(*queued, at_head=at_head) as place:
                         await self._handle(update, received_at, give_up)
+                        leave = place.hand_over()
                 else:
                     await self._handle(update, received_at, give_up)
         except Exception:
             log.exception("update %s failed outside its handlers", ticket.update_id)
         # Not on cancellation (above, CancelledError is no Exception): a restart answers it.
-        if ticket.key is not None:
-            await self._done(ticket.key)
+        left = False
+        try:
+            left = ticket.key is not None and await self._done(ticket.key, leave)
+        finally:
+            # Cancelled at the deadline meanwhile, a reply deferred, or the file's entry: the
+            # queue is left on its own, or the chat would wait `stale_after` on every replica.
+            if leave is not None and not left and self.chat_queue is not None:
+                await self.chat_queue.leave(leave)
 
     def decode(self, raw: dict[str, Any]) -> Update | None:
         try:
@@ -200,13 +210,15 @@ class UpdateFeeder:
         if isinstance(response, TelegramMethod):
             await self.dispatcher.silent_call_request(bot=self.bot, result=response)
 
-    async def _done(self, key: str) -> None:
+    async def _done(self, key: str, leave: QueueEntry | None = None) -> bool:
+        """Mark the entry done (and leave `leave` with it); True when the queue was left."""
         try:
-            await self.intake.done(key)
+            return await self.intake.done(key, leave=leave)
         except IntakeError as exc:
             log.warning(
                 "could not mark an update answered (a restart may answer it twice): %s", exc
             )
+            return False
 
     async def recover(self, *, everything: bool = False) -> int:
         """Start every open entry an earlier process left (see the module docstring)."""

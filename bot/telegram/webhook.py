@@ -87,24 +87,31 @@ class TrackedRequestHandler(SimpleRequestHandler):
             log.warning("webhook: a request that is not an update; ignored")
             return web.json_response({}, dumps=bot.session.json_dumps)
         chat_id = update_chat_id(update)
+        queue = self.chat_queue
+        # Stored and queued for its chat in one write when the intake can (the Redis one).
+        entry = queue.entry(chat_id, update_id) if queue and chat_id is not None else None
+        head: bool | None = None
         try:
-            keys = await self.feeder.intake.put([(update_id, chat_id, body)], offset=None)
+            if entry is not None:
+                key, head = await self.feeder.intake.put_queued((update_id, chat_id, body), entry)
+            else:
+                (key,) = await self.feeder.intake.put([(update_id, chat_id, body)], offset=None)
         except IntakeError as exc:
             log.error(
                 "webhook: could not store update %s (Telegram sends it again): %s", update_id, exc
             )
             return web.Response(status=503, text="cannot store the update now")
-        if keys[0] is None:
+        if key is None:
             log.info("webhook: update %s was delivered before; not handled twice", update_id)
             return web.json_response({}, dumps=bot.session.json_dumps)
         ticket: tuple[int, int] | None = None
         if (
-            self.chat_queue is not None
+            queue is not None
             and chat_id is not None
-            and await self.chat_queue.register(chat_id, update_id)
+            and (head is not None or await queue.register(chat_id, update_id))
         ):
             ticket = (chat_id, update_id)
-        self.feeder.feed(update, keys[0], queued=ticket)
+        self.feeder.feed(update, key, queued=ticket, at_head=bool(head))
         return web.json_response({}, dumps=bot.session.json_dumps)
 
     @property

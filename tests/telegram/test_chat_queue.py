@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import redis.asyncio as redis
 
+from bot.intake.redis import RedisIntake
+from bot.intake.sqlite import SqliteIntake
 from bot.telegram.chat_queue import RedisChatQueue, update_chat_id
+from tests.fakes.redis_monitor import RedisCommands
 from tests.fakes.tcp_proxy import TcpProxy
 
 
@@ -152,3 +156,71 @@ async def test_an_update_cancelled_while_waiting_for_its_turn_leaves_the_queue(
         assert entered.is_set()
     finally:
         await queue.close()
+
+
+async def test_the_redis_intake_queues_an_update_as_it_stores_it_and_unqueues_it_as_it_closes(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Two replicas, each with its intake and queue: a chat's updates stored alternately on them
+    join the queue as they are stored (the first at its head) and leave it as they are marked
+    done, one round trip each, and still run in update order; a re-delivery joins nothing."""
+    prefix = f"test-queue-{uuid.uuid4().hex}"
+    replicas = []
+    for n in range(2):
+        intake = RedisIntake(
+            redis.from_url(redis_url),
+            bot_id=1,
+            fallback=SqliteIntake(str(tmp_path / f"intake-{n}.db")),
+            prefix=f"{prefix}-intake",
+            owns_client=True,
+        )
+        await intake.start()
+        replicas.append((intake, _queue(redis_url, prefix)))
+    order: list[int] = []
+
+    async def handle(n: int, update_id: int, key: str, at_head: bool) -> None:
+        intake, queue = replicas[n]
+        async with queue.turn(42, update_id, at_head=at_head) as place:
+            order.append(update_id)
+            await asyncio.sleep(0.2 if update_id == 1 else 0.01)
+            leave = place.hand_over()
+        assert leave is not None
+        assert await intake.done(key, leave=leave)
+
+    raw = redis.from_url(redis_url)
+    try:
+        async with RedisCommands(redis_url) as seen:
+            tasks, heads = [], []
+            for update_id in (1, 2, 3, 4):
+                n = update_id % 2
+                intake, queue = replicas[n]
+                mark = await seen.mark()
+                key, head = await intake.put_queued(
+                    (update_id, 42, "{}"), queue.entry(42, update_id)
+                )
+                assert key is not None
+                if update_id > 2:  # the first on each replica loads the script
+                    # One script; what else reached Redis meanwhile is the earlier handlers'.
+                    names = await seen.since(mark)
+                    assert names.count("EVALSHA") == 1
+                    assert "ZADD" not in names
+                    assert "MULTI" not in names
+                heads.append(head)
+                tasks.append(asyncio.create_task(handle(n, update_id, key, bool(head))))
+            assert heads == [True, False, False, False]
+            again = await replicas[0][0].put_queued((2, 42, "{}"), replicas[0][1].entry(42, 2))
+            assert again == (None, None)
+            mark = await seen.mark()
+            await asyncio.wait_for(asyncio.gather(*tasks), 10)
+            # Updates 2-4 each asked for the head while 1 ran; each closed in one transaction.
+            names = await seen.since(mark)
+            assert names.count("ZREM") == 4
+            assert names.count("EXEC") == 4
+            assert order == [1, 2, 3, 4]
+        assert await raw.zcard(f"{prefix}:42") == 0
+        assert await raw.xlen(f"{prefix}-intake:1:stream") == 0
+    finally:
+        await raw.aclose()
+        for intake, queue in replicas:
+            await intake.close()
+            await queue.close()
