@@ -23,13 +23,14 @@ from typing import Any
 
 import redis.asyncio as redis
 
-_LINE = re.compile(r'^[\d.]+ \[(\d+) ([^\]]+)\] "([^"]*)"')
+_LINE = re.compile(r'^[\d.]+ \[(\d+) ([^\]]+)\] "([^"]*)"(?: "([^"]*)")?')
 
 
 @dataclass(frozen=True, slots=True)
 class Seen:
     client: str
     name: str
+    key: str  # the command's first argument (a key for most), "" for none
 
 
 def round_trips(commands: list[Seen]) -> int:
@@ -74,7 +75,10 @@ class RedisCommands:
     async def _read(self) -> None:
         connection = self._monitor.connection
         while True:
-            raw = await connection.read_response()
+            try:
+                raw = await connection.read_response(timeout=None, disconnect_on_error=False)
+            except redis.TimeoutError:  # idle longer than the client's socket timeout
+                continue
             line = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
             match = _LINE.match(line)
             if match is None:
@@ -87,7 +91,7 @@ class RedisCommands:
                 if token in self._tokens:
                     self._tokens.pop(token).set()
                     continue
-            self._seen.append(Seen(client, name))
+            self._seen.append(Seen(client, name, match[4] or ""))
 
     async def _sync(self) -> None:
         """Everything sent before now has been read off the monitor."""

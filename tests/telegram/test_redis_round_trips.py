@@ -1,0 +1,86 @@
+"""Redis round trips per turn (decision 0023), counted where Redis sees them (MONITOR).
+
+The real runtime on the webhook with Redis (the intake, the chat queue, the FSM, the rate limit
+and the budget counters on it), a user budget with a limit and the allowlist on, as in
+production: once a chat is warm, a plain turn is the update's store-and-queue script, the FSM's
+state read, the rate limit's script, a reservation and a settlement per model call and the
+update's done-and-leave transaction. Nothing else; a change that adds a round trip fails here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import redis.asyncio as redis
+
+from bot.telegram.runtime import BotRuntime
+from tests.fakes.agent_replies import agent_reply
+from tests.fakes.llm_server import FakeLLMServer
+from tests.fakes.redis_monitor import RedisCommands, Seen, round_trips
+from tests.fakes.telegram_server import FakeTelegramServer
+from tests.telegram.test_no_message_lost import USER, final_replies, running, settings_for
+from tests.telegram.test_shutdown import wait_until
+
+# A database of its own, emptied first: the counts are of this bot alone.
+REDIS_URL = "redis://127.0.0.1:6379/12"
+# Decision 0023. Before it: 16 round trips (22 commands) for this turn's 3 model calls.
+PLAIN_TURN = {
+    # the update stored and queued, the rate limit, 3 calls x (reserve, settle)
+    "EVALSHA": 8,
+    "GET": 1,  # the FSM's state
+    # done and out of the chat's queue, in one transaction
+    "MULTI": 1,
+    "XDEL": 1,
+    "HDEL": 2,
+    "ZREM": 1,
+    "EXEC": 1,
+}
+
+
+def turn_commands(seen: list[Seen]) -> list[Seen]:
+    """Not the turn's: the intake's lease renewal (every 5 s), a new pooled connection's
+    handshake and an idle one's health check."""
+    return [
+        c
+        for c in seen
+        if not (c.name == "SET" and ":replica:" in c.key) and c.name not in ("PING", "HELLO")
+    ]
+
+
+async def one_turn(
+    runtime: BotRuntime, tg: FakeTelegramServer, seen: RedisCommands, text: str
+) -> list[Seen]:
+    answered = len(final_replies(tg, USER))
+    mark = await seen.mark()
+    tg.user_message(text, user_id=USER)
+    await wait_until(lambda: len(final_replies(tg, USER)) > answered)
+    await runtime.services.runner.wait_background()
+    await wait_until(lambda: not runtime.feeder.tasks)
+    return turn_commands(await seen.seen(mark))
+
+
+async def test_a_plain_turn_makes_a_fixed_number_of_redis_round_trips(
+    tmp_path: Path, tg: FakeTelegramServer
+) -> None:
+    flush = redis.from_url(REDIS_URL)
+    await flush.flushdb()
+    await flush.aclose()
+    async with FakeLLMServer() as llm:
+        llm.default.text = agent_reply
+        settings = settings_for(
+            tmp_path,
+            tg,
+            llm,
+            "webhook",
+            redis_url=REDIS_URL,
+            budget_user_daily_usd=1000.0,
+            access_mode="allowlist",
+            allowed_user_ids=[USER],
+            summary_every=20,  # no summary in these turns
+        )
+        async with RedisCommands(REDIS_URL) as seen, running(settings) as runtime:
+            await one_turn(runtime, tg, seen, "I sleep badly after night shifts")
+            plain = await one_turn(runtime, tg, seen, "what should I do about it?")
+    assert dict(Counter(c.name for c in plain)) == PLAIN_TURN
+    assert round_trips(plain) == 10
