@@ -142,6 +142,7 @@ class PipelineRunner:
         self._jobs: dict[str, BackgroundJob] = {}
         self._ids = itertools.count(1)
         self._closing = False
+        self._running = 0  # runs in flight (`wait_background` waits for them too)
 
     async def run(
         self,
@@ -155,6 +156,19 @@ class PipelineRunner:
         with the trace id); `on_reply` after the foreground steps succeeded and before the
         background ones start (store the reply). Errors of the hooks propagate.
         """
+        self._running += 1
+        try:
+            return await self._run(pipeline, ctx, on_start, on_reply)
+        finally:
+            self._running -= 1
+
+    async def _run(
+        self,
+        pipeline: Pipeline,
+        ctx: PipelineContext,
+        on_start: Hook | None,
+        on_reply: ReplyHook | None,
+    ) -> RunResult:
         info = RunInfo(pipeline.name, ctx.user_id, ctx.chat_id, ctx.input_text)
         with self.observer.run(info) as handle:
             if ctx.trace_id is None:
@@ -316,10 +330,15 @@ class PipelineRunner:
         return job.task.cancel()
 
     async def wait_background(self) -> None:
-        """Wait for the background steps running now (tests, scripted console sessions)."""
-        while self._jobs:
+        """Wait for the runs in flight and the background steps they start (tests, scripted
+        console sessions). A run's reply may be out before the run ends (the conversation
+        delivers it beside the turn's write), and its background steps start only then."""
+        while self._jobs or self._running:
             tasks = [job.task for job in self._jobs.values()]
-            await asyncio.gather(*tasks, return_exceptions=True)
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            else:
+                await asyncio.sleep(0.005)
 
     async def drain(self, timeout: float) -> int:
         """Stop taking background work, wait up to `timeout` s, cancel the rest.

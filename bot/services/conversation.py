@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Any, Protocol
 
 from pydantic import SecretStr
@@ -328,9 +328,15 @@ class ConversationService:
         topic: str | None = None,
         on_text: TextSink | None = None,
         message_key: str | None = None,
+        deliver: Callable[[RunResult], Awaitable[None]] | None = None,
     ) -> RunResult:
         """`message_key`: names the incoming message for good (Telegram: chat and message id),
-        so a turn run again after a restart stores its message and reply once, not twice."""
+        so a turn run again after a restart stores its message and reply once, not twice.
+
+        `deliver`: sends the reply; where the turn is stored in one write (`Storage.turns`) it
+        is called with the result as soon as the reply is ready, beside that write, so the
+        user does not wait for storage (the result's `turn_id` is then still None). The
+        caller delivers when it was not called (no reply, a failed turn, SQLite)."""
         if pipeline not in self.pipelines:
             raise UnknownPipelineError(
                 f"unknown pipeline {pipeline!r} (pipelines: {', '.join(self.pipelines)})"
@@ -406,10 +412,18 @@ class ConversationService:
                 trace_id=run_ctx.trace_id,
                 **_key(message_key, "assistant"),
             )
-            if turns is not None:
+            if turns is None:
+                await memory.add_message(reply)
+            elif deliver is None:
                 await write_turn(run_ctx, [*waiting, reply])
-                return
-            await memory.add_message(reply)
+            else:
+                result.memory_degraded = memory.degraded
+                delivery = asyncio.ensure_future(deliver(result))
+                try:
+                    await write_turn(run_ctx, [*waiting, reply])
+                finally:
+                    # The write's error (if any) is what the caller hears; the reply is out.
+                    await delivery
 
         shape = self.pipelines[pipeline]
         if self.tasks is not None:
@@ -448,6 +462,11 @@ def _hand_over(writer: TurnLedger | None, calls: Sequence[LedgerCall]) -> None:
         writer.record(call)
 
 
+def stored_key(message_key: str, role: str) -> str:
+    """The idempotency key a turn's message is stored under (`handle`'s `message_key`)."""
+    return f"{message_key}:{role}"
+
+
 def _key(message_key: str | None, role: str) -> dict[str, str]:
     # Without a key the row gets a fresh one (the model's default): stored once per call.
-    return {"idempotency_key": f"{message_key}:{role}"} if message_key else {}
+    return {"idempotency_key": stored_key(message_key, role)} if message_key else {}

@@ -155,6 +155,10 @@ class MessageRepo(Protocol):
 
     async def count(self, chat_id: int) -> int: ...
 
+    async def id_of(self, idempotency_key: str) -> int | None:
+        """The id of the message stored under `idempotency_key`; None when there is none."""
+        ...
+
     async def clear(self, chat_id: int) -> int:
         """Delete the chat's messages; returns how many (also when the backend had to repeat the
         delete after losing its first answer)."""

@@ -6,6 +6,7 @@
     python -m tests.bench.e2e_load --ledger off          # without the call ledger (A/B: on)
     python -m tests.bench.e2e_load --production --rate 30 --burst 100:20
     python -m tests.bench.e2e_load --rate 0 --webhook --replicas 2
+    python -m tests.bench.e2e_load --rate 0 --webhook --replicas 2 --replica-cpu 0.3
     python -m tests.bench.e2e_load --store-prompts off   # keeping no replay inputs (A/B: on)
 
 `--production` is what operators run (tests/bench/production.py): webhook, InsForge (the fake over
@@ -13,7 +14,10 @@ the real PostgreSQL), Redis, tracing on, the call ledger, a user budget with a l
 allowlist, and archives for one chat in ten. `--replicas <n>` runs n bot processes behind one
 webhook address (a round-robin front on loopback, `--route chat` for a per-chat-hash one; on
 InsForge and Redis, as the compose file runs them). `--burst <rate>:<seconds>` adds that many
-messages a second from other chats, 5 s into the steady load.
+messages a second from other chats, 5 s into the steady load. `--replica-cpu <cores>` holds
+each bot process to that many cores (a cgroup, tests/bench/cpu_cap.py): on a small machine the
+replicas otherwise share its cores with the fakes and the driver, and the machine, not a
+replica, bounds both one replica and two.
 
 `python -m bot` runs as a child process against the fake Bot API server and a fake
 OpenAI-compatible model server on 127.0.0.1 (replies after `--latency`, default 100 ms, then
@@ -102,6 +106,7 @@ class Options:
     fronted: bool = False
     route: str = "round-robin"
     burst: tuple[float, float] | None = None  # (messages/s, seconds)
+    replica_cpu: float | None = None  # cores each bot process may use (tests/bench/cpu_cap.py)
 
     def normalized(self) -> Options:
         """`--production` and `--replicas` bring what they need (webhook, InsForge, tracing)."""
@@ -157,6 +162,7 @@ async def run(options: Options) -> dict[str, Any]:
         replicas=options.replicas,
         front=options.fronted,
         route=options.route,
+        cpu_cap=options.replica_cpu,
     )
     calibration = calibration_ms()
     if options.production or options.fronted:
@@ -397,6 +403,8 @@ def _print(options: Options, r: dict[str, Any]) -> None:
     mode = "webhook" if options.webhook else "polling"
     if options.fronted:
         mode += f", {options.replicas} replica(s) ({options.route} front)"
+        if options.replica_cpu is not None:
+            mode += f", each held to {options.replica_cpu:g} cores"
     if options.production:
         mode = "production: " + mode + ", Redis, ledger, budget, allowlist, archives"
     loop_kind = f"open loop {options.rate:g} msg/s" if options.rate > 0 else "closed loop"
@@ -528,6 +536,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument(
         "--burst", type=_burst_arg, metavar="RATE:SECONDS", help="extra msg/s on top, e.g. 100:20"
     )
+    parser.add_argument(
+        "--replica-cpu",
+        type=float,
+        metavar="CORES",
+        help="hold each bot process to this many cores (a cgroup; Linux, root), so that on a "
+        "small machine a replica, not the machine, is the bottleneck",
+    )
     parser.set_defaults(webhook=False, storage="sqlite")
     args = parser.parse_args(argv)
     return Options(
@@ -548,6 +563,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         fronted=args.replicas is not None,
         route=args.route,
         burst=args.burst,
+        replica_cpu=args.replica_cpu,
     )
 
 

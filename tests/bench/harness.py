@@ -38,6 +38,7 @@ from typing import Any
 
 import aiohttp
 
+from tests.bench.cpu_cap import CpuCap
 from tests.fakes.agent_replies import SCHEMA_REPLIES, schema_title
 from tests.fakes.bot_process import BotProcess, clean_env
 from tests.fakes.llm_server import FakeLLMServer, RecordedRequest
@@ -324,16 +325,22 @@ class BotConfig:
     replicas: int = 1
     front: bool = False
     route: str = "chat"
+    # Each bot process held to this many cores (`tests.bench.cpu_cap`); None: uncapped.
+    cpu_cap: float | None = None
 
 
 class RunningBot:
     """`python -m bot` with a bench environment; CPU, memory and `/metrics` readings."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, port: int) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, port: int, *, cpu_cap: float | None = None
+    ) -> None:
         self.env = env
         self.port = port
         self.process = BotProcess(env, log_path, port=port)
         self.restarts = 0
+        self.cpu_cap = cpu_cap
+        self.cap: CpuCap | None = None
 
     @property
     def pid(self) -> int:
@@ -341,11 +348,21 @@ class RunningBot:
         return self.process.process.pid
 
     async def start(self) -> None:
+        if self.cap is not None:
+            self.cap.remove()  # a restart: the old process has exited
         await self.process.start()
+        if self.cpu_cap is not None:
+            # Placed before the bot starts its own children (the export process): they share it.
+            self.cap = CpuCap.place(self.pid, self.cpu_cap)
+            if self.cap is None:
+                raise RuntimeError("--replica-cpu needs a writable cpu cgroup (Linux, as root)")
         await self.process.wait_healthy(timeout=120)
 
     async def stop(self, timeout: float = 60.0) -> int:
-        return await self.process.stop(timeout)
+        code = await self.process.stop(timeout)
+        if self.cap is not None:
+            self.cap.remove()
+        return code
 
     async def restart(self) -> int:
         """SIGTERM, wait for a clean exit, start again; the old exit code."""
@@ -578,7 +595,7 @@ async def _replicas(
                 # Each replica's own local files (the intake's fallback file on Redis).
                 env["INTAKE_PATH"] = str(workdir / f"intake-{index}.db")
             log = workdir / ("bot.log" if index == 0 else f"bot-{index}.log")
-            bots.append(RunningBot(env, log, port))
+            bots.append(RunningBot(env, log, port, cpu_cap=config.cpu_cap))
         await asyncio.gather(*(bot.start() for bot in bots))
         yield bots, front
     finally:

@@ -163,6 +163,7 @@ class Fault:
     after_run: bool = False
     seconds: float = 0.0
     methods: frozenset[str] | None = None
+    path: str | None = None  # only requests whose path ends so
 
 
 class SQL:
@@ -314,10 +315,11 @@ class FakeInsForge:
                 )
             )
 
-    def hang_next(self, seconds: float = 30.0, *, count: int = 1) -> None:
-        """Hold the next `count` requests for `seconds` (or until stop()) before answering."""
+    def hang_next(self, seconds: float = 30.0, *, count: int = 1, path: str | None = None) -> None:
+        """Hold the next `count` requests (those whose path ends with `path`) for `seconds` (or
+        until stop() or release_hung()) before answering."""
         for _ in range(count):
-            self._faults.append(Fault("hang", seconds=seconds))
+            self._faults.append(Fault("hang", seconds=seconds, path=path))
 
     def release_hung(self) -> None:
         """Answer every request a `hang_next` fault is holding, now."""
@@ -330,8 +332,13 @@ class FakeInsForge:
         for _ in range(count):
             self._faults.append(Fault("drop", after_run=after_run))
 
-    def _take_fault(self, method: str) -> Fault | None:
-        if self._faults and (self._faults[0].methods is None or method in self._faults[0].methods):
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        if not self._faults:
+            return None
+        first = self._faults[0]
+        if (first.methods is None or method in first.methods) and (
+            first.path is None or path.endswith(first.path)
+        ):
             return self._faults.popleft()
         return None
 
@@ -358,7 +365,7 @@ class FakeInsForge:
         self.requests.append((request.method, request.path, request.query_string))
         if self.down:
             return insforge_error(503, "INTERNAL_ERROR", "Database service unavailable")
-        fault = self._take_fault(request.method)
+        fault = self._take_fault(request.method, request.path)
         if fault is not None and fault.kind == "hang":
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), fault.seconds)

@@ -248,6 +248,20 @@ async def test_adding_the_same_message_again_stores_it_once(storage: Storage, ui
     assert [m.text for m in await storage.messages.recent(chat)] == ["once", "once"]
 
 
+async def test_a_message_is_found_by_its_idempotency_key(storage: Storage, uid: Ids) -> None:
+    chat = uid()
+    key = f"tg:{chat}:7:user"
+    stored = await storage.messages.add(
+        StoredMessage(chat_id=chat, role="user", text="rate me", idempotency_key=key)
+    )
+    await storage.messages.add(
+        StoredMessage(chat_id=chat, role="assistant", text="reply", idempotency_key=f"{key}x")
+    )
+    assert stored.id is not None
+    assert await storage.messages.id_of(key) == stored.id
+    assert await storage.messages.id_of(f"tg:{chat}:8:user") is None
+
+
 async def test_add_many_stores_a_batch_in_order_once(storage: Storage, uid: Ids) -> None:
     chat = uid()
     batch = [

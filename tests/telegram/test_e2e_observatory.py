@@ -129,7 +129,7 @@ async def test_stats_show_what_the_model_server_received_and_answered(
     (reply_message,) = [m for m in tg.chat_messages(USER) if m.text == first]
     up = reply_message.reply_markup["inline_keyboard"][0][0]
     assert up["text"] == "👍"
-    assert up["callback_data"] == f"rate:up::{USER}:{turns[0]}"
+    assert up["callback_data"] == f"rate:up::{USER}:{turns[0]}:0"
     mark = len(tg.calls)
     tg.callback_query(up["callback_data"], user_id=USER, message_id=reply_message.message_id)
     (answer,) = await tg.wait_for_call("answerCallbackQuery", since=mark)

@@ -56,8 +56,8 @@ async def test_trace_link_and_rating_buttons(
         assert [b["text"] for b in buttons] == ["👍", "👎"]
         turn = stored[0].id  # the user's message: the call ledger's turn
         assert [b["callback_data"] for b in buttons] == [
-            f"rate:up:{trace_id}:{ADMIN}:{turn}",
-            f"rate:down:{trace_id}:{ADMIN}:{turn}",
+            f"rate:up:{trace_id}:{ADMIN}:{turn}:0",
+            f"rate:down:{trace_id}:{ADMIN}:{turn}:0",
         ]
 
         (link,) = await bot.say("/trace", user_id=ADMIN)
@@ -69,9 +69,10 @@ async def test_trace_link_and_rating_buttons(
         assert refused == "Sorry, that command is for the bot's admins."
 
         mark = len(tg.calls)
-        # The buttons of a reply sent before the ledger (no turn) still rate its trace.
+        # The buttons of a reply sent before they named the user's message (four fields)
+        # still rate its trace (those from before the ledger, three: test_hostile_input).
         tg.callback_query(
-            f"rate:down:{trace_id}:{ADMIN}", user_id=ADMIN, message_id=message.message_id
+            f"rate:down:{trace_id}:{ADMIN}:{turn}", user_id=ADMIN, message_id=message.message_id
         )
         (answer,) = await tg.wait_for_call("answerCallbackQuery", since=mark)
         assert answer.params["text"] == "Thanks for the feedback!"

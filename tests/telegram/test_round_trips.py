@@ -85,7 +85,10 @@ async def test_a_plain_turn_is_one_read_and_one_write(
         # The first turn also records the user and stores the facts the extraction found.
         assert "POST /api/database/records/users" in first
         plain = await quiet_turn(harness, fake, "what should I do about it?")
-        assert plain == ["POST /api/database/rpc/turn_context", "POST /api/database/rpc/turn_write"]
+        assert plain == [
+            "POST /api/database/rpc/turn_context",
+            "POST /api/database/rpc/turn_write",
+        ], plain
         assert len(plain) <= 2
 
     conn = await asyncpg.connect(fake.dsn)
@@ -132,3 +135,44 @@ async def test_a_turn_without_a_reply_still_stores_the_message_and_its_calls(
         assert failed >= 1
     finally:
         await conn.close()
+
+
+async def test_the_reply_goes_out_beside_the_turns_write_and_its_rating_finds_the_turn(
+    tmp_path: Path, tg: FakeTelegramServer, llm: FakeLLMServer, fake: FakeInsForge
+) -> None:
+    """The final message is not held back by storage: with the turn's write hanging at the
+    fake InsForge, the reply arrives (with its rating buttons, which name the user's Telegram
+    message since the stored id is not known yet); once the write answers, a 👍 on it is
+    recorded against that turn."""
+    settings = production_settings(tmp_path, tg, llm, fake)
+    async with running_bot(settings, tg, llm) as harness:
+        await quiet_turn(harness, fake, "hello")
+        fake.hang_next(30, path="/rpc/turn_write")
+        (reply,) = await harness.say("what should I do about sleep?")
+        assert reply
+        conn = await asyncpg.connect(fake.dsn)
+        try:
+            # The write was asked for and is still held: the reply did not wait for it.
+            assert any(p.endswith("/rpc/turn_write") for _, p, _ in fake.requests[-3:])
+            stored = await conn.fetchval("SELECT count(*) FROM messages WHERE chat_id = $1", USER)
+            assert stored == 2  # the first turn's two only
+            fake.release_hung()
+            await harness.services.runner.wait_background()  # the summarizer waits on the write
+            count = "SELECT count(*) FROM messages WHERE chat_id = $1"
+            assert await conn.fetchval(count, USER) == 4
+            message = [m for m in tg.chat_messages(USER) if m.text == reply][-1]
+            up = message.reply_markup["inline_keyboard"][0][0]
+            assert up["callback_data"].startswith(f"rate:up::{USER}:0:")
+            mark = len(tg.calls)
+            tg.callback_query(up["callback_data"], user_id=USER, message_id=message.message_id)
+            (answer,) = await tg.wait_for_call("answerCallbackQuery", since=mark)
+            assert answer.params["text"] == "Thanks for the feedback!"
+            turn = await conn.fetchval(
+                "SELECT id FROM messages WHERE chat_id = $1 AND text = $2",
+                USER,
+                "what should I do about sleep?",
+            )
+            rated = await conn.fetch("SELECT turn_id, up FROM ledger_ratings")
+            assert [(r["turn_id"], r["up"]) for r in rated] == [(turn, True)]
+        finally:
+            await conn.close()

@@ -221,6 +221,12 @@ class InsForgeMessageRepo:
     async def count(self, chat_id: int) -> int:
         return await self._client.count("messages", {"chat_id": eq(chat_id)})
 
+    async def id_of(self, idempotency_key: str) -> int | None:
+        rows = await self._client.select(
+            "messages", {"idempotency_key": eq(idempotency_key)}, select="id", limit=1
+        )
+        return int(rows[0]["id"]) if rows else None
+
     async def clear(self, chat_id: int) -> int:
         # Counted first: if the DELETE's answer is lost and it is repeated, the repeat answers
         # only what it deleted itself (nothing). The DELETE's own answer wins when larger (a

@@ -245,6 +245,14 @@ class SQLiteMessageRepo:
         )
         return int(rows[0][0])
 
+    async def id_of(self, idempotency_key: str) -> int | None:
+        rows = await self._db.read(
+            "SELECT id FROM messages WHERE idempotency_key = ?",
+            (idempotency_key,),
+            action="find a message",
+        )
+        return int(rows[0][0]) if rows else None
+
     async def clear(self, chat_id: int) -> int:
         rows = await self._db.write(
             "DELETE FROM messages WHERE chat_id = ? RETURNING id",

@@ -81,16 +81,31 @@ def trace_review(services: Services) -> TraceReview | None:
 class RateReply(CallbackData, prefix="rate"):
     """👍/👎 under a reply; `trace` is the id of the trace that produced it (32 hex chars; empty
     with tracing off), `user` the id of the user it answered: only they may rate it; `turn` the
-    stored user message it answered (the call ledger's turn; 0 when unknown)."""
+    stored user message it answered (the call ledger's turn; 0 when unknown); `msg` the user's
+    Telegram message in this chat, which names the turn when the reply is sent before the
+    turn's write has answered its id (InsForge: the two run side by side); 0 when unknown."""
 
     vote: str  # "up" | "down"
     trace: str
     user: int
     turn: int = 0
+    msg: int = 0
+
+
+class TurnRateReply(CallbackData, prefix="rate"):
+    """Buttons sent before `msg` was added (four fields)."""
+
+    vote: str
+    trace: str
+    user: int
+    turn: int
+
+    def current(self) -> RateReply:
+        return RateReply(vote=self.vote, trace=self.trace, user=self.user, turn=self.turn)
 
 
 class LegacyRateReply(CallbackData, prefix="rate"):
-    """The buttons of replies sent before the call ledger: no turn."""
+    """Buttons sent before the call ledger named the turn (three fields)."""
 
     vote: str
     trace: str
@@ -100,19 +115,28 @@ class LegacyRateReply(CallbackData, prefix="rate"):
         return RateReply(vote=self.vote, trace=self.trace, user=self.user)
 
 
+def telegram_message_key(chat_id: int, message_id: int) -> str:
+    """What names a user's Telegram message for good (`ConversationService.handle`'s
+    `message_key`): its stored row's idempotency key is this plus its role."""
+    return f"tg:{chat_id}:{message_id}"
+
+
 # Telegram's bound on an inline button's callback data.
 CALLBACK_DATA_LIMIT = 64
 
 
 def rating_keyboard(
-    trace_id: str | None, user_id: int, turn_id: int | None = None
+    trace_id: str | None, user_id: int, turn_id: int | None = None, message_id: int | None = None
 ) -> InlineKeyboardMarkup:
+    """`turn_id` when the turn's stored id is known, else `message_id` (the user's message)."""
+    turn, msg = (turn_id, 0) if turn_id else (0, message_id or 0)
+
     def button(text: str, vote: str) -> InlineKeyboardButton:
-        data = RateReply(vote=vote, trace=trace_id or "", user=user_id, turn=turn_id or 0).pack()
+        data = RateReply(vote=vote, trace=trace_id or "", user=user_id, turn=turn, msg=msg).pack()
         if len(data.encode()) > CALLBACK_DATA_LIMIT:
             # A very long user id and turn together: the ledger's rating is kept, the Langfuse
             # score of that one reply is left out.
-            data = RateReply(vote=vote, trace="", user=user_id, turn=turn_id or 0).pack()
+            data = RateReply(vote=vote, trace="", user=user_id, turn=turn, msg=msg).pack()
         return InlineKeyboardButton(text=text, callback_data=data)
 
     return InlineKeyboardMarkup(inline_keyboard=[[button("👍", "up"), button("👎", "down")]])
@@ -179,6 +203,40 @@ async def answer_with_pipeline(
         delivery_retry=services.settings.delivery_retry_seconds,
     )
     user_id = message.from_user.id if message.from_user else None
+    delivered = False
+
+    async def deliver(result: RunResult) -> None:
+        """The reply's final message, with its rating buttons; called by the conversation
+        beside the turn's write when the reply is ready, else below once the turn is over."""
+        nonlocal delivered
+        delivered = True
+        if result.success:
+            final = result.reply if result.reply.strip() else (streamer.text or "…")
+        elif streamer.text.strip():
+            # The reply broke off after the user had seen part of it (the model stopped
+            # mid-stream): keep what they read, and say why it ends there.
+            final = f"{streamer.text.rstrip()}\n\n({result.error_message or SORRY_GENERIC})"
+        else:
+            final = result.error_message or SORRY_GENERIC
+        if result.memory_degraded and services.conversation.continuity.should_note(chat.id):
+            final = f"{final.rstrip()}\n\n{MEMORY_NOTE}"
+        # Rating buttons ride on the reply's last message (not a separate edit afterwards):
+        # the rating goes to the trace (tracing on) and to the turn (the call ledger on), named
+        # by its stored id or, while the write is still on its way, by the user's message.
+        traced = bool(result.trace_id) and trace_review(services) is not None
+        ledgered = services.ledger is not None
+        buttons = (
+            rating_keyboard(
+                result.trace_id if traced else None,
+                user_id,
+                result.turn_id,
+                message_id=message.message_id,
+            )
+            if result.success and user_id is not None and (traced or ledgered)
+            else None
+        )
+        await streamer.finish(final, reply_markup=buttons)
+
     async with typing_action(bot, chat.id, message_thread_id=thread):
         streamer.begin()
         try:
@@ -189,7 +247,8 @@ async def answer_with_pipeline(
                 text=text,
                 topic=topic,
                 on_text=streamer.push,
-                message_key=f"tg:{chat.id}:{message.message_id}",
+                message_key=telegram_message_key(chat.id, message.message_id),
+                deliver=deliver,
             )
         except StorageError as exc:
             # The operator's log says what failed; the user gets what was written, and a note.
@@ -205,26 +264,8 @@ async def answer_with_pipeline(
             log.exception("%s failed in chat %s", pipeline, chat.id)
             await streamer.finish(SORRY_GENERIC)
             return None
-        if result.success:
-            final = result.reply if result.reply.strip() else (streamer.text or "…")
-        elif streamer.text.strip():
-            # The reply broke off after the user had seen part of it (the model stopped
-            # mid-stream): keep what they read, and say why it ends there.
-            final = f"{streamer.text.rstrip()}\n\n({result.error_message or SORRY_GENERIC})"
-        else:
-            final = result.error_message or SORRY_GENERIC
-        if result.memory_degraded and services.conversation.continuity.should_note(chat.id):
-            final = f"{final.rstrip()}\n\n{MEMORY_NOTE}"
-        # Rating buttons ride on the reply's last message (not a separate edit afterwards):
-        # the rating goes to the trace (tracing on) and to the turn (the call ledger on).
-        traced = bool(result.trace_id) and trace_review(services) is not None
-        ledgered = bool(result.turn_id) and services.ledger is not None
-        buttons = (
-            rating_keyboard(result.trace_id if traced else None, user_id, result.turn_id)
-            if result.success and user_id is not None and (traced or ledgered)
-            else None
-        )
-        await streamer.finish(final, reply_markup=buttons)
+        if not delivered:
+            await deliver(result)
     return result
 
 

@@ -22,8 +22,15 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import CallbackQuery, Message
 
 from bot.app import Services
+from bot.services.conversation import stored_key
 from bot.storage.repositories import StorageError
-from bot.telegram.routers.common import LegacyRateReply, RateReply, trace_review
+from bot.telegram.routers.common import (
+    LegacyRateReply,
+    RateReply,
+    TurnRateReply,
+    telegram_message_key,
+    trace_review,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +67,15 @@ async def on_rate(
 ) -> None:
     tracing = trace_review(services)
     traced = bool(_TRACE_ID.match(callback_data.trace))
-    if callback_data.vote not in ("up", "down") or not (traced or callback_data.turn > 0):
+    named = callback_data.turn > 0 or callback_data.msg > 0
+    if callback_data.vote not in ("up", "down") or not (traced or named):
         await query.answer("That button is not valid any more.")
         return
     voter = query.from_user.id
     if voter != callback_data.user:
         await query.answer(NOT_YOURS)
         return
-    key = (callback_data.trace or f"turn:{callback_data.turn}", voter)
+    key = (callback_data.trace or _turn_name(query, callback_data), voter)
     if key in votes:
         await query.answer(ALREADY)
         return
@@ -93,23 +101,43 @@ async def on_rate(
             log.info("could not remove the rating buttons: %s", exc)
 
 
+def _turn_name(query: CallbackQuery, data: RateReply) -> str:
+    if data.turn > 0:
+        return f"turn:{data.turn}"
+    chat = query.message.chat.id if query.message is not None else 0
+    return f"msg:{chat}:{data.msg}"
+
+
 async def _rate_turn(query: CallbackQuery, callback_data: RateReply, services: Services) -> bool:
     """The rating against its turn in the call ledger; False when it could not be stored."""
-    if services.ledger is None or callback_data.turn <= 0:
+    if services.ledger is None:
         return False
     chat = query.message.chat.id if query.message is not None else None
     try:
+        turn: int | None = callback_data.turn
+        if not turn and callback_data.msg > 0 and chat is not None:
+            # The reply went out beside the turn's write: its stored id is found by the key
+            # the write stored the user's message under.
+            key = stored_key(telegram_message_key(chat, callback_data.msg), "user")
+            turn = await services.storage.messages.id_of(key)
+        if not turn:
+            return False
         await services.storage.ledger.rate(
-            callback_data.turn, query.from_user.id, chat, callback_data.vote == "up"
+            turn, query.from_user.id, chat, callback_data.vote == "up"
         )
     except StorageError as exc:
-        log.warning("a rating of turn %s could not be stored: %s", callback_data.turn, exc)
+        log.warning(
+            "a rating of turn %s could not be stored: %s", _turn_name(query, callback_data), exc
+        )
         return False
     return True
 
 
 async def on_legacy_rate(
-    query: CallbackQuery, callback_data: LegacyRateReply, services: Services, votes: VoteBook
+    query: CallbackQuery,
+    callback_data: LegacyRateReply | TurnRateReply,
+    services: Services,
+    votes: VoteBook,
 ) -> None:
     await on_rate(query, callback_data.current(), services, votes)
 
@@ -117,5 +145,6 @@ async def on_legacy_rate(
 def create_router() -> Router:
     router = Router(name=__name__)
     router.callback_query.register(on_rate, RateReply.filter())
+    router.callback_query.register(on_legacy_rate, TurnRateReply.filter())
     router.callback_query.register(on_legacy_rate, LegacyRateReply.filter())
     return router
