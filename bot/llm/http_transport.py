@@ -51,7 +51,7 @@ KEEPALIVE_SECONDS = 15.0
 
 
 @contextlib.contextmanager
-def _mapped_errors(request: httpx2.Request) -> Iterator[None]:
+def _mapped_errors(request: httpx2.Request | None) -> Iterator[None]:
     try:
         yield
     except httpx2.HTTPError:
@@ -89,10 +89,7 @@ class _ResponseStream(httpx2.AsyncByteStream):
     async def aclose(self) -> None:
         # A body read to the end gives its connection back to the pool; one abandoned halfway
         # (a cancelled stream) must not be reused, so it is closed.
-        if self._response.content.at_eof():
-            self._response.release()
-        else:
-            self._response.close()
+        AiohttpTransport.finish(self._response)
 
 
 class AiohttpTransport(httpx2.AsyncBaseTransport):
@@ -147,6 +144,50 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             extensions=extensions,
         )
 
+    async def post(
+        self, url: str, headers: dict[str, str], body: bytes, timeout: float
+    ) -> aiohttp.ClientResponse:
+        """POST `body`, with no httpx2 objects on the way (a model call's lean path,
+        `bot.llm.openai_wire`): the response, its body unread (`read_body`, `body_chunks`; then
+        `finish`). The timeout is each phase's, as the SDKs set it; errors are httpx2's, as for
+        every request here. The body is decoded as its Content-Encoding says."""
+        session = self._get_session()
+        with _mapped_errors(None):
+            return await session.post(
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
+                ),
+            )
+
+    @staticmethod
+    async def read_body(response: aiohttp.ClientResponse) -> bytes:
+        """The whole body of a response from `post`; its connection goes back to the pool."""
+        try:
+            with _mapped_errors(None):
+                return await response.read()
+        finally:
+            AiohttpTransport.finish(response)
+
+    @staticmethod
+    async def body_chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        """The body of a response from `post`, as it comes."""
+        with _mapped_errors(None):
+            async for chunk in response.content.iter_any():
+                yield chunk
+
+    @staticmethod
+    def finish(response: aiohttp.ClientResponse) -> None:
+        """Done with a response from `post`: as `_ResponseStream.aclose` (reuse the connection
+        of a body read to the end, close one abandoned halfway)."""
+        if response.content.at_eof():
+            response.release()
+        else:
+            response.close()
+
     async def aclose(self) -> None:
         session, self._session = self._session, None
         if session is not None and not session.closed:
@@ -187,10 +228,11 @@ class _SdkHttpClient(httpx2.AsyncClient):
         return super()._merge_url(url)
 
 
-def make_sdk_http_client() -> httpx2.AsyncClient:
-    """An `httpx2.AsyncClient` for `AsyncOpenAI(http_client=...)` / `AsyncAnthropic(...)`.
+def make_sdk_http_client(transport: AiohttpTransport | None = None) -> httpx2.AsyncClient:
+    """An `httpx2.AsyncClient` for `AsyncOpenAI(http_client=...)` / `AsyncAnthropic(...)`, on
+    `transport` (a new one by default).
 
     Redirects are followed, as the SDKs' own default client does; the SDKs set each request's
     timeout themselves.
     """
-    return _SdkHttpClient(transport=AiohttpTransport(), follow_redirects=True)
+    return _SdkHttpClient(transport=transport or AiohttpTransport(), follow_redirects=True)

@@ -3,7 +3,8 @@
 `openrouter:`, `openai:`, `groq:`, `xai:` and `vllm:` specs all speak this one wire format; only
 the key, the base URL and a few headers differ.
 
-The only module that imports `openai`. SDK exceptions become `bot.llm.errors` in `_map_error`,
+With `bot.llm.openai_wire` (a request's lean path, which raises the SDK's own exceptions), the
+only module that imports `openai`. SDK exceptions become `bot.llm.errors` in `_map_error`,
 the one boundary:
 
     APITimeoutError / our overall deadline  -> ProviderTimeout
@@ -40,6 +41,7 @@ that only ever sends keep-alive comments before its first token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -72,7 +74,8 @@ from bot.llm.errors import (
     is_retryable_status,
 )
 from bot.llm.fallback import single_attempt
-from bot.llm.http_transport import cached_url, make_sdk_http_client
+from bot.llm.http_transport import AiohttpTransport, cached_url, make_sdk_http_client
+from bot.llm.openai_wire import Redirected, open_stream, post_json
 from bot.llm.structured import complete_structured, response_format_for
 from bot.llm.types import Attempt, ChatMessage, LLMResponse, StreamChunk, Usage
 
@@ -111,7 +114,12 @@ def _request_options(per_attempt: float) -> Any:
 
 
 class _Client(AsyncOpenAI):
-    """AsyncOpenAI that will not sleep long on the same model (see the module docstring)."""
+    """AsyncOpenAI that will not sleep long on the same model (see the module docstring).
+
+    `wire`: the aiohttp transport under its httpx2 client, on which a completion's POST goes
+    straight (`bot.llm.openai_wire`); None sends everything through the SDK."""
+
+    wire: AiohttpTransport | None = None
 
     def _should_retry(self, response: httpx2.Response) -> bool:
         wait = self._parse_retry_after_header(response.headers)
@@ -156,14 +164,17 @@ def make_openai_client(
             headers["HTTP-Referer"] = app_url
         if app_title:
             headers["X-Title"] = app_title
-    return _Client(
+    transport = AiohttpTransport()
+    client = _Client(
         api_key=api_key or _NO_KEY,
         base_url=base_url,
         timeout=timeout,
         max_retries=max_retries,
         default_headers=headers or None,
-        http_client=make_sdk_http_client(),
+        http_client=make_sdk_http_client(transport),
     )
+    client.wire = transport
+    return client
 
 
 class OpenAICompatibleProvider:
@@ -362,14 +373,23 @@ class OpenAICompatibleProvider:
         return body
 
     async def _post_chat(self, body: dict[str, Any], per_attempt: float, *, stream: bool) -> Any:
-        """`POST /chat/completions` through the SDK's client (its retries, errors, parsing),
-        without `chat.completions.create`'s request transform.
+        """`POST /chat/completions`: straight on the client's aiohttp session, the SDK's parts
+        kept (`bot.llm.openai_wire`), or else through the SDK's client (its retries, errors,
+        parsing), without `chat.completions.create`'s request transform.
 
         The transform walks every message against the SDK's TypedDict unions: ~0.3 ms of CPU per
         message dict, 4-5 ms for a reply with its history, and a no-op for our bodies (plain
         role/content strings, no aliased fields). The load benchmark measured it as the largest
         single CPU cost per user message.
         """
+        wire = getattr(self._client, "wire", None)
+        if wire is not None:
+            retries = 0 if single_attempt() else self._client.max_retries
+            send = open_stream if stream else post_json
+            with contextlib.suppress(Redirected):  # the SDK's client follows it
+                return await send(
+                    self._client, wire, body, timeout=per_attempt, max_retries=retries
+                )
         if stream:
             return await self._client.post(
                 "/chat/completions",
