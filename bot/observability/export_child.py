@@ -19,6 +19,7 @@ from langfuse import Langfuse
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
+from bot.observability import export_stage
 from bot.observability.exporter import LangfuseSpanExporter
 from bot.observability.logs import install_log_scrubbing
 from bot.observability.replay import PresetIds, Replayer
@@ -63,6 +64,8 @@ def build_client(config: dict[str, Any], scrubber: Scrubber) -> tuple[Langfuse, 
         media_upload_thread_count=1,
     )
     replayer = Replayer(client, scrubber, ids)
+    # The SDK's export stage copies and clones every span; most batches need none of it.
+    export_stage.install(provider, exporter, scrubber.text)
     return client, replayer
 
 
