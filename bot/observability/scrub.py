@@ -125,8 +125,9 @@ class Scrubber:
         return value
 
     def value(self, value: Any) -> Any:
-        """A JSON-friendly copy of `value` with every secret replaced."""
-        return self._walk(jsonable(value))
+        """A JSON-friendly copy of `value` with every secret replaced (`jsonable`'s copy,
+        scrubbed as it is made)."""
+        return self._walk(value)
 
     def content(self, value: Any) -> Any:
         """Conversation content (prompts, replies, outputs): redacted entirely when configured."""
@@ -137,17 +138,25 @@ class Scrubber:
         return self.value(value)
 
     def _walk(self, value: Any) -> Any:
+        # One pass where `_walk(jsonable(value))` made two copies: the export process scrubs
+        # every record's values, and they arrive plain already (the bot sent `jsonable` data).
         if isinstance(value, str):
             return self.text(value)
+        if value is None or isinstance(value, int | float | bool):
+            return value
+        if isinstance(value, BaseModel):
+            return self._walk(value.model_dump(mode="json"))
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return self._walk(_public_fields(value))
         if isinstance(value, Mapping):
             cleaned: dict[str, Any] = {}
             for key, item in value.items():
                 name = self.text(str(key))
                 cleaned[name] = SECRET if _CREDENTIAL_KEYS.search(name) else self._walk(item)
             return cleaned
-        if isinstance(value, list | tuple):
+        if isinstance(value, list | tuple | set | frozenset):
             return [self._walk(item) for item in value]
-        return value
+        return self.text(repr(value))
 
 
 def jsonable(value: Any) -> Any:
@@ -157,16 +166,20 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            f.name: jsonable(getattr(value, f.name))
-            for f in dataclasses.fields(value)
-            if not f.name.startswith("_")
-        }
+        return {name: jsonable(item) for name, item in _public_fields(value).items()}
     if isinstance(value, Mapping):
         return {str(key): jsonable(item) for key, item in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [jsonable(item) for item in value]
     return repr(value)
+
+
+def _public_fields(value: Any) -> dict[str, Any]:
+    return {
+        f.name: getattr(value, f.name)
+        for f in dataclasses.fields(value)
+        if not f.name.startswith("_")
+    }
 
 
 def truncate(value: Any, limit: int) -> Any:

@@ -167,3 +167,29 @@ def test_scrubbing_ordinary_prose_does_not_run_the_shape_regex(
     assert calls == []
     assert scrubber.text("token sk-or-v1-0123456789abcdef0123") == f"token {SECRET}"
     assert len(calls) == 1
+
+
+@dataclass
+class _Hidden:
+    shown: str
+    _private: str = "not sent"
+
+
+def test_values_are_scrubbed_as_jsonable_makes_them_in_one_pass() -> None:
+    """`value` converts as `jsonable` does (models, dataclasses, sets, tuples, keys, other
+    objects) while it scrubs: the same result as scrubbing `jsonable`'s copy."""
+    scrubber = Scrubber(["sk-configured-secret-123"])
+    mixed = {
+        1: (Result(True, Plan(steps=["sk-configured-secret-123 leaked"])), {4}),
+        "nested": [_Hidden("a sk-configured-secret-123"), frozenset({"x"}), None, 2.5],
+        "api_key": {"anything": "goes"},
+        "other": object(),
+        "bytes": b"raw",
+    }
+    once = scrubber.value(mixed)
+    assert once == scrubber.value(jsonable(mixed))
+    assert once["1"][0] == {"ok": True, "plan": {"steps": [f"{SECRET} leaked"]}}
+    assert once["nested"][0] == {"shown": f"a {SECRET}"}
+    assert once["api_key"] == SECRET
+    assert once["other"].startswith("<object")
+    assert "sk-configured-secret-123" not in json.dumps(once)
