@@ -68,10 +68,6 @@ class Place:
         entry, self._entry = self._entry, None
         return entry
 
-    @property
-    def entry(self) -> QueueEntry | None:
-        return self._entry
-
 
 class RedisChatQueue:
     def __init__(
