@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from bot.intake.sqlite import SqliteIntake
 from bot.intake.store import REPLY, UPDATE, IntakeError, NewUpdate, QueueEntry, Stored
+from bot.services.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,7 @@ class RedisIntake:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisIntake:
-        client = redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-        return cls(client, owns_client=True, **kwargs)
+        return cls(redis_client(url), owns_client=True, **kwargs)
 
     def _redis_failed(self, exc: BaseException) -> None:
         if not self._warned:

@@ -82,6 +82,9 @@ log = logging.getLogger(__name__)
 Row = dict[str, Any]
 Filters = Mapping[str, str] | Sequence[tuple[str, str]]
 
+# Connections kept to InsForge. PostgREST runs a request per database connection of its own pool
+# (10 by default) and queues the rest; more here than that only adds idle sockets.
+MAX_CONNECTIONS = 20
 RECORDS_PATH = "/api/database/records/"
 MIGRATIONS_PATH = "/api/database/migrations"
 RPC_PATH = "/api/database/rpc/"
@@ -169,7 +172,7 @@ class InsForgeClient:
         backoff: float = 0.25,
         max_backoff: float = 4.0,
         max_retry_after: float = 30.0,
-        max_connections: int = 20,
+        max_connections: int = MAX_CONNECTIONS,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if not base_url:
@@ -187,9 +190,13 @@ class InsForgeClient:
         self.max_retry_after = max_retry_after
         self._sleep = sleep
         self._headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
-        # Each phase (waiting for a pooled connection, connecting, each read) gets `timeout`.
+        # Connecting and each read get `timeout`. Waiting for a pooled connection does not:
+        # aiohttp's `connect` covers that wait, and in a burst (the loop behind, every
+        # connection busy) it ran out and InsForge was reported unreachable, and the request
+        # retried, while it answered everything in time. The wait ends as connections free up,
+        # each bounded by its own read timeout.
         self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
+            total=None, connect=None, sock_connect=timeout, sock_read=timeout
         )
         # A bounded pool: a burst of messages queues here instead of opening a socket each.
         self._max_connections = max_connections

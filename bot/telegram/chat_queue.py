@@ -16,7 +16,10 @@ ways in: updates taken up after a restart, the file intake.
 
 Failure handling: an entry whose replica died would block the chat, so a waiter that has seen the
 same head for `stale_after` seconds removes it (logged); an update cancelled while it waits for its
-turn (a shutdown deadline) removes its own entry. When Redis cannot be reached, updates go
+turn (a shutdown deadline) removes its own entry. A leave that fails (Redis busy or briefly away)
+is retried in the background until Redis takes it or `stale_after` has passed: a finished
+update's entry left in place held its chat's next update for the whole `stale_after` (seen in a
+burst, 2026-12-03). When Redis cannot be reached, updates go
 on without cross-replica ordering (the in-process per-chat lock still holds): losing Redis never
 stops replies.
 """
@@ -34,8 +37,17 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from bot.intake import QueueEntry
+from bot.services.redis_client import redis_client
 
 log = logging.getLogger(__name__)
+
+# A waiter's polls: every poll_interval at first, each wait POLL_GROWTH times longer, at most
+# POLL_MAX_FACTOR poll intervals (20 -> 100 ms by default).
+POLL_GROWTH = 1.5
+POLL_MAX_FACTOR = 5.0
+# A failed leave is tried again after RETRY_FIRST seconds, then doubling up to RETRY_MAX.
+RETRY_FIRST = 0.1
+RETRY_MAX = 5.0
 
 
 def update_chat_id(update: dict[str, Any]) -> int | None:
@@ -85,11 +97,11 @@ class RedisChatQueue:
         self._poll = poll_interval
         self._owns_client = owns_client
         self._warned = False
+        self._retries: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisChatQueue:
-        client = redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-        return cls(client, owns_client=True, **kwargs)
+        return cls(redis_client(url), owns_client=True, **kwargs)
 
     def _key(self, chat_id: int) -> str:
         return f"{self._prefix}:{chat_id}"
@@ -143,15 +155,44 @@ class RedisChatQueue:
             if left_here is not None:
                 await self.leave(left_here)
 
+    @property
+    def retrying(self) -> int:
+        """Leaves that failed and are being retried."""
+        return len(self._retries)
+
     async def leave(self, entry: QueueEntry) -> None:
+        """Remove the entry; when Redis fails, keep trying in the background."""
+        if not await self._remove(entry):
+            task = asyncio.create_task(self._leave_later(entry), name="chat-queue-leave")
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
+
+    async def _remove(self, entry: QueueEntry) -> bool:
         try:
             await self._redis.zrem(entry.key, entry.member)
         except (RedisError, OSError) as exc:
             self._redis_failed(exc)
+            return False
+        return True
+
+    async def _leave_later(self, entry: QueueEntry) -> None:
+        loop = asyncio.get_running_loop()
+        # Past stale_after the chat's waiters skip the entry themselves.
+        deadline = loop.time() + self._stale_after
+        delay = RETRY_FIRST
+        while loop.time() < deadline:
+            await asyncio.sleep(delay)
+            if await self._remove(entry):
+                return
+            delay = min(delay * 2, RETRY_MAX)
+        log.warning("chat queue: could not leave %s in %.0f s", entry.key, self._stale_after)
 
     async def _wait_for_head(self, key: str, member: str) -> bool:
         head_seen: str | None = None
         head_since = time.monotonic()
+        # The first looks come quickly (a head on another replica is usually about to leave);
+        # a long wait polls less often, so a backlog of waiters does not load Redis and the loop.
+        interval = self._poll
         while True:
             try:
                 head = await self._redis.zrange(key, 0, 0)
@@ -180,8 +221,11 @@ class RedisChatQueue:
                     self._redis_failed(exc)
                     return False
                 continue
-            await asyncio.sleep(self._poll)
+            await asyncio.sleep(interval)
+            interval = min(interval * POLL_GROWTH, self._poll * POLL_MAX_FACTOR)
 
     async def close(self) -> None:
+        for task in list(self._retries):
+            task.cancel()  # the entries expire with their key's TTL; waiters skip stale ones
         if self._owns_client:
             await self._redis.aclose()

@@ -33,6 +33,8 @@ from aiogram.fsm.storage.base import BaseEventIsolation, StorageKey
 from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 
+from bot.services.redis_client import redis_client
+
 log = logging.getLogger(__name__)
 
 ChatKey = tuple[int, int]  # (bot_id, chat_id)
@@ -106,7 +108,7 @@ class RedisChatEventIsolation(BaseEventIsolation):
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisChatEventIsolation:
-        return cls(Redis.from_url(url), owns_client=True, **kwargs)
+        return cls(redis_client(url), owns_client=True, **kwargs)
 
     def lock_name(self, ckey: ChatKey) -> str:
         bot_id, chat_id = ckey

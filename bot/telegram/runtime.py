@@ -46,6 +46,7 @@ from aiogram.fsm.storage.memory import MemoryStorage
 from bot.app import Services, build_services
 from bot.config import ConfigError, Settings
 from bot.intake import Intake, open_intake
+from bot.services.redis_client import redis_client
 from bot.telegram.chat_queue import RedisChatQueue
 from bot.telegram.dispatcher import (
     BOT_COMMANDS,
@@ -83,10 +84,7 @@ def build_fsm(
     if settings.redis_url:
         from aiogram.fsm.storage.redis import RedisStorage
 
-        redis_storage = RedisStorage.from_url(
-            settings.redis_url,
-            connection_kwargs={"socket_connect_timeout": 2, "socket_timeout": 2},
-        )
+        redis_storage = RedisStorage(redis_client(settings.redis_url))
         return ResilientStorage(redis_storage), isolation
     return MemoryStorage(), isolation
 

@@ -79,7 +79,7 @@ from tests.bench.production import (
 
 LOAD_CHAT, WARM_CHAT, BURST_CHAT = 100_000, 900_000, 500_000
 BURST_AFTER = 5.0  # seconds into the steady load
-WEBHOOK_CONNECTIONS = 8
+WEBHOOK_CONNECTIONS = 40  # Telegram's default `max_connections`
 
 
 @dataclass
@@ -98,6 +98,7 @@ class Options:
     store_prompts: bool = True
     warmup: int = 20
     py_spy: str | None = None
+    keep_log: bool = False  # copy the bot's log out even when every message was answered
     quiet: bool = False
     production: bool = False
     replicas: int = 1
@@ -243,8 +244,12 @@ async def run(options: Options) -> dict[str, Any]:
                 await bot.stop()
             stored = await r.storage.stored()
             # Counted after the stop: the bot's shutdown flushes the last spans.
-            spans_received = len(r.otlp.spans()) if r.otlp is not None else 0
-        kept_log = _keep_log_if_failed(workdir / "bot.log", [*load.sent, *burst.sent])
+            received = r.otlp.spans() if r.otlp is not None else []
+            spans_received = len(received)
+            span_ms = _span_durations(received)
+        kept_log = _keep_log_if_failed(
+            workdir / "bot.log", [*load.sent, *burst.sent], always=options.keep_log
+        )
 
     sent = [*load.sent, *burst.sent]
     answered = [m for m in sent if m.answered_at is not None]
@@ -303,6 +308,18 @@ async def run(options: Options) -> dict[str, Any]:
         "insforge_plain_turn": plain,
         "archives_seeded": archives,
         "forwarded": forwarded,
+        # Pushed at the fake Bot API -> taken by the bot's webhook: time queued on Telegram's
+        # side (its connections busy with the bot's slow answers), inside the added latency.
+        "delivery_wait_ms": [
+            percentile(
+                [m.delivered_at - m.pushed_at for m in sent if m.delivered_at is not None], p
+            )
+            * 1000
+            for p in (50, 99)
+        ]
+        if any(m.delivered_at is not None for m in sent)
+        else None,
+        "span_ms": span_ms if options.tracing else None,
         "burst_sent": len(burst.sent),
         "burst_answered": sum(1 for m in burst.sent if m.answered_at is not None),
         "burst_added_ms": [
@@ -323,9 +340,29 @@ async def run(options: Options) -> dict[str, Any]:
     return result
 
 
-def _keep_log_if_failed(log: Path, sent: list[Any]) -> str | None:
-    """Copy the bot's log out of the temporary folder when a message was not answered."""
-    if all(m.answered_at is not None and not m.apologies for m in sent) or not log.exists():
+def _span_durations(spans: list[Any]) -> dict[str, tuple[float, float]]:
+    """p50 and p99 (ms) of the traced durations by kind: a pipeline run (the root), an agent
+    step, a model call. Against the added latency they say where a turn's time went."""
+    kinds: dict[str, list[float]] = {"run": [], "agent": [], "generation": []}
+    for span in spans:
+        kind = "run" if span.parent_id is None else span.observation_type
+        if kind in kinds:
+            kinds[kind].append((span.end_ns - span.start_ns) / 1e9)
+        if kind == "agent":
+            kinds.setdefault(f"agent:{span.name}", []).append((span.end_ns - span.start_ns) / 1e9)
+    return {
+        kind: (percentile(values, 50) * 1000, percentile(values, 99) * 1000)
+        for kind, values in kinds.items()
+        if values
+    }
+
+
+def _keep_log_if_failed(log: Path, sent: list[Any], *, always: bool = False) -> str | None:
+    """Copy the bot's log out of the temporary folder when a message was not answered (or
+    `always`)."""
+    if not log.exists():
+        return None
+    if not always and all(m.answered_at is not None and not m.apologies for m in sent):
         return None
     fd, kept = tempfile.mkstemp(prefix="bench-e2e-bot-", suffix=".log")
     with open(fd, "wb") as out:
@@ -424,6 +461,16 @@ def _print(options: Options, r: dict[str, Any]) -> None:
             ("end-to-end latency ms", f"p50 {e50:.1f}  p95 {e95:.1f}  p99 {e99:.1f}"),
             ("model time on critical path", f"mean {r['model_ms_mean']:.1f} ms"),
             ("bot added latency ms", f"p50 {a50:.1f}  p95 {a95:.1f}  p99 {a99:.1f}"),
+            *(
+                [
+                    (
+                        "of which webhook queue ms",
+                        "p50 {:.1f}  p99 {:.1f}".format(*r["delivery_wait_ms"]),
+                    )
+                ]
+                if r["delivery_wait_ms"] is not None
+                else []
+            ),
             ("bot CPU per message", f"{r['cpu_ms_per_message']:.2f} ms"),
             ("bot CPU use", f"{r['bot_cpu_share']:.0%} of one core"),
             ("child processes' CPU per message", f"{r['children_cpu_ms_per_message']:.2f} ms"),
@@ -446,6 +493,19 @@ def _print(options: Options, r: dict[str, Any]) -> None:
                 if options.tracing
                 else []
             ),
+            *(
+                [
+                    (
+                        "traced durations ms",
+                        "  ".join(
+                            f"{kind} p50 {p50:.0f} p99 {p99:.0f}"
+                            for kind, (p50, p99) in r["span_ms"].items()
+                        ),
+                    )
+                ]
+                if r["span_ms"]
+                else []
+            ),
             *_production_rows(options, r),
             (
                 "Bot API calls per message",
@@ -458,7 +518,7 @@ def _print(options: Options, r: dict[str, Any]) -> None:
     for text in r["apology_texts"]:
         print(f"apology sent: {text!r}")
     if r["kept_log"]:
-        print(f"the bot's log (a message was not answered): {r['kept_log']}")
+        print(f"the bot's log: {r['kept_log']}")
 
 
 def _production_rows(options: Options, r: dict[str, Any]) -> list[tuple[str, str]]:
@@ -523,6 +583,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--warmup", type=int, default=20, help="warm-up messages (not measured)")
     parser.add_argument("--py-spy", metavar="FILE", help="profile the bot (.svg or .txt)")
     parser.add_argument(
+        "--keep-log", action="store_true", help="keep the bot's log (its path is printed)"
+    )
+    parser.add_argument(
         "--production",
         action="store_true",
         help="webhook, InsForge, Redis, tracing, ledger, budget, allowlist, archives",
@@ -558,6 +621,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         store_prompts=args.store_prompts == "on",
         warmup=args.warmup,
         py_spy=args.py_spy,
+        keep_log=args.keep_log,
         production=args.production,
         replicas=max(1, args.replicas or 1),
         fronted=args.replicas is not None,

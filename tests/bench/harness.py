@@ -155,6 +155,7 @@ class Message:
     message_id: int
     pushed_at: float
     answered_at: float | None = None
+    delivered_at: float | None = None  # the webhook delivery the bot took (webhook mode)
     apologies: list[tuple[float, str]] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -190,6 +191,9 @@ class TrackingTelegramServer(FakeTelegramServer):
         # 1 delivers strictly one after the other.
         self.webhook_connections = 1
         self._webhook_workers: list[asyncio.Task[None]] = []
+        # Over several connections Telegram still sends a chat's next update only once the
+        # previous one was taken: one FIFO lock per chat, taken in queue order.
+        self._webhook_chat_locks: defaultdict[Any, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def send_user_message(self, chat: int, seq: int, text: str | None = None) -> Message:
         tag = tag_for(chat, seq)
@@ -237,15 +241,26 @@ class TrackingTelegramServer(FakeTelegramServer):
         assert self._webhook_queue is not None
         while True:
             update = await self._webhook_queue.get()
-            while True:
-                try:
-                    status = await self.post_to_webhook(update)
-                except (OSError, aiohttp.ClientError):
-                    status = 0
-                if status == 200:
-                    break
-                self.webhook_deliveries.append((update["update_id"], status))
-                await asyncio.sleep(0.2)
+            message = update.get("message") or {}
+            chat = (message.get("chat") or {}).get("id", ("update", update["update_id"]))
+            # Taken before any await: the worker that took the chat's earlier update from the
+            # queue holds its lock or waits ahead of this one.
+            async with self._webhook_chat_locks[chat]:
+                while True:
+                    try:
+                        status = await self.post_to_webhook(update)
+                    except (OSError, aiohttp.ClientError):
+                        status = 0
+                    if status == 200:
+                        self._delivered(message, chat)
+                        break
+                    self.webhook_deliveries.append((update["update_id"], status))
+                    await asyncio.sleep(0.2)
+
+    def _delivered(self, message: dict[str, Any], chat: Any) -> None:
+        sent = self._by_message_id.get((chat, message.get("message_id")))
+        if sent is not None and sent.delivered_at is None:
+            sent.delivered_at = time.monotonic()
 
     def _record(self, call: Call) -> None:
         super()._record(call)

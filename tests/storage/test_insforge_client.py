@@ -3,6 +3,7 @@ to a StorageError, and which requests are retried."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import asyncpg
@@ -453,3 +454,32 @@ async def test_rpc_retries_an_unknown_outcome_only_when_read_only(
     fake_insforge.fail_next(503)
     with pytest.raises(StorageUnavailable, match="may or may not"):
         await client.rpc("rpc_test_total", {"p_chats": [1]})
+
+
+# --- a busy pool ---
+
+
+async def test_requests_waiting_for_a_pooled_connection_are_not_unreachable(
+    fake_insforge: FakeInsForge, sleeps: Sleeps
+) -> None:
+    """A burst once queued InsForge requests for a pooled connection for longer than the
+    timeout; aiohttp counted the wait as connecting, and InsForge was reported as "cannot be
+    reached" (and the request retried) while it answered every request in time. Waiting for
+    our own pool is not InsForge failing: only the connect itself and each read are bounded."""
+    client = InsForgeClient(
+        fake_insforge.url,
+        fake_insforge.api_key,
+        timeout=0.5,
+        max_retries=0,
+        max_connections=1,
+        sleep=sleeps,
+    )
+    try:
+        await client.select("users", limit=1)  # the one connection is open and pooled
+        fake_insforge.hang_next(0.35, count=3)
+        # One connection for three requests that take 0.35 s each: the last waits 0.7 s.
+        results = await asyncio.gather(*(client.select("users", limit=1) for _ in range(3)))
+    finally:
+        await client.aclose()
+    assert results == [[], [], []]
+    assert sleeps.waits == []  # nothing was retried

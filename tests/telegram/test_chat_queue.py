@@ -94,6 +94,44 @@ async def test_an_entry_left_by_a_dead_replica_is_skipped_after_stale_after(
         await queue.close()
 
 
+async def test_a_leave_that_fails_is_retried_so_the_chat_does_not_wait_stale_after(
+    redis_url: str,
+) -> None:
+    """A burst once exhausted the pool: the finished update's entry stayed, and the chat's next
+    update waited the full `stale_after` (120 s) behind it. The leave is retried instead."""
+    prefix = f"test-queue-{uuid.uuid4().hex}"
+    queue = _queue(redis_url, prefix, stale_after=30, poll_interval=0.02)
+    client = queue._redis
+    real_zrem = client.zrem
+    failures = 0
+
+    async def zrem_failing_twice(*args: object) -> object:
+        nonlocal failures
+        if failures < 2:
+            failures += 1
+            raise redis.ConnectionError("No connection available.")
+        return await real_zrem(*args)  # type: ignore[arg-type]
+
+    client.zrem = zrem_failing_twice  # type: ignore[method-assign]
+    try:
+        assert await queue.register(9, 1)
+        assert await queue.register(9, 2)
+        async with queue.turn(9, 1):
+            pass  # its leave fails here, and once more on the first retry
+        async with asyncio.timeout(5):  # far below stale_after
+            async with queue.turn(9, 2):
+                pass
+        assert failures == 2
+        assert queue.retrying == 0
+        raw = redis.from_url(redis_url)
+        try:
+            assert await raw.zcard(f"{prefix}:9") == 0
+        finally:
+            await raw.aclose()
+    finally:
+        await queue.close()
+
+
 async def test_redis_down_means_no_waiting_and_no_error() -> None:
     async with TcpProxy("127.0.0.1", 6379) as proxy:
         queue = _queue(f"redis://127.0.0.1:{proxy.port}/0", "unused")

@@ -84,3 +84,34 @@ async def test_a_plain_turn_makes_a_fixed_number_of_redis_round_trips(
             plain = await one_turn(runtime, tg, seen, "what should I do about it?")
     assert dict(Counter(c.name for c in plain)) == PLAIN_TURN
     assert round_trips(plain) == 10
+
+
+async def test_a_chats_updates_queued_on_one_replica_wait_without_polling_redis(
+    tmp_path: Path, tg: FakeTelegramServer
+) -> None:
+    """Updates of one chat that arrive while it is busy wait on this process's lock, in order,
+    and ask Redis for the chat's head once each when their turn comes. They used to poll it
+    every 20 ms each: in a burst, thousands of waiters polling were most of the bot's CPU and
+    its throughput fell from ~30 to ~10 messages a second (2026-12-03)."""
+    flush = redis.from_url(REDIS_URL)
+    await flush.flushdb()
+    await flush.aclose()
+    async with FakeLLMServer() as llm:
+        llm.default.text = agent_reply
+        llm.default.latency = 0.15  # each of a turn's calls: the chat stays busy ~0.5 s a turn
+        settings = settings_for(tmp_path, tg, llm, "webhook", redis_url=REDIS_URL, summary_every=20)
+        async with RedisCommands(REDIS_URL) as seen, running(settings) as runtime:
+            await one_turn(runtime, tg, seen, "warm up")
+            mark = await seen.mark()
+            for n in range(4):
+                tg.user_message(f"message number {n}", user_id=USER)
+            await wait_until(lambda: len(final_replies(tg, USER)) == 5, timeout=30)
+            await runtime.services.runner.wait_background()
+            await wait_until(lambda: not runtime.feeder.tasks)
+            commands = turn_commands(await seen.seen(mark))
+    replies = [r for r in final_replies(tg, USER)[1:]]
+    assert len(replies) == 4
+    head_checks = [c for c in commands if c.name == "ZRANGE"]
+    # The first joined at the head (the store script said so); each of the other three checks
+    # once when the one before it has left. Polling made dozens.
+    assert len(head_checks) <= 3, len(head_checks)
