@@ -223,6 +223,7 @@ class Budgets:
         # this process starts from there (after a restart, or a limit set mid-day).
         self.seeder: Seeder | None = None
         self._seeded: set[str] = set()
+        self._seeding: dict[str, asyncio.Future[None]] = {}  # counters being started now
         self._listeners: list[Callable[[str], object]] = []
 
     @classmethod
@@ -506,18 +507,40 @@ class Budgets:
         return local if period == "day" else local.replace(day=1)
 
     async def _seed(self, keys: Sequence[ScopeKey]) -> None:
-        """Counters this process has not seen start from what the ledger says was spent."""
+        """Counters this process has not seen start from what the ledger says was spent.
+
+        One read per counter: a call whose counter another call is starting waits for that
+        read (a new user's first turn runs agents in parallel; each read the ledger)."""
         new = [k for k in keys if k.key not in self._seeded]
-        if not new or self.seeder is None:
+        seeder = self.seeder
+        if not new or seeder is None:
             return
+        others = {self._seeding[k.key] for k in new if k.key in self._seeding}
+        mine = [k for k in new if k.key not in self._seeding]
+        if mine:
+            started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            for k in mine:
+                self._seeding[k.key] = started
+            try:
+                await self._seed_now(seeder, mine)
+            finally:
+                for k in mine:
+                    self._seeding.pop(k.key, None)
+                if not started.done():
+                    started.set_result(None)
+        for other in others:
+            # Shielded: a waiter cancelled here must not cancel the read's other waiters.
+            await asyncio.shield(other)
+
+    async def _seed_now(self, seeder: Seeder, keys: Sequence[ScopeKey]) -> None:
         starts = {"day": self.period_start("day"), "month": self.period_start("month")}
         try:
-            spent = await self.seeder(new, starts)
+            spent = await seeder(keys, starts)
             await self.counters.seed(spent)
         except Exception as exc:  # try again on the next call
             log.warning("could not start the budget counters from the ledger: %s", exc)
             return
-        self._seeded.update(k.key for k in new)
+        self._seeded.update(k.key for k in keys)
 
     # --- what /budget and /usage show ---
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +20,8 @@ from bot.llm.types import ChatMessage
 from bot.observatory.capture import LedgerProvider, Turn, turn_scope
 from bot.pipeline.observer import CURRENT_STEP, StepInfo
 from bot.services.budget_counters import LocalCounters, RedisCounters, SpendCounters
-from bot.services.budgets import BudgetExceeded, Budgets, BudgetSkipped
+from bot.services.budget_ledger import LedgerSeeder
+from bot.services.budgets import BudgetExceeded, Budgets, BudgetSkipped, ScopeKey
 from bot.storage.ledger_models import LedgerCall
 from bot.storage.sqlite import SQLiteStorage
 from tests.fakes.llm_server import FakeLLMServer
@@ -332,3 +333,27 @@ async def test_the_settlement_answers_the_totals_and_never_goes_below_zero(redis
         assert await counters.unpriced(["a", "c"]) == {"a": 0, "c": 1}
     finally:
         await counters.close()
+
+
+async def test_a_new_users_parallel_calls_read_the_ledger_once(
+    storage: SQLiteStorage, registry: ProviderRegistry
+) -> None:
+    """A new user's first turn runs two agents in parallel; each started the user's counters from
+    the ledger, so every new user cost two ledger reads (0.50 InsForge requests a turn in
+    `e2e_load --production`). Callers of a counter being started now wait for that one read."""
+    budgets = budgets_over(storage, LocalCounters(), user_day=10.0)
+    seeder = LedgerSeeder(storage.ledger)
+    reads: list[list[str]] = []
+
+    async def counting(keys: Sequence[ScopeKey], starts: dict[str, datetime]) -> dict[str, float]:
+        reads.append([k.key for k in keys])
+        await asyncio.sleep(0.05)  # the read in flight while the other calls arrive
+        return await seeder(keys, starts)
+
+    budgets.seeder = counting
+    results = await asyncio.gather(
+        *(ask(budgets, registry, 4201, agent) for agent in ("coach", "strategist", "extraction"))
+    )
+    assert results == [True, True, True]
+    assert len(reads) == 1
+    assert await spent(budgets, 4201) == pytest.approx(3 * COST)
