@@ -346,10 +346,12 @@ def _span_durations(spans: list[Any]) -> dict[str, tuple[float, float]]:
     kinds: dict[str, list[float]] = {"run": [], "agent": [], "generation": []}
     for span in spans:
         kind = "run" if span.parent_id is None else span.observation_type
-        if kind in kinds:
-            kinds[kind].append((span.end_ns - span.start_ns) / 1e9)
+        if kind not in kinds:
+            continue
+        seconds = (span.end_ns - span.start_ns) / 1e9
+        kinds[kind].append(seconds)
         if kind == "agent":
-            kinds.setdefault(f"agent:{span.name}", []).append((span.end_ns - span.start_ns) / 1e9)
+            kinds.setdefault(f"agent:{span.name}", []).append(seconds)
     return {
         kind: (percentile(values, 50) * 1000, percentile(values, 99) * 1000)
         for kind, values in kinds.items()

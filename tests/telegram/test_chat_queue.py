@@ -16,6 +16,15 @@ from tests.fakes.redis_monitor import RedisCommands
 from tests.fakes.tcp_proxy import TcpProxy
 
 
+async def _queued(url: str, key: str) -> int:
+    """How many updates the chat's queue holds, read by a client of its own."""
+    raw = redis.from_url(url)
+    try:
+        return int(await raw.zcard(key))
+    finally:
+        await raw.aclose()
+
+
 def _queue(url: str, prefix: str, **kw: float) -> RedisChatQueue:
     return RedisChatQueue(redis.from_url(url), prefix=prefix, owns_client=True, **kw)
 
@@ -85,11 +94,7 @@ async def test_an_entry_left_by_a_dead_replica_is_skipped_after_stale_after(
         async with queue.turn(7, 101):
             waited = loop.time() - started
         assert waited >= 0.3
-        raw = redis.from_url(redis_url)
-        try:
-            assert await raw.zcard(f"{prefix}:7") == 0
-        finally:
-            await raw.aclose()
+        assert await _queued(redis_url, f"{prefix}:7") == 0
     finally:
         await queue.close()
 
@@ -123,11 +128,7 @@ async def test_a_leave_that_fails_is_retried_so_the_chat_does_not_wait_stale_aft
                 pass
         assert failures == 2
         assert queue.retrying == 0
-        raw = redis.from_url(redis_url)
-        try:
-            assert await raw.zcard(f"{prefix}:9") == 0
-        finally:
-            await raw.aclose()
+        assert await _queued(redis_url, f"{prefix}:9") == 0
     finally:
         await queue.close()
 
