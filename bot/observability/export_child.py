@@ -1,10 +1,13 @@
 """The export process's main loop (`python -m bot.observability.export_process`).
 
-Builds the Langfuse client the bot used to build in-process (our own TracerProvider with the
-bot's resource attributes, `LangfuseSpanExporter`, the export-time mask, the same batching),
-with one difference: span and trace ids come from the bot's records (`PresetIds`). Then it applies
-records as they arrive; `("flush", n)` flushes the SDK and answers `n` on stdout; EOF exports
-what is left (bounded by the export timeout per batch) and exits.
+Two ways to make the spans, chosen by LANGFUSE_EXPORT (the config's "export"):
+- `direct` (default, decision 0026): `DirectReplayer` writes each span's OTLP bytes when it
+  ends, and `SpanBatches` sends them through `LangfuseSpanExporter` (gzip, retries, timeout);
+- `sdk`: the Langfuse client the bot used to build in-process (our own TracerProvider with the
+  bot's resource attributes, `LangfuseSpanExporter`, the export-time mask, the same batching),
+  with span and trace ids from the bot's records (`PresetIds`), fed by `Replayer`.
+Records are applied as they arrive; `("flush", n)` sends what was made and answers `n` on
+stdout; EOF exports what is left (bounded by the export timeout per batch) and exits.
 """
 
 from __future__ import annotations
@@ -13,24 +16,40 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from langfuse import Langfuse
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
 
-from bot.observability import export_stage
-from bot.observability.exporter import LangfuseSpanExporter
+from bot.observability import otlp_wire as wire
+from bot.observability.direct_replay import DirectReplayer
+from bot.observability.exporter import LangfuseSpanExporter, _sdk_version
 from bot.observability.logs import install_log_scrubbing
-from bot.observability.replay import PresetIds, Replayer
 from bot.observability.scrub import Scrubber
+from bot.observability.span_batches import SpanBatches
+
+if TYPE_CHECKING:
+    from langfuse import Langfuse
+
+    from bot.observability.replay import Replayer
 
 log = logging.getLogger("bot.observability.export")
 
 NICENESS = 10
+# The SDK's scope name (`langfuse._client.constants.LANGFUSE_TRACER_NAME`): Langfuse reads it.
+TRACER_NAME = "langfuse-sdk"
+# What a flush waits for at most (the SDK's force_flush default); the bot has its own deadline.
+FLUSH_TIMEOUT = 30.0
 
 
 def build_client(config: dict[str, Any], scrubber: Scrubber) -> tuple[Langfuse, Replayer]:
+    # Imported here: the direct export (the default) runs without the SDK (~0.4 s of CPU to
+    # import, a quarter of the export process's CPU over a bench run).
+    from langfuse import Langfuse
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from bot.observability import export_stage
+    from bot.observability.replay import PresetIds, Replayer
+
     ids = PresetIds()
     provider = TracerProvider(
         resource=Resource.create(config["resource"]),
@@ -69,6 +88,73 @@ def build_client(config: dict[str, Any], scrubber: Scrubber) -> tuple[Langfuse, 
     return client, replayer
 
 
+class DirectExport:
+    """`DirectReplayer` into `SpanBatches` into `LangfuseSpanExporter.export_encoded`."""
+
+    def __init__(self, config: dict[str, Any], scrubber: Scrubber) -> None:
+        self.exporter = LangfuseSpanExporter(
+            base_url=config["base_url"],
+            public_key=config["public_key"],
+            secret_key=config["secret_key"],
+            timeout=float(config["export_timeout"]),
+        )
+        resource = Resource.create(config["resource"])
+        resource_attributes = [
+            wire.key_value(key, wire.any_value(value)) for key, value in resource.attributes.items()
+        ]
+        scope = wire.scope(
+            TRACER_NAME,
+            _sdk_version(),
+            [wire.string_attribute("public_key", config["public_key"])],
+        )
+
+        def send(spans: list[bytes]) -> bool:
+            return self.exporter.export_encoded(wire.request(resource_attributes, scope, spans))
+
+        # The SDK's defaults and variables for its batching.
+        flush_at = config["flush_at"] or int(os.environ.get("LANGFUSE_FLUSH_AT", "512"))
+        interval = config["flush_interval"] or float(os.environ.get("LANGFUSE_FLUSH_INTERVAL", "5"))
+        self.batches = SpanBatches(send, flush_at=flush_at, flush_interval=interval)
+        self.replayer = DirectReplayer(
+            scrubber,
+            self.batches.add,
+            release=config["release"] or os.environ.get("LANGFUSE_RELEASE"),
+            environment=os.environ.get("LANGFUSE_TRACING_ENVIRONMENT") or None,
+        )
+        self._export_timeout = float(config["export_timeout"])
+
+    def apply(self, record: Any) -> None:
+        self.replayer.apply(record)
+
+    def flush(self) -> None:
+        self.batches.flush(FLUSH_TIMEOUT)
+
+    def shutdown(self) -> None:
+        queued = self.replayer.ended - self.batches.dropped
+        batches = 1 + queued // 512
+        self.batches.shutdown(self._export_timeout * batches + 1.0)
+        self.exporter.shutdown()
+
+
+class SdkExport:
+    """`Replayer` into the Langfuse SDK (LANGFUSE_EXPORT=sdk)."""
+
+    def __init__(self, config: dict[str, Any], scrubber: Scrubber) -> None:
+        self.client, self.replayer = build_client(config, scrubber)
+
+    def apply(self, record: Any) -> None:
+        self.replayer.apply(record)
+
+    def flush(self) -> None:
+        self.client.flush()
+
+    def shutdown(self) -> None:
+        self.client.shutdown()  # flushes spans and scores, stops the SDK's threads
+        tracer_provider = getattr(self.client._resources, "tracer_provider", None)
+        if tracer_provider is not None:
+            tracer_provider.shutdown()
+
+
 def run(frames: Iterable[Any], out: IO[bytes]) -> int:
     iterator = iter(frames)
     try:
@@ -81,25 +167,26 @@ def run(frames: Iterable[Any], out: IO[bytes]) -> int:
     with contextlib.suppress(OSError):
         os.nice(NICENESS)
     try:
-        client, replayer = build_client(config, scrubber)
+        export: DirectExport | SdkExport = (
+            SdkExport(config, scrubber)
+            if config.get("export") == "sdk"
+            else DirectExport(config, scrubber)
+        )
     except Exception as exc:
         log.error("tracing: the export process could not start Langfuse (%s)", type(exc).__name__)
         return 1
     for record in iterator:
         if record and record[0] == "flush":
             try:
-                client.flush()
+                export.flush()
             except Exception as exc:
                 log.warning("tracing: flush failed (%s)", type(exc).__name__)
             out.write(f"{record[1]}\n".encode())
             out.flush()
             continue
-        replayer.apply(record)
+        export.apply(record)
     try:
-        client.shutdown()  # flushes spans and scores, stops the SDK's threads
-        tracer_provider = getattr(client._resources, "tracer_provider", None)
-        if tracer_provider is not None:
-            tracer_provider.shutdown()
+        export.shutdown()
     except Exception as exc:
         log.warning("tracing: shutdown failed (%s)", type(exc).__name__)
     out.flush()

@@ -23,8 +23,6 @@ from __future__ import annotations
 import contextvars
 import logging
 import random
-import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -40,20 +38,23 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import NonRecordingSpan
 
 import bot
-from bot.observability.scrub import REDACTED, Scrubber, truncate
+from bot.observability.scrub import Scrubber
+from bot.observability.trace_values import (
+    RecordApplier,
+    error_text,
+    generation_fields,
+    generation_input,
+    propagated_metadata,
+    run_metadata,
+    run_tags,
+    scrubbed_tags,
+    short_text,
+    step_metadata,
+)
 
 log = logging.getLogger(__name__)
 
 Level = Literal["DEBUG", "DEFAULT", "WARNING", "ERROR"]
-
-# A step's output is a summary, not a copy of everything the agent produced.
-OUTPUT_SUMMARY_CHARS = 2000
-ERROR_CHARS = 1000
-# Langfuse drops propagated values longer than 200 characters (user id, tags, metadata...).
-PROPAGATED_CHARS = 200
-# How long a finished run still takes steps (its background steps start after the reply).
-RUN_SCOPE_TTL = 120.0
-MAX_ENDED_RUNS = 20_000
 
 
 class PresetIds(IdGenerator):
@@ -83,40 +84,13 @@ class _Scope:
     ended_at: float | None = None
 
 
-class Replayer:
-    """Applies the bot's records to a Langfuse client. Never raises: a record it cannot apply
-    is logged (its type only) and skipped."""
+class Replayer(RecordApplier):
+    """Applies the bot's records to a Langfuse client (`RecordApplier`: never raises)."""
 
     def __init__(self, client: Langfuse, scrubber: Scrubber, ids: PresetIds) -> None:
+        super().__init__(scrubber)
         self.client = client
-        self.scrubber = scrubber
         self.ids = ids
-        self._scopes: dict[int, _Scope] = {}
-        self._ended_runs: OrderedDict[int, float] = OrderedDict()
-        self._generations: dict[int, tuple[Any, str]] = {}
-        self.applied = 0
-
-    # --- dispatch ---
-
-    def apply(self, record: Sequence[Any]) -> None:
-        try:
-            kind = record[0]
-            if kind == "run":
-                self._start_run(*record[1:])
-            elif kind == "step":
-                self._start_step(*record[1:])
-            elif kind == "gen":
-                self._start_generation(*record[1:])
-            elif kind == "end":
-                self._end(*record[1:])
-            elif kind == "upd":
-                self._update(*record[1:])
-            elif kind == "secret":
-                self.scrubber.add_secret(record[1])
-            self.applied += 1
-        except Exception as exc:
-            _log_problem(f"could not apply a {record[0] if record else 'blank'} record", exc)
-        self._forget_old_runs()
 
     # --- starts ---
 
@@ -154,12 +128,8 @@ class Replayer:
         metadata: dict[str, Any],
     ) -> None:
         scrub = self.scrubber
-        tags = _unique([_tag(scrub.text(t)) for t in [pipeline, *tags]])
-        trace_metadata: dict[str, Any] = {"bot_version": bot.__version__}
-        for key, value in scrub.value(metadata).items():
-            # Propagated metadata must be short scalars; the rest goes on the root span only.
-            if isinstance(value, str | int | float | bool) and len(str(value)) < 150:
-                trace_metadata[key] = value
+        tags = run_tags(scrub, pipeline, tags)
+        trace_metadata = propagated_metadata(scrub, metadata)
         context = contextvars.Context()
         stack = ExitStack()
 
@@ -169,7 +139,7 @@ class Replayer:
                     user_id=str(user_id) if user_id is not None else None,
                     session_id=str(chat_id) if chat_id is not None else None,
                     tags=tags,
-                    trace_name=_tag(scrub.text(pipeline)),
+                    trace_name=short_text(scrub.text(pipeline)),
                     metadata=trace_metadata,
                     version=bot.__version__,
                 )
@@ -181,9 +151,7 @@ class Replayer:
                 as_type="span",
                 start_ns=start_ns,
                 input=scrub.content(input_text),
-                metadata=scrub.value(
-                    {"pipeline": pipeline, "user_id": user_id, "chat_id": chat_id, **metadata}
-                ),
+                metadata=run_metadata(scrub, pipeline, user_id, chat_id, metadata),
             )
 
         observation = self._enter(context, stack, enter)
@@ -218,28 +186,14 @@ class Replayer:
             if tags is not None:
                 # Re-propagated on each step so that tags added during the run (overrides)
                 # reach the step, its generations and the root span if it is still open.
-                stack.enter_context(
-                    propagate_attributes(tags=_unique([_tag(scrub.text(t)) for t in tags]))
-                )
+                stack.enter_context(propagate_attributes(tags=scrubbed_tags(scrub, tags)))
             self.ids.span_id = sid
             return self._start_current(
                 stack,
                 name=scrub.text(step["agent"]),
                 as_type="agent",
                 start_ns=start_ns,
-                metadata=scrub.value(
-                    {
-                        "agent": step["agent"],
-                        "kind": step["kind"],
-                        "model": step["model"],
-                        "source": step["source"],
-                        "level": step["source"],
-                        "set_by": step["set_by"],
-                        "alias": step["alias"],
-                        "config_version": step["config_version"],
-                        "preference": step["preference"],
-                    }
-                ),
+                metadata=step_metadata(scrub, step),
             )
 
         observation = self._enter(context, stack, enter)
@@ -258,37 +212,7 @@ class Replayer:
         scope = self._scopes.get(parent) if parent is not None else None
         # A model call belongs to the step it runs in (the bot's innermost step).
         step = scope.step if scope is not None else None
-        spec = scrub.text(f"{call['provider']}:{call['model']}")
-        is_fallback = call["attempt"] > 0
-        is_repair = call["turn"] > 0
-        metadata: dict[str, Any] = {
-            "provider": call["provider"],
-            "spec": spec,
-            "streaming": call["streaming"],
-            "attempt": call["attempt"],
-            "fallback": is_fallback,
-            "turn": call["turn"],
-        }
-        if is_repair:
-            metadata["repair"] = True
-        if step is not None:
-            metadata["agent"] = step["agent"]
-            metadata["chosen_model"] = step["model"]
-            metadata["chosen_source"] = step["source"]
-            metadata["source"] = "fallback" if is_fallback else step["source"]
-            metadata["level"] = step["source"]
-            if step["set_by"] is not None:
-                metadata["set_by"] = step["set_by"]
-            if step["preference"] != "any":
-                metadata["preference"] = step["preference"]
-            # So generations group by configuration, as the call ledger's rows do.
-            if step["config_version"] is not None:
-                metadata["config_version"] = step["config_version"]
-        if call["previous_error"] is not None:
-            metadata["fallback_reason"] = self._error_text(("text", call["previous_error"]))
-        name = f"{spec} (fallback #{call['attempt']})" if is_fallback else spec
-        if is_repair:
-            name += " (repair)"
+        name, metadata = generation_fields(scrub, call, step)
         context = self._parent(parent)
 
         def start() -> Any:
@@ -299,10 +223,8 @@ class Replayer:
                 as_type="generation",
                 model=scrub.text(call["model"]),
                 model_parameters=scrub.value(call["parameters"]),
-                input=scrub.content(
-                    [{"role": role, "content": content} for role, content in call["messages"]]
-                ),
-                metadata=scrub.value(metadata),
+                input=generation_input(scrub, call),
+                metadata=metadata,
             )
 
         self._generations[sid] = (context.run(start), call["model"])
@@ -319,27 +241,13 @@ class Replayer:
             if scope is not None:
                 scope.observation.update(output=self.scrubber.content(payload))
 
-    def _end(self, sid: int, end_ns: int, what: str, payload: Any) -> None:
-        found = self._generations.pop(sid, None)
-        if found is not None:
-            self._end_generation(found[0], found[1], end_ns, what, payload)
-            return
-        scope = self._scopes.get(sid)
-        if scope is None:
-            return
-        if scope.kind == "run":
-            self._end_run(sid, scope, end_ns, what, payload)
-        else:
-            del self._scopes[sid]
-            self._end_step(scope, end_ns, what, payload)
-
-    def _end_run(self, sid: int, scope: _Scope, end_ns: int, what: str, payload: Any) -> None:
+    def _end_run(self, sid: int, scope: _Scope, end_ns: int, payload: Any) -> None:
         observation = scope.observation
         raw_tags, failure = payload
         if failure is not None:
             level, error = failure
             observation.update(level=level, status_message=self._error_text(error))
-        tags = _unique([_tag(self.scrubber.text(t)) for t in raw_tags])
+        tags = scrubbed_tags(self.scrubber, raw_tags)
 
         def finish() -> None:
             # The root span is current here: this puts the tags added during the run on it.
@@ -361,102 +269,24 @@ class Replayer:
         )
         scope.inner = light
         scope.observation = None
-        scope.ended_at = time.monotonic()
-        self._ended_runs[sid] = scope.ended_at
+        scope.ended_at = self._run_ended(sid)
 
-    def _end_step(self, scope: _Scope, end_ns: int, what: str, payload: Any) -> None:
+    def _end_step(self, scope: _Scope, end_ns: int, fields: dict[str, Any]) -> None:
         observation = scope.observation
-        if what == "ok":
-            observation.update(output=self._summary(payload), metadata={"success": True})
-        elif what == "failed":
-            output, error = payload
-            observation.update(
-                output=self._summary(output),
-                level="ERROR",
-                status_message=self._error_text(error or ("text", "failed")),
-                metadata={"success": False},
-            )
-        elif what == "fail":
-            level, error = payload
-            observation.update(
-                level=level, status_message=self._error_text(error), metadata={"success": False}
-            )
+        if fields:
+            observation.update(**fields)
         observation.end(end_time=end_ns)
         scope.context.run(scope.stack.close)
 
-    def _end_generation(
-        self, observation: Any, model: str, end_ns: int, what: str, payload: Any
-    ) -> None:
-        scrub = self.scrubber
-        if what == "ok":
-            output, usage, cost, latency_ms, finish_reason, response_model = payload
-            metadata: dict[str, Any] = {
-                "latency_ms": round(latency_ms, 1),
-                "finish_reason": finish_reason,
-            }
-            if response_model and response_model != model:
-                metadata["response_model"] = response_model
-            observation.update(
-                output=scrub.content(output),
-                usage_details={"input": usage[0], "output": usage[1], "total": usage[2]},
-                cost_details={"total": cost} if cost is not None else None,
-                metadata=scrub.value({k: v for k, v in metadata.items() if v is not None}),
-            )
-        elif what == "fail":
-            error, error_type, status, retryable = payload
-            observation.update(
-                level="ERROR",
-                status_message=self._error_text(error),
-                metadata={"error_type": error_type, "status": status, "retryable": retryable},
-            )
-        elif what == "abandon":
-            observation.update(level="WARNING", status_message=payload)
-        elif what == "superseded":
-            reason, usage, cost, latency_ms = payload
-            observation.update(
-                level="WARNING",
-                status_message=reason,
-                usage_details=(
-                    {"input": usage[0], "output": usage[1], "total": usage[2]}
-                    if usage is not None
-                    else None
-                ),
-                cost_details={"total": cost} if cost is not None else None,
-                metadata={"latency_ms": round(latency_ms, 1), "superseded": True},
-            )
-        observation.end(end_time=end_ns)
-
-    def _forget_old_runs(self) -> None:
-        ended = self._ended_runs
-        if not ended:
-            return
-        horizon = time.monotonic() - RUN_SCOPE_TTL
-        while ended and (len(ended) > MAX_ENDED_RUNS or next(iter(ended.values())) < horizon):
-            sid, _ = ended.popitem(last=False)
-            self._scopes.pop(sid, None)
+    def _end_generation(self, span: Any, end_ns: int, fields: dict[str, Any]) -> None:
+        if fields:
+            span.update(**fields)
+        span.end(end_time=end_ns)
 
     # --- helpers ---
 
     def _error_text(self, error: Sequence[Any] | None) -> str | None:
-        """`("exc", prefix, text)` for an exception (its type and status, and its text);
-        `("text", text)` for a message."""
-        if error is None:
-            return None
-        if error[0] == "exc":
-            _, prefix, text = error
-            if self.scrubber.redact_content:
-                return str(prefix)
-            text = f"{prefix}: {text}" if text else prefix
-        else:
-            if self.scrubber.redact_content:
-                return f"error ({REDACTED} details)"
-            text = error[1]
-        return str(truncate(self.scrubber.text(text), ERROR_CHARS))
-
-    def _summary(self, output: Any) -> Any:
-        if self.scrubber.redact_content:
-            return None if output is None else REDACTED
-        return truncate(self.scrubber.value(output), OUTPUT_SUMMARY_CHARS)
+        return error_text(self.scrubber, error)
 
     def mask_spans(self, *, params: MaskOtelSpansParams) -> MaskOtelSpansResult | None:
         """Export-stage safety net: scrub every string attribute of every span once more."""
@@ -476,16 +306,3 @@ class Replayer:
             if updates:
                 patches[identifier] = OtelSpanPatch(set_attributes=updates)
         return MaskOtelSpansResult(span_patches=patches) if patches else None
-
-
-def _tag(value: str) -> str:
-    return value[:PROPAGATED_CHARS]
-
-
-def _unique(values: list[str]) -> list[str]:
-    return list(dict.fromkeys(v for v in values if v))
-
-
-def _log_problem(what: str, exc: BaseException) -> None:
-    # Type only: an SDK error's text could quote what it was given.
-    log.warning("tracing: %s (%s)", what, type(exc).__name__)

@@ -156,6 +156,7 @@ class Tracing:
                     "resource": _resource_attributes(),
                     "secrets": sorted(self.scrubber.secrets),
                     "redact_content": self.scrubber.redact_content,
+                    "export": settings.langfuse_export,
                 }
             )
         except Exception as exc:

@@ -545,6 +545,8 @@ def bot_env(
         values["LANGFUSE_PUBLIC_KEY"] = "pk-lf-bench"
         values["LANGFUSE_SECRET_KEY"] = "sk-lf-bench-secret"
         values["LANGFUSE_BASE_URL"] = otlp.base_url
+        # The export process's way to make spans (decision 0026): direct, or sdk to compare.
+        values["LANGFUSE_EXPORT"] = os.environ.get("LANGFUSE_EXPORT", "direct")
     values.update(config.extra)
     return clean_env(**values)
 

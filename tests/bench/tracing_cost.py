@@ -5,7 +5,8 @@
 
 This VM's speed drifts by ±10 % between minutes, so the two settings run in turn (off, on, off,
 on...) and the ratio is taken pair by pair; the median of the pairs' ratios is the figure. Tracing
-on exports to the loopback Langfuse (`tests/fakes/otlp_receiver.py`) through the real SDK.
+on exports to the loopback Langfuse (`tests/fakes/otlp_receiver.py`) through the export process,
+in the way LANGFUSE_EXPORT names (direct by default; `LANGFUSE_EXPORT=sdk` for the Langfuse SDK).
 
 Per run it prints the bot's CPU per message, its child processes' CPU per message (a span
 exporter running beside the bot, if any), added latency, and for tracing on the spans that
