@@ -1,5 +1,6 @@
 """Benchmark: the client CPU of one Redis command, redis-py's default pool against the bot's
-waiting pool (`bot.services.redis_client`, decision 0025), alternated A B A B in one process.
+waiting pool (`bot.services.redis_client.WaitingPool`) and redis-py's `BlockingConnectionPool`
+(what decision 0025 first used), alternated in one process.
 
     python -m tests.bench.redis_clients [--rounds 7] [--commands 5000] [--url redis://...]
 
@@ -44,6 +45,11 @@ async def main(url: str, rounds: int, commands: int) -> None:
         # What the intake, the chat queue and the FSM storage built before decision 0025.
         "default pool": redis.from_url(url, socket_connect_timeout=2, socket_timeout=2),
         "waiting pool": redis_client(url),
+        "blocking pool": redis.Redis.from_pool(
+            redis.BlockingConnectionPool.from_url(
+                url, max_connections=200, timeout=5, socket_connect_timeout=2, socket_timeout=2
+            )
+        ),
     }
     runs: dict[str, dict[str, list[float]]] = {
         name: {"sequential": [], "ten at a time": []} for name in clients
@@ -66,13 +72,14 @@ async def main(url: str, rounds: int, commands: int) -> None:
     print(f"Redis client CPU per GET, {rounds} rounds x {commands} commands, alternated")
     for mode_name in modes:
         a = runs["default pool"][mode_name]
-        b = runs["waiting pool"][mode_name]
-        ratios = [y / x for x, y in zip(a, b, strict=True)]
-        print(
-            f"  {mode_name:14} default {statistics.median(a) * 1e6:6.1f} us  "
-            f"waiting {statistics.median(b) * 1e6:6.1f} us  "
-            f"ratio {statistics.median(ratios):.3f} (pairs {min(ratios):.3f}-{max(ratios):.3f})"
-        )
+        for other in ("waiting pool", "blocking pool"):
+            b = runs[other][mode_name]
+            ratios = [y / x for x, y in zip(a, b, strict=True)]
+            print(
+                f"  {mode_name:14} default {statistics.median(a) * 1e6:6.1f} us  "
+                f"{other} {statistics.median(b) * 1e6:6.1f} us  ratio "
+                f"{statistics.median(ratios):.3f} (pairs {min(ratios):.3f}-{max(ratios):.3f})"
+            )
 
 
 if __name__ == "__main__":

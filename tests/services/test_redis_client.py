@@ -14,7 +14,7 @@ import uuid
 import pytest
 import redis.asyncio as redis
 
-from bot.services.redis_client import redis_client, service_client
+from bot.services.redis_client import WaitingPool, redis_client, service_client
 
 
 async def _hold(client: redis.Redis, key: str, seconds: float) -> object:
@@ -65,7 +65,7 @@ async def test_the_service_client_is_a_waiting_client(redis_url: str) -> None:
     client = service_client(redis_url)
     try:
         pool = client.connection_pool
-        assert isinstance(pool, redis.BlockingConnectionPool)
+        assert isinstance(pool, WaitingPool)
         assert await client.ping()
     finally:
         await client.aclose()
