@@ -76,6 +76,9 @@ COST = "langfuse.observation.cost_details"
 COMPLETION_START = "langfuse.observation.completion_start_time"
 
 _MAX_SAFE_INT = 2**53 - 1
+# Attributes of values this short are encoded once and remembered (at most _MAX_ENCODED).
+_SHORT_VALUE = 64
+_MAX_ENCODED = 4096
 
 
 # --- values as the SDK serializes them ---
@@ -212,6 +215,7 @@ class DirectReplayer(RecordApplier):
         self._emit = emit
         self._release = release
         self._environment = environment
+        self._encoded: dict[tuple[str, str], bytes] = {}
         self.ended = 0
 
     # --- attributes ---
@@ -220,7 +224,17 @@ class DirectReplayer(RecordApplier):
         # Set again, an attribute moves to the end (OpenTelemetry's BoundedAttributes).
         attributes = span.attributes
         attributes.pop(key, None)
-        attributes[key] = (text, wire.string_attribute(key, text))
+        if len(text) > _SHORT_VALUE:
+            attributes[key] = (text, wire.string_attribute(key, text))
+            return
+        # Most short values repeat on every span (types, agents, models, sources, release).
+        cache = self._encoded
+        encoded = cache.get((key, text))
+        if encoded is None:
+            if len(cache) >= _MAX_ENCODED:
+                cache.clear()
+            encoded = cache[(key, text)] = wire.string_attribute(key, text)
+        attributes[key] = (text, encoded)
 
     def _set_tags(self, span: _Span, tags: list[str]) -> None:
         attributes = span.attributes
