@@ -21,7 +21,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.version import __version__ as otel_sdk_version
 
+import bot
 from bot.llm.function_provider import CallInfo, FunctionProvider
 from bot.llm.types import ChatMessage
 from bot.observability import export_child
@@ -275,9 +277,17 @@ async def test_every_span_arrives_either_way(
     await asyncio.sleep(0)
     spans = receiver.spans()
     assert len(spans) == tracing.spans_made == 20 * 9
-    # What Langfuse reads to group them: one resource, the SDK's scope with the project key.
+    # What Langfuse reads to group them: one resource, the SDK's scope, the same either way.
     assert {s.scope for s in spans} == {"langfuse-sdk"}
-    assert {s.resource["service.name"] for s in spans} == {"coach-bot"}
+    resources = [{k: v for k, v in s.resource.items() if k != "service.instance.id"} for s in spans]
+    assert all(resource == resources[0] for resource in resources)
+    assert resources[0] == {
+        "telemetry.sdk.language": "python",
+        "telemetry.sdk.name": "opentelemetry",
+        "telemetry.sdk.version": otel_sdk_version,
+        "service.name": "coach-bot",
+        "langfuse.release": bot.__version__,
+    }
     traces = [r for r in receiver.requests() if r.path.endswith("/otel/v1/traces")]
     assert traces
     for request in traces:
