@@ -27,6 +27,9 @@ PROPAGATED_CHARS = 200
 # How long a finished run still takes steps (its background steps start after the reply).
 RUN_SCOPE_TTL = 120.0
 MAX_ENDED_RUNS = 20_000
+# Open runs, steps and model calls kept at most: one whose end record was dropped (the bot's
+# buffer full under overload) would otherwise stay for the life of the export process.
+MAX_OPEN = 50_000
 
 
 def run_tags(scrub: Scrubber, pipeline: str, tags: Sequence[str]) -> list[str]:
@@ -226,6 +229,7 @@ class RecordApplier:
         self._generations: dict[int, tuple[Any, str]] = {}  # open calls: (span, model)
         self._ended_runs: OrderedDict[int, float] = OrderedDict()
         self.applied = 0
+        self.forgotten = 0  # open scopes and calls dropped past MAX_OPEN
 
     def apply(self, record: Sequence[Any]) -> None:
         try:
@@ -248,6 +252,17 @@ class RecordApplier:
             what = record[0] if record else "blank"
             log.warning("tracing: could not apply a %s record (%s)", what, type(exc).__name__)
         self._forget_old_runs()
+        self._bound_open()
+
+    def _bound_open(self) -> None:
+        """Forget the oldest open scopes and calls past MAX_OPEN (their spans never end, as
+        their end records never came)."""
+        for opened in (self._scopes, self._generations):
+            while len(opened) > MAX_OPEN:
+                sid = next(iter(opened))  # the oldest: dicts keep insertion order
+                del opened[sid]
+                self._ended_runs.pop(sid, None)
+                self.forgotten += 1
 
     def _start_run(self, *fields: Any) -> None:
         raise NotImplementedError

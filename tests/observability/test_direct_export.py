@@ -26,7 +26,7 @@ from opentelemetry.sdk.version import __version__ as otel_sdk_version
 import bot
 from bot.llm.function_provider import CallInfo, FunctionProvider
 from bot.llm.types import ChatMessage
-from bot.observability import export_child
+from bot.observability import export_child, trace_values
 from bot.observability import otlp_wire as wire
 from bot.observability.direct_replay import DirectReplayer
 from bot.observability.export_process import SpanPipe
@@ -294,3 +294,23 @@ async def test_every_span_arrives_either_way(
         encoding = {k.lower(): v for k, v in request.headers.items()}.get("content-encoding")
         assert encoding == "gzip"
         assert request.raw != request.body  # sent compressed
+
+
+def test_open_calls_and_steps_whose_end_never_comes_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A record the bot dropped under overload may be an end: what it would have closed must
+    not stay in the export process for good."""
+    monkeypatch.setattr(trace_values, "MAX_OPEN", 5)
+    made: list[bytes] = []
+    replayer = DirectReplayer(Scrubber(), made.append, release="1")
+    replayer.apply(("run", 1, 0xABC, T0, "support", [], 1, 1, "hi", {}))
+    for n in range(10):
+        replayer.apply(("step", 100 + n, 1, T0 + n, STEP, None))
+        replayer.apply(("gen", 200 + n, 100 + n, T0 + n, call()))
+    assert len(replayer._generations) == 5
+    assert len(replayer._scopes) == 5
+    assert replayer.forgotten == 5 + 6  # five calls; the run and five steps
+    replayer.apply(("end", 200, T0 + 50, "abandon", "gone"))  # forgotten: nothing to end
+    replayer.apply(("end", 209, T0 + 50, "abandon", "gone"))  # kept: its span goes out
+    assert len(made) == 1
