@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import random
 from collections.abc import Callable
@@ -50,8 +49,6 @@ from bot.observability.trace_values import (
     scrubbed_tags,
     step_metadata,
 )
-
-log = logging.getLogger(__name__)
 
 # Langfuse's attribute names (`langfuse._client.attributes.LangfuseOtelSpanAttributes`).
 USER_ID = "user.id"
@@ -189,7 +186,6 @@ class _Scope:
     kind: str
     run_context: _Context | None = None  # a run's own context (its finish merges tags there)
     step: dict[str, Any] | None = None
-    ended_at: float | None = None
 
 
 def _merged(existing: list[str] | None, new: list[str]) -> list[str]:
@@ -523,7 +519,7 @@ class DirectReplayer(RecordApplier):
             self._set_tags(span, _merged(scope.run_context.tags, valid))
         self._finish(span, end_ns)
         # Steps may still join (background): the context keeps the ended span's ids.
-        scope.ended_at = self._run_ended(sid)
+        self._run_ended(sid)
 
     def _end_step(self, scope: _Scope, end_ns: int, fields: dict[str, Any]) -> None:
         self._update_span(scope.span, **fields)

@@ -115,6 +115,7 @@ class DirectExport:
         flush_at = config["flush_at"] or int(os.environ.get("LANGFUSE_FLUSH_AT", "512"))
         interval = config["flush_interval"] or float(os.environ.get("LANGFUSE_FLUSH_INTERVAL", "5"))
         self.batches = SpanBatches(send, flush_at=flush_at, flush_interval=interval)
+        self._flush_at = max(1, flush_at)
         self.replayer = DirectReplayer(
             scrubber,
             self.batches.add,
@@ -130,8 +131,8 @@ class DirectExport:
         self.batches.flush(FLUSH_TIMEOUT)
 
     def shutdown(self) -> None:
-        queued = self.replayer.ended - self.batches.dropped
-        batches = 1 + queued // 512
+        # Each batch left may take the export timeout; the bot kills us at its own deadline.
+        batches = 1 + self.batches.pending // self._flush_at
         self.batches.shutdown(self._export_timeout * batches + 1.0)
         self.exporter.shutdown()
 

@@ -81,7 +81,6 @@ class _Scope:
     stack: ExitStack
     kind: str
     step: dict[str, Any] | None = None
-    ended_at: float | None = None
 
 
 class Replayer(RecordApplier):
@@ -269,7 +268,7 @@ class Replayer(RecordApplier):
         )
         scope.inner = light
         scope.observation = None
-        scope.ended_at = self._run_ended(sid)
+        self._run_ended(sid)
 
     def _end_step(self, scope: _Scope, end_ns: int, fields: dict[str, Any]) -> None:
         observation = scope.observation

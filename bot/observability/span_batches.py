@@ -49,6 +49,12 @@ class SpanBatches:
         self._thread = threading.Thread(target=self._run, name="span-batches", daemon=True)
         self._thread.start()
 
+    @property
+    def pending(self) -> int:
+        """Spans waiting to be sent."""
+        with self._lock:
+            return len(self._queue)
+
     def add(self, span: bytes) -> None:
         with self._lock:
             if self._closing:

@@ -301,12 +301,10 @@ class RecordApplier:
             del self._scopes[sid]
             self._end_step(scope, end_ns, step_end_fields(self.scrubber, what, payload))
 
-    def _run_ended(self, sid: int) -> float:
+    def _run_ended(self, sid: int) -> None:
         """Record that run `sid` ended: its scope stays for RUN_SCOPE_TTL (background steps
-        join it after the reply). Returns when."""
-        ended_at = time.monotonic()
-        self._ended_runs[sid] = ended_at
-        return ended_at
+        join it after the reply)."""
+        self._ended_runs[sid] = time.monotonic()
 
     def _forget_old_runs(self) -> None:
         ended = self._ended_runs
