@@ -52,7 +52,7 @@ def build_pipelines(
         (
             Parallel([Step(extraction, optional=True), Step(strategist, optional=True), *search]),
             Step(CoachAgent()),
-            Background(Step(summarizer, optional=True)),
+            Background(Step(summarizer, optional=True, latest_only=True)),
         ),
     )
     learn = Pipeline(
@@ -62,7 +62,9 @@ def build_pipelines(
             if search
             else Step(strategist, optional=True),
             Step(TutorAgent()),
-            Background(Step(extraction, optional=True), Step(summarizer, optional=True)),
+            Background(
+                Step(extraction, optional=True), Step(summarizer, optional=True, latest_only=True)
+            ),
         ),
     )
     train = Pipeline(
@@ -70,7 +72,7 @@ def build_pipelines(
         (
             Step(TrainerGradeAgent(exercises)),
             Step(TrainerAgent(exercises)),
-            Background(Step(summarizer, optional=True)),
+            Background(Step(summarizer, optional=True, latest_only=True)),
         ),
     )
     return {p.name: p for p in (support, learn, train)}

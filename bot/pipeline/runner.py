@@ -14,7 +14,8 @@ failed (a bad spec, a timeout waiting on the override cache): that span's model 
 
 Background steps are started inside the run (so tracing contextvars carry the trace into them),
 tracked by id, listed by `background_jobs()`, cancellable, and drained with a deadline by
-`drain()` on shutdown.
+`drain()` on shutdown. Each waits for `BackgroundLane.admit()` before it starts: while the event
+loop is behind on replies, background work waits (at most `MAX_WAIT` s).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from bot.llm.errors import AllModelsFailed, LLMError, ProviderError, StructuredOutputError
 from bot.llm.protocol import LLMProvider
 from bot.llm.specs import ModelSpecError
+from bot.pipeline.background_lane import BackgroundLane
 from bot.pipeline.context import AgentOutput, PipelineContext
 from bot.pipeline.observer import (
     CURRENT_STEP,
@@ -136,8 +138,11 @@ class PipelineRunner:
         observer: PipelineObserver | None = None,
         *,
         step_timeout: float = 120.0,
+        lane: BackgroundLane | None = None,
     ) -> None:
         self.observer: PipelineObserver = observer or NullObserver()
+        # Background steps wait while the loop is behind on replies (decision 0028).
+        self.lane = lane or BackgroundLane()
         self.step_timeout = step_timeout
         self._jobs: dict[str, BackgroundJob] = {}
         self._ids = itertools.count(1)
@@ -308,7 +313,13 @@ class PipelineRunner:
     def _spawn(self, pipeline: str, step: Step, ctx: PipelineContext, handle: RunHandle) -> str:
         job_id = f"{pipeline}:{step.name}:{next(self._ids)}"
 
+        # Per chat, across pipelines: the summary a later turn's summarizer keeps is the chat's.
+        key = (step.key, ctx.chat_id) if step.latest_only and ctx.chat_id is not None else None
+
         async def job() -> AgentOutput:
+            if not await self.lane.admit(key):
+                # A later turn's run of this step (same chat) does its work instead.
+                return AgentOutput.ok(text=None)
             output, _ = await self._run_step(step, ctx, "background", handle)
             return output
 
@@ -346,6 +357,7 @@ class PipelineRunner:
         Returns how many jobs had to be cancelled.
         """
         self._closing = True
+        self.lane.open()
         tasks = [job.task for job in self._jobs.values()]
         if not tasks:
             return 0

@@ -39,12 +39,15 @@ class AgentLike(Protocol):
 class Step:
     """One agent. A failing optional step is recorded and skipped; a required one ends the run.
 
-    `timeout` None means the runner's default (STEP_TIMEOUT).
+    `timeout` None means the runner's default (STEP_TIMEOUT). `latest_only`, for a background
+    step whose later run folds in what an earlier one would do (the summarizer): while it waits
+    to start (`bot.pipeline.background_lane`), a later run for the same chat replaces it.
     """
 
     agent: AgentLike
     optional: bool = False
     timeout: float | None = None
+    latest_only: bool = False
 
     @property
     def name(self) -> str:

@@ -147,6 +147,11 @@ class BotRuntime:
             "model_config_failed_reads": model_config.failed_reads,
             # Summaries and facts still being written after their replies went out.
             "background_steps": len(self.services.runner.background_jobs()),
+            # Background steps that waited for the replies (decision 0028), that a later turn
+            # of their chat replaced, and that waited the longest allowed and started anyway.
+            "background_deferred": self.services.runner.lane.deferred,
+            "background_superseded": self.services.runner.lane.superseded,
+            "background_overdue": self.services.runner.lane.overdue,
             "updates_in_flight": len(self.feeder.tasks),
             "undecodable_updates": self.feeder.undecodable,
             # Spans the bot's tracing made (0 when off): the benchmark checks they all arrive.

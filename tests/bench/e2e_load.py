@@ -212,8 +212,9 @@ async def run(options: Options) -> dict[str, Any]:
                 await load.closed_loop(options.chats, options.messages)
             await load.settle(timeout=120)
             await burst.settle(timeout=120)
-            # Let the background steps of the last messages finish: they cost CPU too.
-            await _wait_background(r.bots, timeout=10)
+            # Let the background steps of the last messages finish: they cost CPU too (and may
+            # have waited for the replies of a burst: decision 0028, up to 30 s).
+            await _wait_background(r.bots, timeout=60)
             wall = time.monotonic() - started
             cpu = _cpu(r.bots) - cpu_before
             children_cpu = sum(bot.children_cpu_seconds() for bot in r.bots) - children_before
@@ -292,6 +293,12 @@ async def run(options: Options) -> dict[str, Any]:
         "driver_cpu_share": driver_cpu / wall if wall else 0.0,
         "peak_rss_mb": peak_mb,
         "override_reads": reads,
+        # Background steps that waited for replies, were replaced by a later turn's, or started
+        # after the longest wait (`bot.pipeline.background_lane`), summed over the replicas.
+        "background_lane": [
+            int(metrics_after.get(f"background_{k}", 0))
+            for k in ("deferred", "superseded", "overdue")
+        ],
         "override_reads_per_minute": reads * 60 / wall if wall else 0.0,
         "missing_in_db": missing_in_db,
         "wall_s": wall,
@@ -484,6 +491,12 @@ def _print(options: Options, r: dict[str, Any]) -> None:
                 f"({r['override_reads_per_minute']:.2f}/min)",
             ),
             ("answered but not in the DB", f"{r['missing_in_db']}"),
+            (
+                "background steps",
+                "{} waited for replies, {} replaced by a later turn's, {} overdue".format(
+                    *r["background_lane"]
+                ),
+            ),
             *(
                 [
                     (
