@@ -4,9 +4,10 @@ A background step (the summarizer) runs after its reply has gone out, so nobody 
 but it takes the same CPU as the turns still waiting for theirs: a model call, its budget and
 ledger rows, its spans, a write. In a burst (`e2e_load --production --burst 100:20`) that work
 is what tips a bot near its CPU's limit into seconds of delay for every reply (decision 0028).
-So a background step first asks the lane: when the loop lags by more than `lag_limit` (it runs
-each callback that much later than it was due), the step waits until the lag has fallen, at
-most `max_wait` seconds, then starts anyway (so background work is late, never lost or starved).
+So a background step first asks the lane: while replies are being worked on and the loop lags
+by more than `lag_limit` (it runs callbacks that much later than they were due) or the process
+uses more than `busy_share` of a core, the step waits, at most `max_wait` seconds, then starts
+anyway (so background work is late, never lost or starved).
 Waiting steps start in the order they came, a few per tick, so a backlog released at once does
 not become a burst of its own. A step given a key (`Step(latest_only=True)`: the summarizer, per
 chat) is dropped when a later step with the same key comes while it still waits: the later one
@@ -23,7 +24,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class BackgroundLane:
         max_wait: float = MAX_WAIT,
         release_per_tick: int = RELEASE_PER_TICK,
         idle_ticks: int = 3,
+        foreground: Callable[[], bool] | None = None,
     ) -> None:
         self.lag_limit = lag_limit
         self.busy_share = busy_share
@@ -51,6 +53,9 @@ class BackgroundLane:
         self.max_wait = max_wait
         self.release_per_tick = release_per_tick
         self.idle_ticks = idle_ticks  # ticks with nothing waiting before the watcher stops
+        # Whether any reply is being worked on (the runner's runs in flight): with none, there is
+        # nothing to yield to, whatever the CPU is doing (a test, a console session).
+        self.foreground = foreground
         self.lag = 0.0  # the last tick's overshoot, seconds (0 while nothing is measured)
         self.load = 0.0  # this process's CPU use, share of one core, smoothed over ticks
         self.deferred = 0  # steps that waited
@@ -63,6 +68,8 @@ class BackgroundLane:
 
     @property
     def busy(self) -> bool:
+        if self.foreground is not None and not self.foreground():
+            return False
         return self.lag > self.lag_limit or self.load > self.busy_share
 
     @property

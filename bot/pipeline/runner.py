@@ -141,13 +141,18 @@ class PipelineRunner:
         lane: BackgroundLane | None = None,
     ) -> None:
         self.observer: PipelineObserver = observer or NullObserver()
-        # Background steps wait while the loop is behind on replies (decision 0028).
-        self.lane = lane or BackgroundLane()
         self.step_timeout = step_timeout
         self._jobs: dict[str, BackgroundJob] = {}
         self._ids = itertools.count(1)
         self._closing = False
         self._running = 0  # runs in flight (`wait_background` waits for them too)
+        # Background steps wait while the loop is behind on replies in flight (decision 0028).
+        self.lane = lane or BackgroundLane()
+        if self.lane.foreground is None:
+            self.lane.foreground = self._replying
+
+    def _replying(self) -> bool:
+        return self._running > 0
 
     async def run(
         self,

@@ -142,9 +142,11 @@ async def test_open_starts_every_waiting_step_and_later_ones_do_not_wait() -> No
 
 
 def busy_runner() -> PipelineRunner:
-    return PipelineRunner(
-        lane=BackgroundLane(idle_ticks=KEEP, tick=0.01, busy_share=ALWAYS, max_wait=60)
+    # As if other chats' replies were in flight throughout (the runs here end before it matters).
+    lane = BackgroundLane(
+        idle_ticks=KEEP, tick=0.01, busy_share=ALWAYS, max_wait=60, foreground=lambda: True
     )
+    return PipelineRunner(lane=lane)
 
 
 def chat_context(chat_id: int, text: str) -> PipelineContext:
@@ -213,3 +215,17 @@ async def test_the_lane_stops_measuring_once_nothing_waits() -> None:
     assert len(watchers()) == 1
     await until(lambda: not watchers(), timeout=2)
     assert (lane.lag, lane.load) == (0.0, 0.0)  # no old figure makes the next step wait
+
+
+async def test_with_no_reply_in_flight_a_busy_process_does_not_hold_background_steps() -> None:
+    # A test or a console session keeps its CPU busy with no turn in flight: nothing to yield to.
+    runner = PipelineRunner(lane=BackgroundLane(idle_ticks=KEEP, tick=0.01, busy_share=ALWAYS))
+    await measuring(runner.lane)
+    seen: list[str] = []
+    pipeline = Pipeline(
+        "support", [Step(text_agent("coach", "reply")), Background(Step(summarizer(seen)))]
+    )
+    await runner.run(pipeline, context())
+    await asyncio.wait_for(runner.wait_background(), 1)
+    assert seen == ["hi"]
+    assert runner.lane.deferred == 0
