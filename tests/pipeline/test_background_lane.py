@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 
 from bot.pipeline.background_lane import BackgroundLane
 from bot.pipeline.context import AgentOutput, PipelineContext
@@ -20,9 +21,9 @@ NEVER = 1e9  # a limit nothing reaches
 KEEP = 10**6  # idle ticks: the watcher keeps measuring through the test
 
 
-async def until(predicate: object, timeout: float = 5.0) -> None:
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.005)
 
