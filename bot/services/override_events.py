@@ -122,7 +122,7 @@ class OverrideEvents:
                 backoff = min(backoff * 2, self._max_backoff)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
 
     async def close(self) -> None:
         task = self._task
