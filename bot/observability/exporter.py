@@ -98,4 +98,5 @@ class LangfuseSpanExporter(SpanExporter):
             # Ends any retry of an encoded request; the shared transport closes below.
             self._encoded._shutdown_event.set()
             with contextlib.suppress(Exception):
-                self._exporter.shutdown()  # type: ignore[no-untyped-call]
+                # unused-ignore: a newer opentelemetry-sdk may type shutdown().
+                self._exporter.shutdown()  # type: ignore[no-untyped-call, unused-ignore]
