@@ -216,6 +216,8 @@ async def build_services(
         # The ledger's price table prices the reservations too (one copy of the data).
         prices = ledger.prices if ledger is not None else Prices()
         budgets = Budgets.from_settings(settings, storage.budgets, counters, rates=prices.rates)
+        # Closed before the counters (the stack unwinds in reverse): settlements still going.
+        stack.push_async_callback(budgets.drain)
         if ledger is not None:
             budgets.seeder = LedgerSeeder(storage.ledger)
         trials = Trials(storage.trials, ttl=settings.model_config_ttl)

@@ -6,9 +6,9 @@
 Every model call of an agent goes through `BudgetedProvider`: before it, its worst case (the
 prompt's estimated tokens and the call's `max_tokens`, at the model's price) is reserved on every
 scope it counts towards; after it, the reservation is settled with the real cost (the provider's
-own figure when it reports one, else the price table's; a failed call gives it all back). A scope
-at or over its limit refuses the reservation (`budget_counters`), so a limit is overshot by at
-most one call's reservation per turn in flight.
+own figure when it reports one, else the price table's; a failed call gives it all back), without
+the turn waiting for that (`settle_soon`). A scope at or over its limit refuses the reservation
+(`budget_counters`), so a limit is overshot by at most one call's reservation per turn in flight.
 
 When a reservation is refused the agent follows its policy (BUDGET_POLICY): `downgrade:<model>`
 runs the call on that model instead (still counted, never refused), `skip` leaves an optional
@@ -225,6 +225,7 @@ class Budgets:
         self._seeded: set[str] = set()
         self._seeding: dict[str, asyncio.Future[None]] = {}  # counters being started now
         self._listeners: list[Callable[[str], object]] = []
+        self._settling: set[asyncio.Task[None]] = set()  # settlements no reply waits for
 
     @classmethod
     def from_settings(
@@ -416,19 +417,60 @@ class Budgets:
         self, agent: str, user_id: int | None, reservation: Reservation, cost: float | None
     ) -> None:
         """One round trip: the correction, the unpriced count and the totals the alert needs."""
+        settling = self._start_settling(reservation, cost)
+        if settling is not None:
+            await self._finish_settling(agent, user_id, *settling)
+
+    def settle_soon(
+        self, agent: str, user_id: int | None, reservation: Reservation, cost: float | None
+    ) -> None:
+        """`settle`, off the turn's path: a model call's reply (and the next step) does not
+        wait for its settlement's round trip. It is queued on the counters now, so the turn's
+        next reservation is counted after it. `drain` waits for those still going."""
+        settling = self._start_settling(reservation, cost)
+        if settling is None:
+            return
+        task = asyncio.ensure_future(self._finish_settling(agent, user_id, *settling))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    def _start_settling(
+        self, reservation: Reservation, cost: float | None
+    ) -> tuple[list[str], float, bool, Awaitable[dict[str, float]]] | None:
         keys = list(reservation.keys)
         if not keys:
-            return
+            return None
         delta = (cost or 0.0) - reservation.amount
         if delta == 0.0 and cost is not None and self.notify is None:
-            return  # nothing to correct, count or check
+            return None  # nothing to correct, count or check
+        unpriced = cost is None
+        return keys, delta, unpriced, self.counters.settle(keys, delta, unpriced=unpriced)
+
+    async def _finish_settling(
+        self,
+        agent: str,
+        user_id: int | None,
+        keys: list[str],
+        delta: float,
+        unpriced: bool,
+        answer: Awaitable[dict[str, float]],
+    ) -> None:
         try:
-            totals = await self.counters.settle(keys, delta, unpriced=cost is None)
+            totals = await answer
         except Exception as exc:
             log.warning("budget counters did not answer (%s); counting in process", exc)
-            await self._fallback_counters.settle(keys, delta, unpriced=cost is None)
+            await self._fallback_counters.settle(keys, delta, unpriced=unpriced)
             return  # without the shared totals there is nothing to alert on
-        await self._alert(agent, user_id, totals)
+        try:
+            await self._alert(agent, user_id, totals)
+        except Exception as exc:  # the alert's claim on a Redis that went away
+            log.warning("could not check the budget alerts (%s): %s", agent, exc)
+
+    async def drain(self) -> None:
+        """Until every settlement started so far is done (before figures are shown, and at
+        shutdown, before the counters close)."""
+        while self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
 
     async def _alert(self, agent: str, user_id: int | None, totals: dict[str, float]) -> None:
         """`totals`: what the settlement answered for the reserved keys."""
@@ -545,6 +587,7 @@ class Budgets:
     # --- what /budget and /usage show ---
 
     async def spent(self, keys: Sequence[str]) -> tuple[dict[str, float], dict[str, int]]:
+        await self.drain()  # what was spent includes the calls that just ended
         try:
             return await self.counters.totals(keys), await self.counters.unpriced(keys)
         except Exception:
@@ -640,7 +683,7 @@ class BudgetedProvider:
             cost = self._budgets.cost(response)
             return response
         finally:
-            await self._budgets.settle(self._agent, self._user_id, reservation, cost)
+            self._budgets.settle_soon(self._agent, self._user_id, reservation, cost)
 
     async def stream(
         self,
@@ -661,7 +704,7 @@ class BudgetedProvider:
                         cost = self._budgets.cost(chunk.response)
                     yield chunk
         finally:
-            await self._budgets.settle(self._agent, self._user_id, reservation, cost)
+            self._budgets.settle_soon(self._agent, self._user_id, reservation, cost)
 
     def _arm_scope(self, llm: LLMProvider) -> AbstractContextManager[None]:
         # A downgraded call runs on the budget's model, not the trial arm's: the ledger leaves it

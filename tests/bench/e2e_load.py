@@ -327,6 +327,7 @@ async def run(options: Options) -> dict[str, Any]:
         if any(m.delivered_at is not None for m in sent)
         else None,
         "span_ms": span_ms if options.tracing else None,
+        "timeline": _timeline(answered, model_time, started) if options.burst else None,
         "burst_sent": len(burst.sent),
         "burst_answered": sum(1 for m in burst.sent if m.answered_at is not None),
         "burst_added_ms": [
@@ -345,6 +346,24 @@ async def run(options: Options) -> dict[str, Any]:
     if not options.quiet:
         _print(options, result)
     return result
+
+
+def _timeline(
+    answered: list[Any], model_time: dict[str, float], started: float, *, step: float = 2.0
+) -> list[tuple[float, int, float, float]]:
+    """The added latency by when the message was sent (`step`-second windows from the start):
+    (window start s, messages, p50 ms, p99 ms). It tells a tail that grows over a burst (the
+    CPUs behind) from stalls spread over the run (a pause that hits whoever is in flight)."""
+    windows: dict[int, list[float]] = {}
+    for m in answered:
+        if m.answered_at is None or m.tag not in model_time:
+            continue
+        added = (m.answered_at - m.pushed_at) - model_time[m.tag]
+        windows.setdefault(int((m.pushed_at - started) // step), []).append(added)
+    return [
+        (n * step, len(v), percentile(v, 50) * 1000, percentile(v, 99) * 1000)
+        for n, v in sorted(windows.items())
+    ]
 
 
 def _span_durations(spans: list[Any]) -> dict[str, tuple[float, float]]:
@@ -555,6 +574,12 @@ def _production_rows(options: Options, r: dict[str, Any]) -> list[tuple[str, str
     if options.burst is not None:
         rate, seconds = options.burst
         b50, b99 = r["burst_added_ms"]
+        rows.append(
+            (
+                "added by time sent (s: p50/p99 ms)",
+                "  ".join(f"{t:g}: {p50:.0f}/{p99:.0f}" for t, _, p50, p99 in r["timeline"]),
+            )
+        )
         rows.append(
             (
                 f"burst {rate:g} msg/s x {seconds:g} s",

@@ -300,8 +300,10 @@ async def test_a_call_under_a_budget_is_two_redis_round_trips_and_alerts_from_th
     try:
         async with RedisCommands(redis_url) as seen:
             assert await ask(budgets, registry, 8, agent="extraction")  # loads the scripts
+            await budgets.drain()  # its settlement, which would otherwise ride with 9's call
             mark = await seen.mark()
             assert await ask(budgets, registry, 9)
+            await budgets.drain()  # the turn does not wait for the settlement; this test does
             names = await seen.since(mark)
         key = f"user:9:day:{budgets.period_id('day')}"
         totals, unpriced = await budgets.spent([key])
@@ -331,6 +333,65 @@ async def test_the_settlement_answers_the_totals_and_never_goes_below_zero(redis
         assert await counters.settle(["a"], 0.0) == {"a": 0.125}
         assert await counters.totals(["a", "b", "c"]) == {"a": 0.125, "b": 0.125, "c": 0.0}
         assert await counters.unpriced(["a", "c"]) == {"a": 0, "c": 1}
+    finally:
+        await counters.close()
+
+
+async def test_calls_in_flight_share_round_trips_and_a_reservation_counts_after_earlier_settlements(
+    redis_url: str,
+) -> None:
+    """In a burst a call's reservation and its settlement were two round trips each (8 of a
+    turn's ~12 Redis commands). What one loop turn asks goes as one script call, and a
+    settlement rides with the next reservation; queued when called, it is counted first."""
+    counters = RedisCounters(redis_url, prefix=f"test-batch-{secrets.token_hex(4)}")
+    try:
+        async with RedisCommands(redis_url) as seen:
+            assert await counters.reserve([("warm", None)], 0.0) is None  # loads the script
+            mark = await seen.mark()
+            # Two parallel agents' reservations: one round trip.
+            first, second = await asyncio.gather(
+                counters.reserve([("u", 0.01), ("bot", None)], 0.002),
+                counters.reserve([("u", 0.01), ("bot", None)], 0.002),
+            )
+            assert (first, second) == (None, None)
+            assert await seen.since(mark) == ["EVALSHA"]
+            # The first call cost 0.009 more than it reserved (0.011 of the 0.01 limit): its
+            # settlement is not awaited (the turn goes on), the next reservation is refused
+            # all the same, and both went in one round trip.
+            mark = await seen.mark()
+            settled = counters.settle(["u", "bot"], 0.009)
+            assert await counters.reserve([("u", 0.01), ("bot", None)], 0.002) == "u"
+            assert await settled == {"u": pytest.approx(0.013), "bot": pytest.approx(0.013)}
+            assert await seen.since(mark) == ["EVALSHA"]
+            # A settlement alone goes within SETTLE_WINDOW, and before the counters close.
+            mark = await seen.mark()
+            assert await counters.settle(["u"], -0.004, unpriced=True) == {
+                "u": pytest.approx(0.009)
+            }
+            assert await seen.since(mark) == ["EVALSHA"]
+            late = counters.settle(["bot"], -0.013)
+        await counters.close()
+        totals = RedisCounters(redis_url, prefix=counters._prefix)
+        try:
+            assert await totals.totals(["u", "bot"]) == {"u": pytest.approx(0.009), "bot": 0.0}
+            assert await totals.unpriced(["u"]) == {"u": 1}
+        finally:
+            await totals.close()
+        assert await late == {"bot": 0.0}
+    finally:
+        await counters.close()
+
+
+async def test_a_turn_does_not_wait_for_its_settlement_but_the_figures_shown_do(
+    storage: SQLiteStorage, registry: ProviderRegistry, redis_url: str
+) -> None:
+    counters = RedisCounters(redis_url, prefix=f"test-soon-{secrets.token_hex(4)}")
+    budgets = budgets_over(storage, counters, user_day=10.0)
+    try:
+        assert await ask(budgets, registry, 5)
+        assert budgets._settling  # still going when the call has returned
+        assert await spent(budgets, 5) == pytest.approx(COST)  # `spent` waits for it
+        assert not budgets._settling
     finally:
         await counters.close()
 

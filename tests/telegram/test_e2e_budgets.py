@@ -61,6 +61,9 @@ async def turn(harness: Harness, text: str, user_id: int = USER) -> str:
     """Send a message and return the bot's last message once the turn is over."""
     await harness.say(text, user_id=user_id)
     await harness.services.runner.wait_background()
+    # The turn's settlements (and the 80 % alert they check) finish after its reply.
+    if harness.services.budgets is not None:
+        await harness.services.budgets.drain()
     return harness.tg.chat_messages(user_id)[-1].text
 
 
