@@ -225,6 +225,8 @@ class Budgets:
         self._seeded: set[str] = set()
         self._seeding: dict[str, asyncio.Future[None]] = {}  # counters being started now
         self._listeners: list[Callable[[str], object]] = []
+        # (valid from, valid until, day id, month id): see `period_ids`.
+        self._period_ids: tuple[datetime, datetime, str, str] | None = None
         self._settling: set[asyncio.Task[None]] = set()  # settlements no reply waits for
 
     @classmethod
@@ -284,11 +286,25 @@ class Budgets:
         return self.now().astimezone(self.zone)
 
     def period_id(self, period: Period) -> str:
-        local = self.local_now()
-        return local.date().isoformat() if period == "day" else local.strftime("%Y-%m")
+        day, month = self.period_ids()
+        return day if period == "day" else month
 
-    def resets_at(self, period: Period) -> datetime:
-        local = self.local_now()
+    def period_ids(self) -> tuple[str, str]:
+        """Today's and this month's ids in the zone (`2026-12-02`, `2026-12`). Worked out again
+        only at the zone's next midnight (or when the clock goes back): every model call names
+        its counters by them, and a ZoneInfo conversion per call showed in the profile."""
+        now = self.now()
+        cached = self._period_ids
+        if cached is not None and cached[0] <= now < cached[1]:
+            return cached[2], cached[3]
+        local = now.astimezone(self.zone)
+        day, month = local.date().isoformat(), local.strftime("%Y-%m")
+        self._period_ids = (now, self.resets_at("day", local), day, month)
+        return day, month
+
+    def resets_at(self, period: Period, local: datetime | None = None) -> datetime:
+        if local is None:
+            local = self.local_now()
         midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
         if period == "day":
             # Midnight of the next calendar day in the zone (a DST day has 23 or 25 hours).
@@ -317,7 +333,7 @@ class Budgets:
 
     async def scope_keys(self, agent: str, user_id: int | None) -> list[ScopeKey]:
         limits = await self.limits()
-        day, month = self.period_id("day"), self.period_id("month")
+        day, month = self.period_ids()
         keys = [
             ScopeKey("bot:day", f"bot:day:{day}", limits.get("bot:day"), "day", "the bot's daily"),
             ScopeKey(

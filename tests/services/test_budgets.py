@@ -124,6 +124,25 @@ async def test_a_new_day_in_the_zone_starts_from_zero(
     assert await ask(budgets, registry, 1) is True
 
 
+def test_the_period_ids_change_at_the_zones_midnight_and_follow_a_clock_set_back(
+    storage: SQLiteStorage,
+) -> None:
+    """`period_ids` is worked out once a day; the cache must never outlive the zone's day."""
+    clock = [datetime(2026, 11, 30, 22, 59, 59, tzinfo=UTC)]  # 23:59:59 in Berlin
+    budgets = budgets_over(
+        storage, LocalCounters(), user_day=1.0, timezone="Europe/Berlin", now=lambda: clock[0]
+    )
+    assert budgets.period_ids() == ("2026-11-30", "2026-11")
+    clock[0] += timedelta(seconds=1)  # midnight in Berlin: a new day and a new month
+    assert budgets.period_ids() == ("2026-12-01", "2026-12")
+    clock[0] -= timedelta(hours=2)  # the clock set back
+    assert budgets.period_ids() == ("2026-11-30", "2026-11")
+    clock[0] = datetime(2027, 3, 28, 21, 59, tzinfo=UTC)  # 23:59 on the 23-hour day (CEST)
+    assert budgets.period_id("day") == "2027-03-28"
+    clock[0] += timedelta(minutes=1)
+    assert budgets.period_id("day") == "2027-03-29"
+
+
 async def _race(
     replicas: list[Budgets], registry: ProviderRegistry, *, turns: int, limit: float
 ) -> float:
