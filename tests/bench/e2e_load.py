@@ -61,6 +61,7 @@ from tests.bench.harness import (
     Load,
     calibration_ms,
     load_average,
+    loopback_us,
     percentile,
     print_table,
     rig,
@@ -166,6 +167,7 @@ async def run(options: Options) -> dict[str, Any]:
         cpu_cap=options.replica_cpu,
     )
     calibration = calibration_ms()
+    loopback = loopback_us()
     if options.production or options.fronted:
         await empty_redis()
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
@@ -311,6 +313,7 @@ async def run(options: Options) -> dict[str, Any]:
         else {},
         "load": load_average(),
         "calibration_ms": calibration,
+        "loopback_us": loopback,
         "insforge_per_turn": per_turn,
         "insforge_plain_turn": plain,
         "archives_seeded": archives,
@@ -547,6 +550,11 @@ def _print(options: Options, r: dict[str, Any]) -> None:
             ),
             ("load average (1/5/15 min)", r["load"]),
             ("machine speed (calibration)", f"{r['calibration_ms']:.1f} ms (lower is faster)"),
+            (
+                "loopback round trip",
+                f"{r['loopback_us'][0]:.1f} us ({r['loopback_us'][1]:.1f} us of this process's "
+                "CPU; the bot's writes cost like this)",
+            ),
         ],
     )
     for text in r["apology_texts"]:

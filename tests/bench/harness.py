@@ -28,7 +28,10 @@ import json
 import math
 import os
 import re
+import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -741,6 +744,50 @@ def calibration_ms() -> float:
         work()
         best = min(best, time.process_time() - started)
     return best * 1000
+
+
+_ECHO = """
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+while True:
+    data = s.recv(4096)
+    if not data:
+        break
+    s.sendall(data)
+"""
+
+
+def loopback_us(round_trips: int = 2000) -> tuple[float, float]:
+    """What a loopback round trip to another process costs right now: (wall us, this process's
+    CPU us) per 64-byte ping-pong over TCP on 127.0.0.1, best of 3.
+
+    `calibration_ms` is interpreter-bound and does not see syscall cost. On 2026-12-04 two
+    machines of the same kind gave the same calibration (~13 ms) while the bot took 9.4 and 15
+    ms a message: its CPU goes largely into socket writes, each of which runs the peer's receive
+    path and its wake-up. This figure tells such a machine from slower code."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        child = subprocess.Popen([sys.executable, "-c", _ECHO, str(port)])
+        try:
+            conn, _ = server.accept()
+            with conn:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                payload = b"x" * 64
+                best_wall = best_cpu = float("inf")
+                for _ in range(3):
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    for _ in range(round_trips):
+                        conn.sendall(payload)
+                        got = 0
+                        while got < len(payload):
+                            got += len(conn.recv(4096))
+                    best_wall = min(best_wall, time.perf_counter() - wall)
+                    best_cpu = min(best_cpu, time.process_time() - cpu)
+        finally:
+            child.kill()
+            child.wait()
+    return best_wall / round_trips * 1e6, best_cpu / round_trips * 1e6
 
 
 def load_average() -> str:
