@@ -280,6 +280,10 @@ class RedisCounters:
                 if not op.answer.done():
                     op.answer.set_exception(exc)
             return
+        except asyncio.CancelledError:  # the loop shutting down: nobody is left hanging on it
+            for op in batch:
+                op.answer.cancel()
+            raise
         for op, answer in zip(batch, answers, strict=True):
             if not op.answer.done():  # its caller may have been cancelled
                 op.answer.set_result(answer)

@@ -25,6 +25,7 @@ from bot.services.budgets import BudgetExceeded, Budgets, BudgetSkipped, ScopeKe
 from bot.storage.ledger_models import LedgerCall
 from bot.storage.sqlite import SQLiteStorage
 from tests.fakes.llm_server import FakeLLMServer
+from tests.fakes.ports import free_port
 from tests.fakes.redis_monitor import RedisCommands
 from tests.llm.conftest import settings_for
 
@@ -397,6 +398,25 @@ async def test_calls_in_flight_share_round_trips_and_a_reservation_counts_after_
         finally:
             await totals.close()
         assert await late == {"bot": 0.0}
+    finally:
+        await counters.close()
+
+
+async def test_with_redis_unreachable_every_call_of_a_batch_counts_in_process(
+    storage: SQLiteStorage, registry: ProviderRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed script call fails each operation in it; each falls back on its own, so the
+    limit still holds (in this process) and no call waits for ever."""
+    counters = RedisCounters(f"redis://127.0.0.1:{free_port()}/0", prefix="test-down")
+    budgets = budgets_over(storage, counters, user_day=COST)
+    try:
+        first, second = await asyncio.wait_for(
+            asyncio.gather(ask(budgets, registry, 3), ask(budgets, registry, 4)), 30
+        )
+        assert (first, second) == (True, True)  # both reservations in one failed batch
+        await budgets.drain()  # the settlements failed too, and were counted here
+        assert not await ask(budgets, registry, 3)  # 0.01 of 0.01 spent, in process
+        assert "counting in process" in caplog.text
     finally:
         await counters.close()
 
