@@ -35,7 +35,11 @@ Figures (nothing asserts: it prints):
 - peak memory: VmHWM of the bot process; override table reads per minute: `GET /metrics`;
 - the driver's CPU: when it nears 100 % of one core the figures are bounded by the driver;
 - InsForge requests per turn (InsForge only): the fake's request log over the run, per answered
-  message and by kind, and the requests of one plain turn of a warm chat sent alone afterwards.
+  message and by kind, and the requests of one plain turn of a warm chat sent alone afterwards;
+- with `--burst`, the added latency by when the message was sent (2 s windows): a tail that grows
+  through the burst and drains after it is the CPUs behind; spikes here and there are stalls;
+- beside the calibration, a loopback round trip to another process (`harness.loopback_us`): the
+  bot's CPU goes largely into socket writes, which the pure-Python calibration does not see.
 
 Load model: open loop at `--rate` messages/s by default (latency at a known load; chats take turns
 so a chat's messages are chats/rate seconds apart); `--rate 0` is a closed loop where each chat
