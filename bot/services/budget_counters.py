@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -105,7 +105,7 @@ class LocalCounters:
             self._spent[key] = max(0.0, self._spent.get(key, 0.0) + delta)
             if unpriced:
                 self._unpriced[key] = self._unpriced.get(key, 0) + 1
-        return _ready({key: self._spent[key] for key in keys})
+        return _Ready({key: self._spent[key] for key in keys})
 
     async def totals(self, keys: Sequence[str]) -> dict[str, float]:
         return {key: self._spent.get(key, 0.0) for key in keys}
@@ -197,8 +197,18 @@ return out
 """
 
 
-async def _ready(totals: dict[str, float]) -> dict[str, float]:
-    return totals
+class _Ready:
+    """An answer that is already there: awaiting it returns it, and dropping it unawaited is
+    fine (LocalCounters applies a settlement when it is called)."""
+
+    __slots__ = ("totals",)
+
+    def __init__(self, totals: dict[str, float]) -> None:
+        self.totals = totals
+
+    def __await__(self) -> Generator[Any, None, dict[str, float]]:
+        yield from ()
+        return self.totals
 
 
 async def _totals(keys: Sequence[str], answer: asyncio.Future[Any]) -> dict[str, float]:
@@ -240,7 +250,7 @@ class RedisCounters:
         self, keys: Sequence[str], delta: float, *, unpriced: bool = False
     ) -> Awaitable[dict[str, float]]:
         if not keys:
-            return _ready({})
+            return _Ready({})
         names = [self._k(key) for key in keys]
         if unpriced:
             names += [self._k(f"{key}:unpriced") for key in keys]

@@ -460,7 +460,13 @@ class Budgets:
         if delta == 0.0 and cost is not None and self.notify is None:
             return None  # nothing to correct, count or check
         unpriced = cost is None
-        return keys, delta, unpriced, self.counters.settle(keys, delta, unpriced=unpriced)
+        try:
+            answer = self.counters.settle(keys, delta, unpriced=unpriced)
+        except Exception as exc:  # never into the model call's `finally`
+            log.warning("budget counters did not take a settlement (%s); counting in process", exc)
+            self._fallback_counters.settle(keys, delta, unpriced=unpriced)  # applied at once
+            return None
+        return keys, delta, unpriced, answer
 
     async def _finish_settling(
         self,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -419,6 +419,23 @@ async def test_with_redis_unreachable_every_call_of_a_batch_counts_in_process(
         assert "counting in process" in caplog.text
     finally:
         await counters.close()
+
+
+class RefusingSettlements(LocalCounters):
+    def settle(
+        self, keys: Sequence[str], delta: float, *, unpriced: bool = False
+    ) -> Awaitable[dict[str, float]]:
+        raise RuntimeError("no settlement taken")
+
+
+async def test_a_settlement_the_counters_refuse_at_once_never_fails_the_call(
+    storage: SQLiteStorage, registry: ProviderRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A settlement is queued inside the model call's `finally`: an error there would have
+    replaced the call's answer."""
+    budgets = budgets_over(storage, RefusingSettlements(), user_day=1.0)
+    assert await ask(budgets, registry, 6)
+    assert "did not take a settlement" in caplog.text
 
 
 async def test_a_turn_does_not_wait_for_its_settlement_but_the_figures_shown_do(
