@@ -429,19 +429,12 @@ class Budgets:
             raise BudgetExceeded(spent.scope, self.refusal_text(spent))
         return Reservation(tuple(k.key for k in keys), worst, checked)
 
-    async def settle(
-        self, agent: str, user_id: int | None, reservation: Reservation, cost: float | None
-    ) -> None:
-        """One round trip: the correction, the unpriced count and the totals the alert needs."""
-        settling = self._start_settling(reservation, cost)
-        if settling is not None:
-            await self._finish_settling(agent, user_id, *settling)
-
     def settle_soon(
         self, agent: str, user_id: int | None, reservation: Reservation, cost: float | None
     ) -> None:
-        """`settle`, off the turn's path: a model call's reply (and the next step) does not
-        wait for its settlement's round trip. It is queued on the counters now, so the turn's
+        """Settle `reservation` with the real `cost` (the correction, the unpriced count and
+        the totals the alert needs), off the turn's path: a model call's reply (and the next
+        step) does not wait for its round trip. It is queued on the counters now, so the turn's
         next reservation is counted after it. `drain` waits for those still going."""
         settling = self._start_settling(reservation, cost)
         if settling is None:

@@ -262,11 +262,7 @@ async def run(options: Options) -> dict[str, Any]:
     answered = [m for m in sent if m.answered_at is not None]
     apologised = [m for m in sent if m.apologies]
     e2e = [m.answered_at - m.pushed_at for m in answered if m.answered_at is not None]
-    added = [
-        (m.answered_at - m.pushed_at) - model_time[m.tag]
-        for m in answered
-        if m.answered_at is not None and m.tag in model_time
-    ]
+    added = _added(answered, model_time)
     span = (
         max(m.answered_at for m in answered if m.answered_at is not None)
         - min(m.pushed_at for m in sent)
@@ -337,22 +333,20 @@ async def run(options: Options) -> dict[str, Any]:
         "timeline": _timeline(answered, model_time, started) if options.burst else None,
         "burst_sent": len(burst.sent),
         "burst_answered": sum(1 for m in burst.sent if m.answered_at is not None),
-        "burst_added_ms": [
-            percentile(
-                [
-                    (m.answered_at - m.pushed_at) - model_time[m.tag]
-                    for m in burst.sent
-                    if m.answered_at is not None and m.tag in model_time
-                ],
-                p,
-            )
-            * 1000
-            for p in (50, 99)
-        ],
+        "burst_added_ms": [percentile(_added(burst.sent, model_time), p) * 1000 for p in (50, 99)],
     }
     if not options.quiet:
         _print(options, result)
     return result
+
+
+def _added(messages: list[Any], model_time: dict[str, float]) -> list[float]:
+    """Each answered message's added latency (seconds): end to end minus its model time."""
+    return [
+        (m.answered_at - m.pushed_at) - model_time[m.tag]
+        for m in messages
+        if m.answered_at is not None and m.tag in model_time
+    ]
 
 
 def _timeline(
@@ -363,10 +357,8 @@ def _timeline(
     CPUs behind) from stalls spread over the run (a pause that hits whoever is in flight)."""
     windows: dict[int, list[float]] = {}
     for m in answered:
-        if m.answered_at is None or m.tag not in model_time:
-            continue
-        added = (m.answered_at - m.pushed_at) - model_time[m.tag]
-        windows.setdefault(int((m.pushed_at - started) // step), []).append(added)
+        for added in _added([m], model_time):
+            windows.setdefault(int((m.pushed_at - started) // step), []).append(added)
     return [
         (n * step, len(v), percentile(v, 50) * 1000, percentile(v, 99) * 1000)
         for n, v in sorted(windows.items())

@@ -768,6 +768,7 @@ def loopback_us(round_trips: int = 2000) -> tuple[float, float]:
     path and its wake-up. This figure tells such a machine from slower code."""
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
+        server.settimeout(30)  # a child that never connects fails the figure, not the run's wait
         child = subprocess.Popen([sys.executable, "-c", _ECHO, str(port)])
         try:
             conn, _ = server.accept()
